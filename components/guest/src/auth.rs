@@ -1,0 +1,320 @@
+//! The one authentication path of every protected endpoint.
+//!
+//! A project access token is a JWT whose claims name a record in key-value (`token/{jti}`).
+//! The record holds the SHA-256 of the token as minted, so a presented token is authentic when
+//! its hash equals the record's: forged, altered, other-key and `alg: none` tokens cannot
+//! match, and the hot path needs no Ed25519 verification. The signature stays for parties
+//! that only hold the facility's public key.
+//!
+//! Nothing here ever puts the token into a message.
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+use spin_sdk::http::Request;
+use spin_sdk::key_value::Store;
+use subtle::ConstantTimeEq;
+
+use crate::time::parse_rfc3339;
+use crate::ApiError;
+
+/// The key-value store label that holds token records.
+pub const STORE: &str = "default";
+/// The audience a token must carry when the component variable `token_audience` is unset.
+pub const DEFAULT_AUDIENCE: &str = "s3m";
+/// The only token type this API accepts: an OLCF project access token.
+pub const TOKEN_TYPE: &str = "opat";
+/// Longest Authorization value looked at; real tokens are a few hundred bytes.
+const MAX_TOKEN_LEN: usize = 8192;
+
+/// The key of the record of token `jti`.
+pub fn record_key(jti: &str) -> String {
+    format!("token/{jti}")
+}
+
+/// The key whose atomic counter consumes one-time token `jti`.
+pub fn used_key(jti: &str) -> String {
+    format!("token-used/{jti}")
+}
+
+/// The record of a token, as the host CLI `s3m token create` writes it under `token/{jti}`.
+/// Fields this crate does not know are tolerated (and kept by writers that go through
+/// `serde_json::Value`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TokenRecord {
+    #[serde(deserialize_with = "null_as_default")]
+    pub jti: String,
+    /// Lower-case hex SHA-256 of the whole token string as minted.
+    #[serde(deserialize_with = "null_as_default")]
+    pub token_sha256: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub username: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub project: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub permissions: Vec<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub planned_expiration: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub security_enclave: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub description: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub one_time_token: bool,
+    #[serde(deserialize_with = "null_as_default")]
+    pub delayed_start: bool,
+    pub delay_date: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub owner_name: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub revoked: bool,
+    pub revoked_at: Option<String>,
+    pub created_at: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub extensions: i64,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Who is calling: the token's record, checked.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub jti: String,
+    /// `{project}_auser`, lower case.
+    pub username: String,
+    pub project: String,
+    pub permissions: Vec<String>,
+    pub record: TokenRecord,
+}
+
+impl Principal {
+    /// Ok when the token holds `permission`; else 403 naming it.
+    pub fn require(&self, permission: &str) -> Result<(), ApiError> {
+        if self.permissions.iter().any(|p| p == permission) {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied(format!(
+                "this token lacks the permission '{permission}' (it has: {}); mint a token with --permission {permission}",
+                if self.permissions.is_empty() { "none".to_string() } else { self.permissions.join(", ") }
+            )))
+        }
+    }
+
+    /// Ok when the token holds any of `permissions`; else 403 naming them.
+    pub fn require_any(&self, permissions: &[&str]) -> Result<(), ApiError> {
+        if permissions.iter().any(|p| self.permissions.iter().any(|q| q == p)) {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied(format!(
+                "this token lacks a permission this endpoint needs: one of {}",
+                permissions.join(", ")
+            )))
+        }
+    }
+
+    /// Ok when the object touched belongs to the token's project; else 403.
+    pub fn require_project(&self, project: &str) -> Result<(), ApiError> {
+        if self.project.eq_ignore_ascii_case(project) {
+            Ok(())
+        } else {
+            Err(ApiError::permission_denied(format!(
+                "this token is for project {}, not {project}",
+                self.project
+            )))
+        }
+    }
+}
+
+/// The claims of a project access token that the hot path reads (the signature is not
+/// verified here: the record hash is what makes a token authentic).
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(rename = "type")]
+    token_type: Option<String>,
+    aud: Option<Audience>,
+    nbf: Option<i64>,
+    jti: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Audience::One(a) => a == wanted,
+            Audience::Many(all) => all.iter().any(|a| a == wanted),
+        }
+    }
+}
+
+/// The token in the `Authorization` header: raw, or after a case-insensitive `Bearer `.
+pub fn bearer_token(req: &Request) -> Result<String, ApiError> {
+    let missing = || ApiError::unauthenticated("missing token: send the header Authorization: <token>");
+    let value = req.header("authorization").ok_or_else(missing)?;
+    let value = value
+        .as_str()
+        .ok_or_else(|| ApiError::unauthenticated("malformed token: the Authorization header is not text"))?
+        .trim();
+    let token = match value.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => value,
+    };
+    if token.is_empty() {
+        return Err(missing());
+    }
+    Ok(token.to_string())
+}
+
+fn malformed() -> ApiError {
+    ApiError::unauthenticated("malformed token: expected a project access token (a JWT: header.payload.signature)")
+}
+
+fn b64url() -> GeneralPurpose {
+    GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    )
+}
+
+/// Decodes the claims of `token` without verifying its signature.
+fn decode_claims(token: &str) -> Result<Claims, ApiError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(malformed());
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let engine = b64url();
+    let header = engine.decode(header).map_err(|_| malformed())?;
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&header).map_err(|_| malformed())?;
+    let payload = engine.decode(payload).map_err(|_| malformed())?;
+    serde_json::from_slice::<Claims>(&payload).map_err(|_| malformed())
+}
+
+/// The audience tokens must carry: component variable `token_audience`, else "s3m".
+fn required_audience() -> String {
+    match spin_sdk::variables::get("token_audience") {
+        Ok(a) if !a.trim().is_empty() => a.trim().to_string(),
+        _ => DEFAULT_AUDIENCE.to_string(),
+    }
+}
+
+fn is_plain_jti(jti: &str) -> bool {
+    !jti.is_empty() && jti.len() <= 128 && jti.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn kv_unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(format!("key-value store '{STORE}' unavailable while {what}: {e}"))
+}
+
+/// Opens the key-value store of token records.
+pub fn open_store() -> Result<Store, ApiError> {
+    Store::open(STORE).map_err(|e| kv_unavailable("opening it", e))
+}
+
+/// Loads the record of `jti`, `None` when there is none.
+pub fn load_record(store: &Store, jti: &str) -> Result<Option<TokenRecord>, ApiError> {
+    let Some(bytes) = store.get(&record_key(jti)).map_err(|e| kv_unavailable("reading a token record", e))? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::internal(format!("the record of token {jti} is unreadable: {e}")))
+}
+
+fn record_time(jti: &str, field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    parse_rfc3339(value).ok_or_else(|| {
+        ApiError::internal(format!("the record of token {jti} has an invalid {field}: {value:?}"))
+    })
+}
+
+/// Consumes one-time token `jti`: true for exactly one caller, ever (atomic in the host).
+fn consume_once(jti: &str) -> Result<bool, ApiError> {
+    use spin_sdk::wit::wasi::keyvalue::{atomics, store};
+    let bucket = store::open(STORE).map_err(|e| kv_unavailable("opening it for atomics", format!("{e:?}")))?;
+    let count = atomics::increment(&bucket, &used_key(jti), 1)
+        .map_err(|e| kv_unavailable("consuming a one-time token", format!("{e:?}")))?;
+    Ok(count == 1)
+}
+
+/// Authenticates the request: the token in `Authorization`, checked against its record.
+/// 401 for every way a token can be missing or invalid, 503 when key-value fails.
+pub fn authenticate(req: &Request) -> Result<Principal, ApiError> {
+    let token = bearer_token(req)?;
+    let claims = decode_claims(&token)?;
+    if claims.token_type.as_deref() != Some(TOKEN_TYPE) {
+        return Err(ApiError::unauthenticated(format!(
+            "invalid token: its type is not '{TOKEN_TYPE}' (a project access token)"
+        )));
+    }
+    let audience = required_audience();
+    if !claims.aud.as_ref().is_some_and(|a| a.contains(&audience)) {
+        return Err(ApiError::unauthenticated(format!(
+            "invalid token: it is not meant for this service (audience '{audience}')"
+        )));
+    }
+    let now = Utc::now();
+    if let Some(nbf) = claims.nbf {
+        if nbf > now.timestamp() {
+            return Err(ApiError::unauthenticated("token not yet valid"));
+        }
+    }
+    let jti = claims.jti.unwrap_or_default();
+    if !is_plain_jti(&jti) {
+        return Err(malformed());
+    }
+    let unknown = || ApiError::unauthenticated("invalid token: this facility did not mint it, or it was deleted");
+    let store = open_store()?;
+    let record = load_record(&store, &jti)?.ok_or_else(unknown)?;
+
+    let presented = hex::encode(Sha256::digest(token.as_bytes()));
+    let expected = record.token_sha256.to_ascii_lowercase();
+    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        return Err(unknown());
+    }
+    if record.revoked {
+        return Err(ApiError::unauthenticated("token revoked"));
+    }
+    let expires = record_time(&jti, "plannedExpiration", &record.planned_expiration)?;
+    if now > expires {
+        return Err(ApiError::unauthenticated("token expired"));
+    }
+    if record.delayed_start {
+        if let Some(delay) = record.delay_date.as_deref() {
+            let start = record_time(&jti, "delayDate", delay)?;
+            if now < start {
+                return Err(ApiError::unauthenticated(format!(
+                    "token not active until {}",
+                    crate::time::rfc3339_micros(&start)
+                )));
+            }
+        }
+    }
+    if record.one_time_token && !consume_once(&jti)? {
+        return Err(ApiError::unauthenticated("one-time token already used"));
+    }
+    Ok(Principal {
+        jti,
+        username: record.username.clone(),
+        project: record.project.clone(),
+        permissions: record.permissions.clone(),
+        record,
+    })
+}
