@@ -1,0 +1,309 @@
+//! Status: the facility's resources and their downtimes, as operators write them in the
+//! facility configuration (`/config/facility.toml`, read on every request so edits show at
+//! once). No token is needed.
+//!
+//! This room reads only `[facility]`, `[[resources]]` and `[[downtimes]]`; every other key
+//! (such as `[resources.compute]`) belongs to other components and is ignored here.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use s3m_guest::time::{now, parse_rfc3339, rfc3339};
+use s3m_guest::{json, route_path, ApiError};
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+const BASE: &str = "/olcf/v1alpha/status";
+const CONFIG_FILE: &str = "/config/facility.toml";
+/// How far ahead "upcoming" downtimes reach.
+const UPCOMING_DAYS: i64 = 10;
+
+// ---- routes ----
+
+#[http_component]
+fn handle(req: Request) -> Response {
+    route(&req).unwrap_or_else(Response::from)
+}
+
+fn route(req: &Request) -> Result<Response, ApiError> {
+    let path = route_path(req);
+    let Some(rest) = path.strip_prefix(BASE) else {
+        return Err(ApiError::no_route(&path));
+    };
+    let endpoint = match rest {
+        "" => Endpoint::Resources,
+        // `downtimes` wins over a resource of that name.
+        "/downtimes" => Endpoint::CurrentDowntimes,
+        "/downtimes/upcoming" => Endpoint::UpcomingDowntimes,
+        name if name.starts_with('/') && !name[1..].contains('/') => Endpoint::Resource(&name[1..]),
+        _ => return Err(ApiError::no_route(&path)),
+    };
+    if *req.method() != Method::Get {
+        return Err(ApiError::wrong_method(req.method(), &path, &["GET"]));
+    }
+    let facility = Facility::load()?;
+    let now = now();
+    Ok(match endpoint {
+        Endpoint::Resources => json(&ResourcesAnswer { resources: facility.resources(now) }),
+        Endpoint::Resource(name) => json(&facility.resource(name, now)?),
+        Endpoint::CurrentDowntimes => json(&DowntimesAnswer { downtimes: facility.current_downtimes(now) }),
+        Endpoint::UpcomingDowntimes => json(&DowntimesAnswer { downtimes: facility.upcoming_downtimes(now, None) }),
+    })
+}
+
+enum Endpoint<'a> {
+    Resources,
+    Resource(&'a str),
+    CurrentDowntimes,
+    UpcomingDowntimes,
+}
+
+// ---- wire shapes ----
+
+#[derive(Serialize)]
+struct ResourcesAnswer {
+    resources: Vec<Resource>,
+}
+
+#[derive(Serialize)]
+struct DowntimesAnswer {
+    downtimes: Vec<Downtime>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Resource {
+    name: String,
+    description: String,
+    system_type: &'static str,
+    security_enclave: String,
+    organization: String,
+    status: String,
+    annotations: BTreeMap<String, String>,
+    downtime_schedule_available: bool,
+    upcoming_downtimes: Vec<Downtime>,
+    retrieved_at: String,
+}
+
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct Downtime {
+    resource_name: String,
+    status: &'static str,
+    start: String,
+    end: String,
+    description: String,
+    attributes: DowntimeAttributes,
+    updated_at: String,
+}
+
+#[derive(Serialize, Clone)]
+struct DowntimeAttributes {
+    scheduled: bool,
+    reboot: bool,
+}
+
+// ---- the facility configuration ----
+
+const STATUSES: [&str; 3] = ["OPERATIONAL", "UNAVAILABLE", "UNSPECIFIED"];
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FacilityFile {
+    facility: FacilitySection,
+    resources: Vec<ResourceSection>,
+    downtimes: Vec<DowntimeSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct FacilitySection {
+    name: String,
+    organization: String,
+    security_enclave: String,
+}
+
+impl Default for FacilitySection {
+    fn default() -> Self {
+        Self { name: String::new(), organization: String::new(), security_enclave: "open".into() }
+    }
+}
+
+#[derive(Deserialize)]
+struct ResourceSection {
+    name: String,
+    #[serde(default)]
+    description: String,
+    organization: Option<String>,
+    status: Option<String>,
+    downtime_schedule_available: Option<bool>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct DowntimeSection {
+    resource: String,
+    start: toml::Value,
+    end: toml::Value,
+    #[serde(default)]
+    description: String,
+    scheduled: Option<bool>,
+    reboot: Option<bool>,
+    updated_at: Option<toml::Value>,
+}
+
+/// The configuration, checked: times parsed, statuses known, downtimes on known resources.
+struct Facility {
+    organization: String,
+    security_enclave: String,
+    resources: Vec<ResourceSection>,
+    downtimes: Vec<ScheduledDowntime>,
+}
+
+struct ScheduledDowntime {
+    resource: String,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    description: String,
+    scheduled: bool,
+    reboot: bool,
+    updated_at: DateTime<Utc>,
+}
+
+fn config_error(problem: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(format!("facility configuration {CONFIG_FILE}: {problem}"))
+}
+
+/// A time written as a TOML string ("2026-01-01T00:00:00Z") or a bare TOML datetime.
+fn config_time(value: &toml::Value, what: &str) -> Result<DateTime<Utc>, ApiError> {
+    let text = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Datetime(d) => d.to_string(),
+        other => return Err(config_error(format!("{what} must be an RFC 3339 time, not {other}"))),
+    };
+    parse_rfc3339(&text)
+        .ok_or_else(|| config_error(format!("{what} = {text:?} is not an RFC 3339 time with an offset (e.g. 2026-01-01T00:00:00Z)")))
+}
+
+impl Facility {
+    fn load() -> Result<Self, ApiError> {
+        let text = std::fs::read_to_string(CONFIG_FILE)
+            .map_err(|e| config_error(format!("cannot be read ({e}); the app's config/ directory must hold facility.toml")))?;
+        Self::parse(&text)
+    }
+
+    fn parse(text: &str) -> Result<Self, ApiError> {
+        let file: FacilityFile = toml::from_str(text).map_err(|e| config_error(format!("is not valid: {e}")))?;
+        for r in &file.resources {
+            if let Some(status) = &r.status {
+                if !STATUSES.contains(&status.as_str()) {
+                    return Err(config_error(format!(
+                        "resource {:?} has status {status:?}; use one of {}",
+                        r.name,
+                        STATUSES.join(", ")
+                    )));
+                }
+            }
+        }
+        let mut downtimes = Vec::with_capacity(file.downtimes.len());
+        for (i, d) in file.downtimes.iter().enumerate() {
+            let what = |field: &str| format!("downtimes[{i}].{field}");
+            if !file.resources.iter().any(|r| r.name == d.resource) {
+                return Err(config_error(format!(
+                    "{} names resource {:?}, which no [[resources]] entry defines",
+                    what("resource"),
+                    d.resource
+                )));
+            }
+            let start = config_time(&d.start, &what("start"))?;
+            let end = config_time(&d.end, &what("end"))?;
+            if end <= start {
+                return Err(config_error(format!("{} ends before it starts", what("end"))));
+            }
+            let updated_at = match &d.updated_at {
+                Some(v) => config_time(v, &what("updated_at"))?,
+                None => start,
+            };
+            downtimes.push(ScheduledDowntime {
+                resource: d.resource.clone(),
+                start,
+                end,
+                description: d.description.clone(),
+                scheduled: d.scheduled.unwrap_or(true),
+                reboot: d.reboot.unwrap_or(false),
+                updated_at,
+            });
+        }
+        downtimes.sort_by_key(|d| d.start);
+        Ok(Facility {
+            organization: file.facility.organization,
+            security_enclave: file.facility.security_enclave,
+            resources: file.resources,
+            downtimes,
+        })
+    }
+
+    fn current_downtimes(&self, now: DateTime<Utc>) -> Vec<Downtime> {
+        self.downtimes.iter().filter(|d| d.start <= now && now < d.end).map(Downtime::from).collect()
+    }
+
+    /// Downtimes starting within the next [`UPCOMING_DAYS`], of one resource or all.
+    fn upcoming_downtimes(&self, now: DateTime<Utc>, resource: Option<&str>) -> Vec<Downtime> {
+        let horizon = now + Duration::days(UPCOMING_DAYS);
+        self.downtimes
+            .iter()
+            .filter(|d| d.start > now && d.start <= horizon)
+            .filter(|d| resource.is_none_or(|r| d.resource == r))
+            .map(Downtime::from)
+            .collect()
+    }
+
+    fn resources(&self, now: DateTime<Utc>) -> Vec<Resource> {
+        self.resources.iter().map(|r| self.describe(r, now)).collect()
+    }
+
+    fn resource(&self, name: &str, now: DateTime<Utc>) -> Result<Resource, ApiError> {
+        self.resources
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| self.describe(r, now))
+            .ok_or_else(|| ApiError::not_found(format!("no resource named {name:?}; GET {BASE} lists them")))
+    }
+
+    fn describe(&self, r: &ResourceSection, now: DateTime<Utc>) -> Resource {
+        let down = self.downtimes.iter().any(|d| d.resource == r.name && d.start <= now && now < d.end);
+        let status = if down {
+            "UNAVAILABLE".to_string()
+        } else {
+            r.status.clone().unwrap_or_else(|| "OPERATIONAL".to_string())
+        };
+        Resource {
+            name: r.name.clone(),
+            description: r.description.clone(),
+            system_type: "resource",
+            security_enclave: self.security_enclave.clone(),
+            organization: r.organization.clone().unwrap_or_else(|| self.organization.clone()),
+            status,
+            annotations: r.annotations.clone(),
+            downtime_schedule_available: r.downtime_schedule_available.unwrap_or(true),
+            upcoming_downtimes: self.upcoming_downtimes(now, Some(&r.name)),
+            retrieved_at: rfc3339(&now),
+        }
+    }
+}
+
+impl From<&ScheduledDowntime> for Downtime {
+    fn from(d: &ScheduledDowntime) -> Self {
+        Downtime {
+            resource_name: d.resource.clone(),
+            status: "UNAVAILABLE",
+            start: rfc3339(&d.start),
+            end: rfc3339(&d.end),
+            description: d.description.clone(),
+            attributes: DowntimeAttributes { scheduled: d.scheduled, reboot: d.reboot },
+            updated_at: rfc3339(&d.updated_at),
+        }
+    }
+}
