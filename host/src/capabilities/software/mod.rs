@@ -1,0 +1,165 @@
+//! The `s3m:facility/software` capability: which software modules a job on
+//! a resource can load. Components cannot run programs, so the host asks the
+//! module system for them. Its providers (host/src/providers/software/) are
+//! Lmod's spider over the resource's module path, and the facility
+//! configuration's own module list.
+//!
+//! Configuration, per resource, in `[resources.environment]` of
+//! config/facility.toml:
+//!
+//! ```toml
+//! [[resources]]
+//! name = "frontier"
+//! [resources.environment]
+//! modulepath = ["/sw/frontier/modulefiles"]   # Lmod's spider reads these
+//! lmod_spider = "/usr/share/lmod/lmod/libexec/spider"  # optional
+//! modules_cache_seconds = 60                  # optional, how long a spider run is reused
+//! modules = [{ name = "cmake", versions = ["3.27.9"], default = "3.27.9" }]
+//! ```
+//!
+//! Without `modulepath`, `modules` is the whole list; with it, the modules
+//! Lmod finds come first and configured ones Lmod does not know are added.
+
+use crate::facility::FacilityConfig;
+use crate::providers::software::{config::ConfiguredModules, lmod::Lmod};
+use crate::state::HostState;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker};
+
+wasmtime::component::bindgen!({
+    world: "s3m:facility/software-host",
+    path: "../wit",
+    imports: { default: async | trappable },
+});
+
+use s3m::facility::software as wit;
+
+/// One package as a provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    pub name: String,
+    /// Oldest first.
+    pub versions: Vec<String>,
+    pub default_version: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SoftwareError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A source of a resource's modules.
+#[async_trait::async_trait]
+pub trait SoftwareProvider: Send + Sync {
+    async fn modules(&self) -> Result<Vec<Module>, SoftwareError>;
+}
+
+/// Every resource's module source, built once from the facility configuration.
+#[derive(Default)]
+pub struct Software {
+    resources: HashMap<String, Resource>,
+}
+
+struct Resource {
+    lmod: Option<Lmod>,
+    configured: ConfiguredModules,
+}
+
+impl Software {
+    /// Reads `[resources.environment]` of every resource. A malformed table
+    /// is a start-up error that names the resource and the key.
+    pub fn from_facility(facility: &FacilityConfig) -> anyhow::Result<Self> {
+        let mut resources = HashMap::new();
+        for resource in &facility.resources {
+            let empty = toml::Table::new();
+            let table = resource.environment.as_ref().unwrap_or(&empty);
+            let configured = ConfiguredModules::from_table(table).map_err(|e| {
+                anyhow::anyhow!("facility.toml, resource {:?}: {e}", resource.name)
+            })?;
+            let lmod = Lmod::from_table(table).map_err(|e| {
+                anyhow::anyhow!("facility.toml, resource {:?}: {e}", resource.name)
+            })?;
+            resources.insert(resource.name.clone(), Resource { lmod, configured });
+        }
+        Ok(Self { resources })
+    }
+
+    /// The modules of `resource`, sorted by name.
+    pub async fn modules(&self, resource: &str) -> Result<Vec<Module>, SoftwareError> {
+        let Some(r) = self.resources.get(resource) else {
+            return Err(SoftwareError::NotFound(format!(
+                "no resource named {resource:?} in the facility configuration"
+            )));
+        };
+        let mut modules = match &r.lmod {
+            Some(lmod) => lmod.modules().await?,
+            None => Vec::new(),
+        };
+        for m in r.configured.modules().await? {
+            if !modules.iter().any(|have| have.name == m.name) {
+                modules.push(m);
+            }
+        }
+        modules.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(modules)
+    }
+}
+
+/// Built on first use from the facility configuration the services hold, so
+/// that the capability needs no field of its own in `Services`; one host
+/// process serves one application.
+fn software(facility: &FacilityConfig) -> Result<&'static Software, SoftwareError> {
+    static SOFTWARE: OnceLock<Result<Software, String>> = OnceLock::new();
+    let built = SOFTWARE.get_or_init(|| {
+        Software::from_facility(facility).map_err(|e| format!("{e:#}"))
+    });
+    match built {
+        Ok(s) => Ok(s),
+        Err(e) => Err(SoftwareError::Unavailable(e.clone())),
+    }
+}
+
+/// How long a spider run is reused unless the resource says otherwise.
+pub const DEFAULT_CACHE: Duration = Duration::from_secs(60);
+
+impl wit::Host for HostState {
+    async fn modules(
+        &mut self,
+        resource: String,
+    ) -> wasmtime::Result<Result<Vec<wit::SoftwareModule>, wit::SoftwareError>> {
+        let result = match software(&self.services.facility) {
+            Ok(software) => software.modules(&resource).await,
+            Err(e) => Err(e),
+        };
+        Ok(result
+            .map(|modules| {
+                modules
+                    .into_iter()
+                    .map(|m| wit::SoftwareModule {
+                        name: m.name,
+                        versions: m.versions,
+                        default_version: m.default_version,
+                        description: m.description,
+                    })
+                    .collect()
+            })
+            .map_err(|e| match e {
+                SoftwareError::NotFound(m) => wit::SoftwareError::NotFound(m),
+                SoftwareError::Unavailable(m) => {
+                    tracing::warn!(%resource, error = %m, "software modules unavailable");
+                    wit::SoftwareError::Unavailable(m)
+                }
+            }))
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    Ok(())
+}
