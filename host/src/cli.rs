@@ -1,0 +1,335 @@
+//! The command line: `s3m up`, `s3m build`, `s3m token ...`.
+
+use crate::admin::{keys, tokens};
+use crate::engine::{self, App, Limits};
+use crate::facility::FacilityConfig;
+use crate::manifest::Manifest;
+use crate::runtime_config::RuntimeConfig;
+use crate::state::Services;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// S3M: a secure facility API for HPC centres.
+///
+/// Serves the WebAssembly components of spin.toml over HTTP and gives them
+/// key-value, variables, outbound HTTP, a batch scheduler and message brokers.
+/// Project access tokens are minted here, by the operator.
+#[derive(Parser)]
+#[command(name = "s3m", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// The application manifest.
+    #[arg(long, global = true, env = "S3M_MANIFEST", default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Where the host keeps its state: key pair, key-value file, broker and job data.
+    /// Default: .s3m beside the manifest.
+    #[arg(long, global = true, env = "S3M_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Spin-format runtime config choosing key-value backends (e.g. Redis).
+    #[arg(long, global = true, env = "S3M_RUNTIME_CONFIG")]
+    runtime_config_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the application (builds the components first with --build).
+    Up(UpArgs),
+    /// Build every component (or those named) with the manifest's build commands.
+    Build {
+        /// Build only this component (repeatable).
+        #[arg(long = "component", short = 'c')]
+        components: Vec<String>,
+    },
+    /// Mint, list and revoke project access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Address to listen on; port 0 picks a free one (the "Serving" line tells which).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: String,
+    /// Run the manifest's build commands before serving.
+    #[arg(long)]
+    build: bool,
+    /// Set an application variable (name=value), over its default and SPIN_VARIABLE_<NAME>.
+    #[arg(long = "variable", value_parser = parse_key_value)]
+    variables: Vec<(String, String)>,
+    /// Memory a component instance may use per request.
+    #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
+    memory_limit: usize,
+    /// Wall-clock limit of one request inside a component (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Component instances alive at once; more concurrent requests wait.
+    #[arg(long, default_value_t = 256)]
+    max_instances: u32,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token; prints only the token, for `Authorization: <token>`.
+    Create {
+        /// The project, e.g. STF040; the token acts as user <project>_auser.
+        #[arg(long)]
+        project: String,
+        /// A permission the token carries (repeatable): compute-ace, compute-ace-readonly, data-streaming, workflows.
+        #[arg(long = "permission", short = 'p', required = true)]
+        permissions: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Who asked for it (ownerName).
+        #[arg(long, default_value_t = default_owner())]
+        owner: String,
+        /// Lifetime from its start, e.g. 30d, 12h, 90s.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        expires_in: Duration,
+        /// The token works exactly once.
+        #[arg(long)]
+        one_time: bool,
+        /// The token starts working only after this delay, e.g. 1h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: Option<Duration>,
+        /// Print the record as JSON too (on stderr).
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// List token records as JSON (never the tokens themselves).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Revoke a token by its jti; every later use is refused at once.
+    Revoke { jti: String },
+}
+
+fn default_owner() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "operator".into())
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: write name=value"))
+}
+
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = [("GiB", 1usize << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
+        .iter()
+        .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n, *m)))
+        .unwrap_or((s, 1));
+    num.trim()
+        .parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{s:?}: write a size like 128MiB"))
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("S3M_LOG")
+                .unwrap_or_else(|_| "s3m=info,warn".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+struct Context_ {
+    manifest: Manifest,
+    state_dir: PathBuf,
+    runtime_config: RuntimeConfig,
+    runtime_config_dir: Option<PathBuf>,
+}
+
+fn context(g: &Global) -> anyhow::Result<Context_> {
+    let manifest = Manifest::load(&g.manifest)?;
+    let state_dir = g
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| manifest.dir.join(".s3m"));
+    let (runtime_config, runtime_config_dir) = RuntimeConfig::load(g.runtime_config_file.as_deref())?;
+    Ok(Context_ {
+        manifest,
+        state_dir,
+        runtime_config,
+        runtime_config_dir,
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = context(&cli.global)?;
+    match cli.command {
+        Command::Build { components } => crate::builder::build(&ctx.manifest, &components),
+        Command::Up(args) => up(ctx, args).await,
+        Command::Token(cmd) => token(ctx, cmd).await,
+    }
+}
+
+async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
+    if args.build {
+        crate::builder::build(&ctx.manifest, &[])?;
+    }
+    let started = std::time::Instant::now();
+    let key = keys::load_or_create(&ctx.state_dir)?;
+    let host_values = BTreeMap::from([(
+        "facility_public_key".to_string(),
+        key.public_key().to_pem(),
+    )]);
+    let cli_values: BTreeMap<String, String> = args.variables.into_iter().collect();
+    let variables = engine::resolve_variables(&ctx.manifest, &host_values, &cli_values)?;
+
+    let facility_path = ctx.manifest.dir.join("config/facility.toml");
+    let facility = FacilityConfig::load(&facility_path)?;
+    let key_value = ctx
+        .runtime_config
+        .key_value_stores(ctx.runtime_config_dir.as_deref(), &ctx.state_dir)
+        .await?;
+    let schedulers = crate::capabilities::scheduler::Schedulers::from_facility(&facility, &ctx.state_dir).await?;
+    let brokers = crate::capabilities::brokers::Brokers::from_facility(&facility, &ctx.state_dir).await?;
+    let services = Arc::new(Services {
+        key_value,
+        schedulers,
+        brokers,
+        facility,
+    });
+
+    let router = crate::routes::Router::build(
+        ctx.manifest
+            .triggers
+            .iter()
+            .map(|t| (t.route.as_str(), t.component.as_str())),
+    )?;
+    let limits = Limits {
+        memory_bytes: args.memory_limit,
+        request_timeout: args.request_timeout,
+        max_instances: args.max_instances,
+    };
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(Duration::from_millis(120));
+    let manifest = ctx.manifest.clone();
+    let app = tokio::task::spawn_blocking(move || {
+        App::load(&manifest, &variables, services, limits, &progress).map(|app| {
+            progress.finish_and_clear();
+            app
+        })
+    })
+    .await??;
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}: is another s3m running? pass --listen ADDR", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        components = app.components.len(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        state_dir = %ctx.state_dir.display(),
+        "ready"
+    );
+    print_routes(&ctx.manifest, addr);
+    println!("Serving http://{addr}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let server = crate::server::Server::new(app, router);
+    tokio::select! {
+        r = server.serve(listener) => r,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+    }
+}
+
+fn print_routes(manifest: &Manifest, addr: std::net::SocketAddr) {
+    eprintln!("Available routes:");
+    for t in &manifest.triggers {
+        eprintln!("  {}: http://{addr}{}", t.component, t.route);
+    }
+}
+
+async fn token(ctx: Context_, cmd: TokenCommand) -> anyhow::Result<()> {
+    let stores = ctx
+        .runtime_config
+        .key_value_stores(ctx.runtime_config_dir.as_deref(), &ctx.state_dir)
+        .await?;
+    let store = stores.get("default").map_err(|e| anyhow::anyhow!("{e}"))?;
+    match cmd {
+        TokenCommand::Create {
+            project,
+            permissions,
+            description,
+            owner,
+            expires_in,
+            one_time,
+            delay,
+            verbose,
+        } => {
+            let key = keys::load_or_create(&ctx.state_dir)?;
+            let variables = engine::resolve_variables(&ctx.manifest, &BTreeMap::new(), &BTreeMap::new())?;
+            let audience = variables
+                .get("token_audience")
+                .cloned()
+                .unwrap_or_else(|| "s3m".into());
+            let (token, record) = tokens::create(
+                store.as_ref(),
+                &key,
+                tokens::NewToken {
+                    project,
+                    permissions,
+                    description,
+                    owner,
+                    expires_in,
+                    one_time,
+                    delay,
+                    audience,
+                    enclave: "open".into(),
+                },
+            )
+            .await?;
+            if verbose {
+                let mut shown = record.clone();
+                shown.token_sha256.clear();
+                eprintln!("{}", serde_json::to_string_pretty(&shown)?);
+            }
+            println!("{token}");
+        }
+        TokenCommand::List { project } => {
+            let records = tokens::list(store.as_ref(), project.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&records)?);
+        }
+        TokenCommand::Revoke { jti } => {
+            let record = tokens::revoke(store.as_ref(), &jti).await?;
+            eprintln!("revoked {} (project {}, {})", record.jti, record.project, record.description);
+        }
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _assert_path(_: &Path) {}

@@ -1,0 +1,300 @@
+//! The engine: compiles each component once (cached on disk by content),
+//! links the capabilities, checks every import at start-up, pre-instantiates,
+//! and makes a fresh Store per request with its limits.
+
+use crate::capabilities::{self, outbound_http::{AllowedHost, OutboundHooks}};
+use crate::manifest::{ComponentDecl, Manifest};
+use crate::state::{ComponentGrants, HostState, Services};
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::WasiHttpCtx;
+
+/// How often the epoch ticks: the unit of the per-request deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every request's Store.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub request_timeout: Duration,
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 128 << 20,
+            request_timeout: Duration::from_secs(60),
+            max_instances: 256,
+        }
+    }
+}
+
+/// One component, ready to serve.
+pub struct LoadedComponent {
+    pub pre: ProxyPre<HostState>,
+    pub grants: Arc<ComponentGrants>,
+    pub outbound: OutboundHooks,
+    pub mounts: Vec<(PathBuf, String)>,
+    pub environment: Vec<(String, String)>,
+}
+
+pub struct App {
+    pub engine: Engine,
+    pub components: HashMap<String, LoadedComponent>,
+    pub services: Arc<Services>,
+    pub limits: Limits,
+}
+
+pub fn new_engine(limits: &Limits) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.async_support(true);
+    config.epoch_interruption(true);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(limits.max_instances);
+    pool.total_core_instances(limits.max_instances * 4);
+    pool.total_memories(limits.max_instances * 2);
+    pool.total_tables(limits.max_instances * 4);
+    pool.max_memory_size(limits.memory_bytes);
+    pool.total_stacks(limits.max_instances);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&config)?)
+}
+
+/// Resolves the application variables: declared default, then values the
+/// host supplies (the facility public key), then `SPIN_VARIABLE_<NAME>` from
+/// the environment, then `--variable name=value`.
+pub fn resolve_variables(
+    manifest: &Manifest,
+    host_values: &BTreeMap<String, String>,
+    cli_values: &BTreeMap<String, String>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (name, decl) in &manifest.variables {
+        let env = std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())).ok();
+        let value = cli_values
+            .get(name)
+            .cloned()
+            .or(env)
+            .or_else(|| host_values.get(name).cloned())
+            .or_else(|| decl.default.clone());
+        match value {
+            Some(v) => {
+                out.insert(name.clone(), v);
+            }
+            None if decl.required => bail!(
+                "variable {name} is required: set SPIN_VARIABLE_{} or pass --variable {name}=VALUE",
+                name.to_ascii_uppercase()
+            ),
+            None => {}
+        }
+    }
+    for name in cli_values.keys() {
+        if !manifest.variables.contains_key(name) {
+            bail!("--variable {name}: the manifest's [variables] does not declare it");
+        }
+    }
+    Ok(out)
+}
+
+impl App {
+    pub fn load(
+        manifest: &Manifest,
+        variables: &BTreeMap<String, String>,
+        services: Arc<Services>,
+        limits: Limits,
+        progress: &indicatif::ProgressBar,
+    ) -> anyhow::Result<Self> {
+        let engine = new_engine(&limits)?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        capabilities::add_to_linker(&mut linker)?;
+
+        let mut components = HashMap::new();
+        for decl in manifest.components.values() {
+            progress.set_message(format!("compiling {}", decl.id));
+            let component = compile_cached(&engine, decl)?;
+            let pre = linker.instantiate_pre(&component).map_err(|e| {
+                anyhow::anyhow!(
+                    "component {} ({}) imports something this host does not provide: {e:#}. \
+                     The s3m host provides WASI 0.2, wasi:http, fermyon:spin/key-value@2.0.0, \
+                     fermyon:spin/variables@2.0.0, wasi:keyvalue@0.2.0-draft2 and the s3m:facility interfaces",
+                    decl.id,
+                    decl.source.display()
+                )
+            })?;
+            let pre = ProxyPre::new(pre).map_err(anyhow::Error::from).with_context(|| {
+                format!(
+                    "component {} does not export wasi:http/incoming-handler@0.2.x: build it as an HTTP component (spin-sdk #[http_component])",
+                    decl.id
+                )
+            })?;
+            let mut vars = HashMap::new();
+            for (name, template) in &decl.variables {
+                let value = crate::manifest::render_template(template, variables)
+                    .with_context(|| format!("component {} variable {name}", decl.id))?;
+                vars.insert(name.clone(), value);
+            }
+            let allowed = decl
+                .allowed_outbound_hosts
+                .iter()
+                .map(|h| AllowedHost::parse(h))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for label in &decl.key_value_stores {
+                if services.key_value.get(label).is_err() {
+                    bail!(
+                        "component {} uses key-value store {label:?}, which the runtime config does not define: add [key_value_store.{label}] to runtime-config.toml",
+                        decl.id
+                    );
+                }
+            }
+            let mut mounts = Vec::new();
+            for m in &decl.files {
+                if !m.host_dir.is_dir() {
+                    bail!(
+                        "component {}: files source {} is not a directory",
+                        decl.id,
+                        m.host_dir.display()
+                    );
+                }
+                mounts.push((m.host_dir.clone(), m.guest_path.clone()));
+            }
+            components.insert(
+                decl.id.clone(),
+                LoadedComponent {
+                    pre,
+                    grants: Arc::new(ComponentGrants {
+                        id: decl.id.clone(),
+                        key_value_stores: decl.key_value_stores.iter().cloned().collect(),
+                        variables: vars,
+                    }),
+                    outbound: OutboundHooks {
+                        allowed: Arc::new(allowed),
+                    },
+                    mounts,
+                    environment: decl.environment.clone().into_iter().collect(),
+                },
+            );
+        }
+        Ok(Self {
+            engine,
+            components,
+            services,
+            limits,
+        })
+    }
+
+    /// A fresh Store for one request to `component`.
+    pub fn new_store(&self, component: &LoadedComponent) -> anyhow::Result<Store<HostState>> {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stderr();
+        wasi.envs(&component.environment);
+        for (host, guest) in &component.mounts {
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)?;
+        }
+        let state = HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(64)
+                .build(),
+            outbound: component.outbound.clone(),
+            grants: component.grants.clone(),
+            services: self.services.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
+        store.set_epoch_deadline(ticks as u64);
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+
+    /// Advances the epoch forever, so that deadlines fire.
+    pub fn start_epoch_ticker(&self) {
+        let engine = self.engine.clone();
+        std::thread::Builder::new()
+            .name("s3m-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            })
+            .expect("spawning the epoch thread");
+    }
+}
+
+/// Compiles a component, or loads the machine code compiled for the same
+/// bytes by the same engine settings before.
+fn compile_cached(engine: &Engine, decl: &ComponentDecl) -> anyhow::Result<Component> {
+    let bytes = std::fs::read(&decl.source).map_err(|e| {
+        let hint = match &decl.build {
+            Some(b) => format!("build it with `s3m build` (runs: {})", b.command),
+            None => "build it first".into(),
+        };
+        anyhow::anyhow!(
+            "component {}: cannot read {}: {e}; {hint}",
+            decl.id,
+            decl.source.display()
+        )
+    })?;
+    let mut hasher = Sha256::new();
+    hasher.update(&bytes);
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut hasher));
+    let key = hex::encode(hasher.finalize());
+    let cache = cache_dir().map(|d| d.join(format!("{key}.cwasm")));
+    if let Some(path) = &cache {
+        if path.exists() {
+            // SAFETY: the file was written by Component::serialize of this
+            // same engine configuration (the key covers it) into our own
+            // cache directory.
+            match unsafe { Component::deserialize_file(engine, path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!("ignoring stale compiled cache {}: {e}", path.display()),
+            }
+        }
+    }
+    let component = Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| {
+        format!("component {}: {} is not a valid WebAssembly component", decl.id, decl.source.display())
+    })?;
+    if let Some(path) = cache {
+        if let Ok(serialized) = component.serialize() {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, serialized).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+    }
+    Ok(component)
+}
+
+/// `$S3M_CACHE_DIR`, else `$XDG_CACHE_HOME/s3m`, else `~/.cache/s3m`.
+fn cache_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("S3M_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| Path::new(&d).join("s3m")))
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/s3m")))?;
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::hash::Hasher for HashWriter<'_> {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

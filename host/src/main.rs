@@ -1,0 +1,19 @@
+//! `s3m`: the S3M host. Reads spin.toml, runs its WebAssembly components
+//! behind Spin's HTTP routes, and gives them the facility's capabilities.
+
+mod admin;
+mod builder;
+mod capabilities;
+mod cli;
+mod engine;
+mod facility;
+mod manifest;
+mod providers;
+mod routes;
+mod runtime_config;
+mod server;
+mod state;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

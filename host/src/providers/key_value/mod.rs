@@ -1,0 +1,4 @@
+//! Key-value backends: an embedded SQLite file (the default) and Redis.
+
+pub mod redis;
+pub mod sqlite;
