@@ -273,7 +273,8 @@ pub fn authenticate(req: &Request) -> Result<Principal, ApiError> {
     let now = Utc::now();
     if let Some(nbf) = claims.nbf {
         if nbf > now.timestamp() {
-            return Err(ApiError::unauthenticated("token not yet valid"));
+            let from = DateTime::<Utc>::from_timestamp(nbf, 0).map(|t| format!(" (not before {})", crate::time::rfc3339(&t)));
+            return Err(ApiError::unauthenticated(format!("token not yet valid{}", from.unwrap_or_default())));
         }
     }
     let jti = claims.jti.unwrap_or_default();

@@ -1,0 +1,277 @@
+//! Tokens over HTTP against the real s3m host: introspect, revoke, and every way a token can
+//! be refused.
+
+use std::collections::{BTreeSet, HashSet};
+
+use anyhow::Result;
+use jwt_simple::prelude::*;
+use s3m_tests::{b64url, expect_error, expect_json, jwt_claims, jwt_id, keys, TestApp};
+use serde_json::Value;
+
+const INTROSPECT: &str = "/olcf/v1/token/ctls/introspect";
+const REVOKE: &str = "/olcf/v1/token/ctls/revoke";
+
+/// Introspect with `Authorization: <value>`.
+async fn introspect(app: &TestApp, authorization: &str) -> Result<reqwest::Response> {
+    Ok(app.client().get(app.url(INTROSPECT)).header("Authorization", authorization).send().await?)
+}
+
+/// Expects a 401 error JSON that does not echo `token`; returns its message.
+async fn refused(app: &TestApp, token: &str) -> Result<String> {
+    let res = introspect(app, token).await?;
+    let body = expect_error(res, 401).await?;
+    let text = body.to_string();
+    if token.len() >= 8 {
+        assert!(!text.contains(token), "the error echoes the token: {text}");
+        // Nor any of its segments.
+        for part in token.split('.').filter(|p| p.len() >= 16) {
+            assert!(!text.contains(part), "the error echoes part of the token: {text}");
+        }
+    }
+    Ok(body["message"].as_str().unwrap_or_default().to_string())
+}
+
+#[derive(Serialize, Deserialize)]
+struct Opat {
+    description: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// A JWT with `claims_of`'s claims (type, aud, nbf, iat, jti, description) signed with a key
+/// that is not the facility's; `kind` and `aud` override the type and audience.
+fn forge(claims_of: &Value, kind: &str, aud: &str) -> String {
+    let key = Ed25519KeyPair::generate();
+    let mut claims = Claims::with_custom_claims(
+        Opat { description: claims_of["description"].as_str().unwrap_or_default().into(), kind: kind.into() },
+        Duration::from_hours(1),
+    )
+    .with_audience(aud)
+    .with_jwt_id(claims_of["jti"].as_str().expect("jti"));
+    claims.expires_at = None;
+    claims.invalid_before = claims_of["nbf"].as_u64().map(Duration::from_secs);
+    claims.issued_at = claims_of["iat"].as_u64().map(Duration::from_secs);
+    key.sign(claims).expect("signing")
+}
+
+#[tokio::test]
+async fn introspect_shows_the_exact_record() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let token = app.mint(
+        "STF040",
+        &["compute-ace", "data-streaming"],
+        &["--description", "docs-example-01", "--owner", "jdoe"],
+    )?;
+    let body = expect_json(introspect(&app, &token).await?).await?;
+    assert_eq!(keys(&body), BTreeSet::from(["token".to_string()]), "{body}");
+    let t = &body["token"];
+    let expected: BTreeSet<String> = [
+        "username", "project", "permissions", "plannedExpiration", "securityEnclave", "description",
+        "oneTimeToken", "delayedStart", "delayDate", "ownerName", "grpcPermissions", "extensions",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(keys(t), expected, "{t}");
+    assert_eq!(t["username"], "stf040_auser");
+    assert_eq!(t["project"], "STF040");
+    let perms: HashSet<&str> = t["permissions"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(perms, HashSet::from(["compute-ace", "data-streaming"]));
+    assert_eq!(t["description"], "docs-example-01");
+    assert_eq!(t["ownerName"], "jdoe");
+    assert_eq!(t["securityEnclave"], "open");
+    assert_eq!(t["oneTimeToken"], false);
+    assert_eq!(t["delayedStart"], false);
+    assert_eq!(t["delayDate"], Value::Null);
+    assert_eq!(t["grpcPermissions"], serde_json::json!([]));
+    assert_eq!(t["extensions"], 0);
+    // RFC 3339 UTC with microseconds and Z, about 30 days ahead (the default lifetime).
+    let exp = t["plannedExpiration"].as_str().unwrap();
+    assert!(exp.ends_with('Z') && exp.len() == "2024-11-08T14:45:38.756330Z".len(), "{exp}");
+    assert!(!body.to_string().contains(&token), "introspect must not echo the token");
+
+    // The JWT itself: OLCF's claims.
+    let claims = jwt_claims(&token)?;
+    assert_eq!(claims["type"], "opat");
+    assert!(claims["aud"] == "s3m" || claims["aud"] == serde_json::json!(["s3m"]), "{claims}");
+    assert!(claims["jti"].is_string() && claims["nbf"].is_u64() && claims["iat"].is_u64(), "{claims}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bearer_and_raw_forms_both_work() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    for auth in [token.clone(), format!("Bearer {token}"), format!("bearer {token}"), format!("BEARER {token}")] {
+        let res = introspect(&app, &auth).await?;
+        assert_eq!(res.status(), 200, "Authorization form {:?}", auth.split(' ').next());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn revoke_ends_the_token() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let res = app.client().delete(app.url(REVOKE)).header("Authorization", &token).send().await?;
+    let body = expect_json(res).await?;
+    assert_eq!(body, serde_json::json!({}));
+    let message = refused(&app, &token).await?;
+    assert!(message.contains("revoked"), "{message}");
+    // A second revoke is refused too: the token is dead.
+    let res = app.client().delete(app.url(REVOKE)).header("Authorization", &token).send().await?;
+    expect_error(res, 401).await?;
+    // Other tokens are untouched.
+    let other = app.token(&["compute-ace"], "STF040")?;
+    assert_eq!(introspect(&app, &other).await?.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn cli_revoke_while_serving_takes_effect_at_once() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    assert_eq!(introspect(&app, &token).await?.status(), 200);
+    let jti = jwt_id(&token)?;
+    app.cli_ok(&["token", "revoke", &jti])?;
+    let message = refused(&app, &token).await?;
+    assert!(message.contains("revoked"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn token_minted_while_serving_works_at_once_and_is_listed() -> Result<()> {
+    let app = TestApp::start_default()?;
+    // The app is already serving; this token did not exist when it started.
+    let token = app.mint("GEN123", &["workflows"], &["--description", "minted-live"])?;
+    let body = expect_json(introspect(&app, &token).await?).await?;
+    assert_eq!(body["token"]["project"], "GEN123");
+    assert_eq!(body["token"]["username"], "gen123_auser");
+
+    let out = app.cli_ok(&["token", "list", "--project", "GEN123"])?;
+    let list: Value = serde_json::from_str(out.stdout.trim())?;
+    let records = list.as_array().expect("token list prints a JSON array");
+    let jti = jwt_id(&token)?;
+    assert!(records.iter().any(|r| r["jti"] == jti.as_str()), "{list}");
+    assert!(!out.stdout.contains(&token), "token list must not print tokens");
+    for r in records {
+        assert!(r.get("tokenSha256").is_none(), "token list must not print hashes: {r}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_token_is_refused() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let token = app.mint("STF040", &["compute-ace"], &["--expires-in", "1s"])?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let message = refused(&app, &token).await?;
+    assert!(message.contains("expired"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn delayed_token_is_refused_until_its_start() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let token = app.mint("STF040", &["compute-ace"], &["--delay", "1h"])?;
+    let message = refused(&app, &token).await?;
+    // The JWT's nbf or the record's delayDate, whichever is checked first, refuses it.
+    assert!(message.contains("not active until") || message.contains("not yet valid"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_and_tampered_tokens_are_refused() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let claims = jwt_claims(&token)?;
+    let aud = "s3m";
+
+    // Same claims, real jti, another Ed25519 key.
+    let forged = forge(&claims, "opat", aud);
+    assert_ne!(forged, token);
+    refused(&app, &forged).await?;
+
+    // alg: none, real claims, empty signature.
+    let parts: Vec<&str> = token.split('.').collect();
+    let none = format!("{}.{}.", b64url(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    refused(&app, &none).await?;
+
+    // Wrong type, re-signed.
+    let message = refused(&app, &forge(&claims, "xyz", aud)).await?;
+    assert!(message.contains("type"), "{message}");
+
+    // Wrong audience, re-signed.
+    let message = refused(&app, &forge(&claims, "opat", "someone-else")).await?;
+    assert!(message.contains("audience"), "{message}");
+
+    // Payload altered (description), original header and signature kept.
+    let mut altered_claims = claims.clone();
+    altered_claims["description"] = Value::String("altered".into());
+    let altered = format!("{}.{}.{}", parts[0], b64url(altered_claims.to_string().as_bytes()), parts[2]);
+    refused(&app, &altered).await?;
+
+    // Truncated signature, garbage, and structurally broken tokens.
+    refused(&app, &token[..token.len() - 6]).await?;
+    refused(&app, &format!("{}.{}", parts[0], parts[1])).await?;
+    refused(&app, "garbage-not-a-token-at-all").await?;
+    refused(&app, "a.b.c").await?;
+    refused(&app, &format!("{token}.{}", parts[2])).await?;
+
+    // The genuine token still works after all that.
+    assert_eq!(introspect(&app, &token).await?.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_or_empty_authorization_is_refused() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let body = expect_error(app.get(INTROSPECT, None).await?, 401).await?;
+    assert!(body["message"].as_str().unwrap().contains("missing token"), "{body}");
+    expect_error(introspect(&app, "").await?, 401).await?;
+    expect_error(introspect(&app, "Bearer ").await?, 401).await?;
+    expect_error(introspect(&app, "Bearer").await?, 401).await?;
+    let res = app.client().delete(app.url(REVOKE)).send().await?;
+    expect_error(res, 401).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_time_token_works_exactly_once_under_concurrency() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let token = app.mint("STF040", &["compute-ace"], &["--one-time"])?;
+    let requests = (0..20).map(|_| introspect(&app, &token));
+    let results = futures::future::join_all(requests).await;
+    let mut ok = 0;
+    let mut refused_count = 0;
+    for res in results {
+        let res = res?;
+        match res.status().as_u16() {
+            200 => ok += 1,
+            401 => {
+                let body = expect_error(res, 401).await?;
+                assert!(body["message"].as_str().unwrap().contains("already used"), "{body}");
+                refused_count += 1;
+            }
+            other => panic!("unexpected status {other}: {}", res.text().await?),
+        }
+    }
+    assert_eq!((ok, refused_count), (1, 19), "exactly one of 20 concurrent uses may succeed");
+    refused(&app, &token).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods() -> Result<()> {
+    let app = TestApp::start_default()?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let res = app.client().get(app.url("/olcf/v1/token/ctls/nothing")).header("Authorization", &token).send().await?;
+    expect_error(res, 404).await?;
+    let res = app.client().post(app.url(INTROSPECT)).header("Authorization", &token).send().await?;
+    expect_error(res, 405).await?;
+    let res = app.client().get(app.url(REVOKE)).header("Authorization", &token).send().await?;
+    expect_error(res, 405).await?;
+    // The wrong method revoked nothing.
+    assert_eq!(introspect(&app, &token).await?.status(), 200);
+    Ok(())
+}
