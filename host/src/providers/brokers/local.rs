@@ -1,0 +1,429 @@
+//! Local brokers: every cluster is its own `redis-server` or
+//! `rabbitmq-server` process on this machine, on free ports of the advertise
+//! address, in its own directory `<state>/brokers/clusters/<id>/` (config
+//! files 0600, data, logs, pid file, Erlang cookie).
+//!
+//! The processes live in their own process group and survive the host: a
+//! restarted host adopts those it finds running (pid file, and the process's
+//! working directory inside the cluster's directory proves it is ours), and
+//! stops those no record claims. Nothing here decides owners or lifetimes.
+
+use super::probe;
+use crate::capabilities::brokers::registry::{Backend, ClusterRecord, Engine, FeatureFlag, ResourceOption};
+use crate::capabilities::brokers::{BrokerProvider, Health};
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use serde::Deserialize;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// `[streaming]` keys of the local provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LocalConfig {
+    /// Where the brokers listen, and the host in the URLs handed out.
+    pub advertise_address: String,
+    pub redis_server: PathBuf,
+    /// The server script itself, not Debian's /usr/sbin wrapper (which
+    /// switches to user rabbitmq, who cannot enter the state directory).
+    pub rabbitmq_server: PathBuf,
+    /// Offer RabbitMQ's management plugin; by default when it is installed.
+    pub rabbitmq_management: Option<bool>,
+    pub redis_start_timeout_seconds: u64,
+    pub rabbitmq_start_timeout_seconds: u64,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            advertise_address: "127.0.0.1".into(),
+            redis_server: "redis-server".into(),
+            rabbitmq_server: "/usr/lib/rabbitmq/bin/rabbitmq-server".into(),
+            rabbitmq_management: None,
+            redis_start_timeout_seconds: 30,
+            rabbitmq_start_timeout_seconds: 120,
+        }
+    }
+}
+
+pub struct LocalBrokers {
+    config: LocalConfig,
+    /// Absolute: `<state>/brokers/clusters`.
+    root: PathBuf,
+    management: bool,
+}
+
+const PID_FILE: &str = "pid";
+
+impl LocalBrokers {
+    pub fn new(config: LocalConfig, root: PathBuf) -> Self {
+        let _ = std::fs::create_dir_all(&root);
+        let root = root.canonicalize().unwrap_or(root);
+        let management = config.rabbitmq_management.unwrap_or_else(|| management_plugin_installed(&config.rabbitmq_server));
+        Self { config, root, management }
+    }
+
+    fn dir_of(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    fn read_pid(dir: &Path) -> Option<i32> {
+        std::fs::read_to_string(dir.join(PID_FILE)).ok()?.trim().parse().ok()
+    }
+
+    /// The recorded process of a cluster, if it still runs.
+    fn running_pid(&self, id: &str) -> Option<i32> {
+        let dir = self.dir_of(id);
+        let pid = Self::read_pid(&dir)?;
+        alive_in(pid, &dir).then_some(pid)
+    }
+
+    /// A port: the one used before if it is still free, else a new one.
+    fn port(&self, previous: Option<u64>) -> anyhow::Result<u16> {
+        let addr = self.config.advertise_address.as_str();
+        if let Some(p) = previous.and_then(|p| u16::try_from(p).ok()) {
+            if std::net::TcpListener::bind((addr, p)).is_ok() {
+                return Ok(p);
+            }
+            tracing::warn!(port = p, "the cluster's previous port is taken: it gets a new one");
+        }
+        let l = std::net::TcpListener::bind((addr, 0))
+            .with_context(|| format!("no free port on the advertise address {addr}: set [streaming] advertise_address"))?;
+        Ok(l.local_addr()?.port())
+    }
+
+    async fn start_redis(&self, r: &mut ClusterRecord, dir: &Path) -> anyhow::Result<()> {
+        let port = self.port(r.endpoint.get("port").and_then(|v| v.as_u64()))?;
+        let addr = &self.config.advertise_address;
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data)?;
+        let conf = format!(
+            "port {port}\nbind {addr}\nprotected-mode yes\ndaemonize no\ndir {data}\nlogfile {log}\n\
+             save \"\"\nappendonly {aof}\nmaxmemory {ram}gb\nmaxmemory-policy noeviction\nio-threads {cpus}\n\
+             user default off\nuser {user} on >{pass} ~* &* +@all\n",
+            data = data.display(),
+            log = dir.join("redis.log").display(),
+            aof = if r.flag("persistence") { "yes" } else { "no" },
+            ram = r.setting("ram-gbs"),
+            cpus = r.setting("cpus").max(1),
+            user = r.username,
+            pass = r.password,
+        );
+        write_private(&dir.join("redis.conf"), conf.as_bytes())?;
+        let mut cmd = tokio::process::Command::new(&self.config.redis_server);
+        cmd.arg(dir.join("redis.conf")).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        spawn(cmd, dir, "redis-server", "apt-get install redis-server, or set [streaming] redis_server")?;
+        r.endpoint = serde_json::json!({ "port": port });
+        r.url = format!("redis://{}:{}@{addr}:{port}", r.username, r.password);
+        r.mgmt_url = None;
+        Ok(())
+    }
+
+    async fn start_rabbitmq(&self, r: &mut ClusterRecord, dir: &Path) -> anyhow::Result<()> {
+        let previous = |k: &str| r.endpoint.get(k).and_then(|v| v.as_u64());
+        let port = self.port(previous("port"))?;
+        let dist_port = self.port(previous("distPort"))?;
+        let mgmt_port = self.port(previous("mgmtPort"))?;
+        let addr = &self.config.advertise_address;
+        let home = dir.join("home");
+        for d in ["home", "mnesia", "log"] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        let cookie = home.join(".erlang.cookie");
+        if !cookie.exists() {
+            let bytes: [u8; 20] = rand::random();
+            write_private(&cookie, hex::encode(bytes).to_uppercase().as_bytes())?;
+            std::fs::set_permissions(&cookie, std::os::unix::fs::PermissionsExt::from_mode(0o400))?;
+        }
+        let management = self.management && r.flag("management");
+        let plugins = if management { "[rabbitmq_management]." } else { "[]." };
+        std::fs::write(dir.join("enabled_plugins"), plugins)?;
+        let mut conf = format!(
+            "listeners.tcp.default = {addr}:{port}\nloopback_users = none\n\
+             default_user = {user}\ndefault_pass = {pass}\ndefault_vhost = /\n\
+             default_user_tags.administrator = true\n\
+             default_permissions.configure = .*\ndefault_permissions.read = .*\ndefault_permissions.write = .*\n\
+             vm_memory_high_watermark.absolute = {ram}GB\nlog.file.level = warning\n",
+            user = r.username,
+            pass = r.password,
+            ram = r.setting("ram-gbs"),
+        );
+        if management {
+            conf.push_str(&format!("management.tcp.port = {mgmt_port}\nmanagement.tcp.ip = {addr}\n"));
+        }
+        write_private(&dir.join("rabbitmq.conf"), conf.as_bytes())?;
+        let cpus = r.setting("cpus").max(1);
+        let mut cmd = tokio::process::Command::new(&self.config.rabbitmq_server);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
+            .env("HOME", &home)
+            .env("LANG", "C.UTF-8")
+            .env("LC_ALL", "C.UTF-8")
+            .env("RABBITMQ_NODENAME", format!("s3m-{}@localhost", r.id))
+            .env("RABBITMQ_NODE_IP_ADDRESS", addr)
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+            .env("RABBITMQ_PID_FILE", dir.join("rabbitmq.pid"))
+            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", format!("+S {cpus}:{cpus}"));
+        spawn(cmd, dir, "rabbitmq-server", "apt-get install rabbitmq-server, or set [streaming] rabbitmq_server")?;
+        r.endpoint = serde_json::json!({ "port": port, "distPort": dist_port, "mgmtPort": mgmt_port });
+        r.url = format!("amqp://{}:{}@{addr}:{port}/%2f", r.username, r.password);
+        r.mgmt_url = management.then(|| format!("http://{addr}:{mgmt_port}/"));
+        Ok(())
+    }
+
+    /// Kills every process of a cluster's directory and waits until they are gone.
+    async fn kill_all(&self, dir: &Path) {
+        if let Some(pid) = Self::read_pid(dir) {
+            if alive_in(pid, dir) {
+                // SAFETY: plain syscalls on a pid checked to run in our directory.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        for _ in 0..100 {
+            let left = processes_in(dir);
+            if left.is_empty() {
+                return;
+            }
+            for pid in left {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::error!(dir = %dir.display(), "processes of a stopped cluster did not die");
+    }
+}
+
+#[async_trait]
+impl BrokerProvider for LocalBrokers {
+    fn backends(&self) -> Vec<Backend> {
+        let cpus = |max| ResourceOption {
+            key: "cpus",
+            description: "CPU threads the broker may use".into(),
+            min: 1,
+            max,
+            default: 1,
+        };
+        let ram = ResourceOption {
+            key: "ram-gbs",
+            description: "Memory cap in GiB (Redis maxmemory, RabbitMQ memory high watermark)".into(),
+            min: 1,
+            max: 16,
+            default: 1,
+        };
+        let mut rabbit_flags = Vec::new();
+        if self.management {
+            rabbit_flags.push(FeatureFlag {
+                key: "management",
+                description: "RabbitMQ's management UI and HTTP API, at mgmtUrl".into(),
+                default: true,
+            });
+        }
+        vec![
+            Backend {
+                engine: Engine::Redis,
+                kind: "general".into(),
+                description: "One Redis 7 server with its own user and password, memory capped at ram-gbs".into(),
+                resource_options: vec![cpus(4), ram.clone()],
+                feature_flags: vec![FeatureFlag {
+                    key: "persistence",
+                    description: "Keep data on disk in an append-only file".into(),
+                    default: false,
+                }],
+            },
+            Backend {
+                engine: Engine::Rabbitmq,
+                kind: "general".into(),
+                description: "One RabbitMQ 3.10 node with its own user and password (this facility runs one node per cluster)".into(),
+                resource_options: vec![
+                    cpus(4),
+                    ram,
+                    ResourceOption {
+                        key: "nodes",
+                        description: "RabbitMQ nodes; this facility runs 1".into(),
+                        min: 1,
+                        max: 1,
+                        default: 1,
+                    },
+                ],
+                feature_flags: rabbit_flags,
+            },
+        ]
+    }
+
+    async fn start(&self, r: &mut ClusterRecord) -> anyhow::Result<()> {
+        let dir = self.dir_of(&r.id);
+        if let Some(pid) = self.running_pid(&r.id) {
+            bail!("cluster {} already runs as process {pid}", r.id);
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        match r.engine {
+            Engine::Redis => self.start_redis(r, &dir).await,
+            Engine::Rabbitmq => self.start_rabbitmq(r, &dir).await,
+        }
+    }
+
+    async fn health(&self, r: &ClusterRecord) -> Health {
+        if self.running_pid(&r.id).is_none() {
+            return Health::Gone;
+        }
+        let timeout = Duration::from_secs(2);
+        let port = r.endpoint.get("port").and_then(|v| v.as_u64()).unwrap_or(0) as u16;
+        let result = match r.engine {
+            Engine::Redis => probe::redis_ping(&r.url, timeout).await,
+            Engine::Rabbitmq => {
+                probe::amqp_login(&self.config.advertise_address, port, &r.username, &r.password, timeout).await
+            }
+        };
+        match result {
+            Ok(()) => Health::Healthy,
+            Err(why) => Health::Unhealthy(why),
+        }
+    }
+
+    async fn stop(&self, r: &ClusterRecord) -> anyhow::Result<()> {
+        let dir = self.dir_of(&r.id);
+        self.kill_all(&dir).await;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+        }
+    }
+
+    async fn reconcile(&self, records: &[ClusterRecord]) -> anyhow::Result<Vec<String>> {
+        let mut adopted = Vec::new();
+        for r in records {
+            if let Some(pid) = self.running_pid(&r.id) {
+                tracing::info!(cluster = %r.name, project = %r.project, engine = %r.engine, pid, "adopted a running cluster");
+                adopted.push(r.id.clone());
+            }
+        }
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(adopted),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.root.display())),
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if records.iter().any(|r| r.id == id) {
+                continue;
+            }
+            tracing::info!(id = %id, "stopping a broker that no record claims");
+            let dir = entry.path();
+            self.kill_all(&dir).await;
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an unclaimed broker directory");
+            }
+        }
+        Ok(adopted)
+    }
+
+    fn start_timeout(&self, engine: Engine) -> Duration {
+        Duration::from_secs(match engine {
+            Engine::Redis => self.config.redis_start_timeout_seconds,
+            Engine::Rabbitmq => self.config.rabbitmq_start_timeout_seconds,
+        })
+    }
+}
+
+/// Starts `cmd` in `dir`, in its own process group, output to `dir/output.log`,
+/// and records its pid. The child is reaped by a task of its own.
+fn spawn(mut cmd: tokio::process::Command, dir: &Path, what: &str, fix: &str) -> anyhow::Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(dir.join("output.log"))?;
+    cmd.current_dir(dir)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(false);
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {what}: {fix}"))?;
+    let pid = child.id().context("the broker exited at once")?;
+    std::fs::write(dir.join(PID_FILE), pid.to_string())?;
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// Alive (not a zombie) and working inside `dir`: a pid reused by another
+/// program does not pass.
+fn alive_in(pid: i32, dir: &Path) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    if matches!(state, Some('Z') | Some('X') | None) {
+        return false;
+    }
+    std::fs::read_link(format!("/proc/{pid}/cwd")).map(|cwd| cwd.starts_with(dir)).unwrap_or(false)
+}
+
+/// Every live process whose working directory is inside `dir`.
+fn processes_in(dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| alive_in(*pid, dir))
+        .collect()
+}
+
+fn management_plugin_installed(server: &Path) -> bool {
+    // <prefix>/bin/rabbitmq-server -> <prefix>/lib/rabbitmq_server-*/plugins/rabbitmq_management-*
+    let Some(prefix) = server.parent().and_then(Path::parent) else { return false };
+    let Ok(libs) = std::fs::read_dir(prefix.join("lib")) else { return false };
+    libs.flatten().any(|lib| {
+        std::fs::read_dir(lib.path().join("plugins"))
+            .map(|ps| ps.flatten().any(|p| p.file_name().to_string_lossy().starts_with("rabbitmq_management-")))
+            .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_management_plugin_of_debians_rabbitmq() {
+        let server = Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+        assert_eq!(management_plugin_installed(server), server.exists());
+        assert!(!management_plugin_installed(Path::new("/nonexistent/bin/rabbitmq-server")));
+    }
+
+    #[test]
+    fn a_process_counts_only_inside_its_directory() {
+        let me = std::process::id() as i32;
+        let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
+        assert!(alive_in(me, &cwd));
+        assert!(!alive_in(me, Path::new("/nonexistent")));
+        assert!(!alive_in(i32::MAX, &cwd));
+    }
+}
