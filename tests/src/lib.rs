@@ -69,6 +69,21 @@ pub struct AppOptions {
     pub up_args: Vec<String>,
     /// Extra environment of every `s3m` process of this app.
     pub env: Vec<(String, String)>,
+    /// Serve only these components of spin.toml (and their routes); empty serves them all.
+    pub components: Vec<String>,
+}
+
+impl AppOptions {
+    /// Options serving only `components` (e.g. `&["tokens"]`).
+    pub fn only(components: &[&str]) -> Self {
+        AppOptions { components: components.iter().map(|c| c.to_string()).collect(), ..Default::default() }
+    }
+
+    /// These options with `config/facility.toml` replaced by `text`.
+    pub fn with_facility(mut self, text: impl Into<String>) -> Self {
+        self.facility_toml = Some(text.into());
+        self
+    }
 }
 
 /// One running `s3m up` with its own app directory and state; killed on drop.
@@ -104,7 +119,7 @@ impl TestApp {
     pub fn start(opts: AppOptions) -> Result<TestApp> {
         let bin = s3m_bin()?;
         let dir = tempfile::Builder::new().prefix("s3m-test-").tempdir()?;
-        let manifest = write_manifest(dir.path())?;
+        let manifest = write_manifest(dir.path(), &opts.components)?;
         write_config(dir.path(), opts.facility_toml.as_deref())?;
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir)?;
@@ -182,9 +197,14 @@ impl TestApp {
         }
     }
 
-    /// The app with the repo's sample configuration.
+    /// The whole app (every component of spin.toml) with the repo's sample configuration.
     pub fn start_default() -> Result<TestApp> {
         Self::start(AppOptions::default())
+    }
+
+    /// Only `components`, with the repo's sample configuration.
+    pub fn start_only(components: &[&str]) -> Result<TestApp> {
+        Self::start(AppOptions::only(components))
     }
 
     /// `base_url` + `path`.
@@ -303,43 +323,50 @@ pub fn serving_url(line: &str) -> Option<String> {
     Some(url.to_string())
 }
 
-/// The repo's spin.toml with every `source = "target/...` made absolute, checking that each
-/// such component wasm exists.
-fn write_manifest(app_dir: &Path) -> Result<PathBuf> {
+/// The repo's spin.toml with every `source = "target/..."` made absolute, keeping only the
+/// components in `only` (all when empty) and their routes; fails when a kept component's wasm
+/// does not exist, naming the command that builds it.
+fn write_manifest(app_dir: &Path, only: &[String]) -> Result<PathBuf> {
     let root = repo_root();
     let text = std::fs::read_to_string(root.join("spin.toml")).context("reading the repo's spin.toml")?;
-    let mut out = String::with_capacity(text.len() + 1024);
-    let mut missing = Vec::new();
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        let rewritten = if let Some(rel) = trimmed
-            .strip_prefix("source")
-            .map(str::trim_start)
-            .and_then(|r| r.strip_prefix('='))
-            .map(str::trim_start)
-            .and_then(|r| r.strip_prefix("\"target/"))
-        {
-            let rel = rel.split('"').next().unwrap_or_default();
-            let abs = root.join("target").join(rel);
+    let mut manifest: toml::Table = text.parse().context("parsing the repo's spin.toml")?;
+    let keep = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if let Some(components) = manifest.get_mut("component").and_then(|c| c.as_table_mut()) {
+        for name in only {
+            if !components.contains_key(name) {
+                bail!("spin.toml has no component {name:?}");
+            }
+        }
+        components.retain(|name, _| keep(name));
+        let mut missing = Vec::new();
+        for (name, component) in components.iter_mut() {
+            let Some(source) = component.get_mut("source") else { continue };
+            let Some(rel) = source.as_str().and_then(|s| s.strip_prefix("target/")).map(str::to_string) else {
+                continue;
+            };
+            let abs = root.join("target").join(&rel);
             if !abs.is_file() {
-                let name = abs.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
+                let krate = abs.file_stem().and_then(|s| s.to_str()).unwrap_or(name.as_str()).to_string();
                 missing.push(format!(
-                    "{} (build it with `cargo build --target wasm32-wasip2 --release -p {name}`)",
+                    "{} of component {name} (build it with `cargo build --target wasm32-wasip2 --release -p {krate}`)",
                     abs.display()
                 ));
             }
-            format!("source = \"{}\"", abs.display())
-        } else {
-            line.to_string()
-        };
-        out.push_str(&rewritten);
-        out.push('\n');
+            *source = toml::Value::String(abs.display().to_string());
+        }
+        if !missing.is_empty() {
+            bail!("component wasm missing:\n  {}", missing.join("\n  "));
+        }
     }
-    if !missing.is_empty() {
-        bail!("component wasm missing:\n  {}", missing.join("\n  "));
+    if let Some(triggers) = manifest
+        .get_mut("trigger")
+        .and_then(|t| t.get_mut("http"))
+        .and_then(|h| h.as_array_mut())
+    {
+        triggers.retain(|t| t.get("component").and_then(|c| c.as_str()).is_none_or(keep));
     }
     let path = app_dir.join("spin.toml");
-    std::fs::write(&path, out)?;
+    std::fs::write(&path, toml::to_string(&manifest)?)?;
     Ok(path)
 }
 

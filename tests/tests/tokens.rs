@@ -56,7 +56,7 @@ fn forge(claims_of: &Value, kind: &str, aud: &str) -> String {
 
 #[tokio::test]
 async fn introspect_shows_the_exact_record() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let token = app.mint(
         "STF040",
         &["compute-ace", "data-streaming"],
@@ -100,7 +100,7 @@ async fn introspect_shows_the_exact_record() -> Result<()> {
 
 #[tokio::test]
 async fn bearer_and_raw_forms_both_work() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let token = app.token(&["compute-ace"], "STF040")?;
     for auth in [token.clone(), format!("Bearer {token}"), format!("bearer {token}"), format!("BEARER {token}")] {
         let res = introspect(&app, &auth).await?;
@@ -111,7 +111,7 @@ async fn bearer_and_raw_forms_both_work() -> Result<()> {
 
 #[tokio::test]
 async fn revoke_ends_the_token() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let token = app.token(&["compute-ace"], "STF040")?;
     let res = app.client().delete(app.url(REVOKE)).header("Authorization", &token).send().await?;
     let body = expect_json(res).await?;
@@ -129,7 +129,7 @@ async fn revoke_ends_the_token() -> Result<()> {
 
 #[tokio::test]
 async fn cli_revoke_while_serving_takes_effect_at_once() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let token = app.token(&["compute-ace"], "STF040")?;
     assert_eq!(introspect(&app, &token).await?.status(), 200);
     let jti = jwt_id(&token)?;
@@ -141,7 +141,7 @@ async fn cli_revoke_while_serving_takes_effect_at_once() -> Result<()> {
 
 #[tokio::test]
 async fn token_minted_while_serving_works_at_once_and_is_listed() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     // The app is already serving; this token did not exist when it started.
     let token = app.mint("GEN123", &["workflows"], &["--description", "minted-live"])?;
     let body = expect_json(introspect(&app, &token).await?).await?;
@@ -162,7 +162,7 @@ async fn token_minted_while_serving_works_at_once_and_is_listed() -> Result<()> 
 
 #[tokio::test]
 async fn expired_token_is_refused() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let token = app.mint("STF040", &["compute-ace"], &["--expires-in", "1s"])?;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let message = refused(&app, &token).await?;
@@ -172,7 +172,7 @@ async fn expired_token_is_refused() -> Result<()> {
 
 #[tokio::test]
 async fn delayed_token_is_refused_until_its_start() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let token = app.mint("STF040", &["compute-ace"], &["--delay", "1h"])?;
     let message = refused(&app, &token).await?;
     // The JWT's nbf or the record's delayDate, whichever is checked first, refuses it.
@@ -182,7 +182,7 @@ async fn delayed_token_is_refused_until_its_start() -> Result<()> {
 
 #[tokio::test]
 async fn forged_and_tampered_tokens_are_refused() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let token = app.token(&["compute-ace"], "STF040")?;
     let claims = jwt_claims(&token)?;
     let aud = "s3m";
@@ -225,7 +225,7 @@ async fn forged_and_tampered_tokens_are_refused() -> Result<()> {
 
 #[tokio::test]
 async fn missing_or_empty_authorization_is_refused() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let body = expect_error(app.get(INTROSPECT, None).await?, 401).await?;
     assert!(body["message"].as_str().unwrap().contains("missing token"), "{body}");
     expect_error(introspect(&app, "").await?, 401).await?;
@@ -238,7 +238,7 @@ async fn missing_or_empty_authorization_is_refused() -> Result<()> {
 
 #[tokio::test]
 async fn one_time_token_works_exactly_once_under_concurrency() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let token = app.mint("STF040", &["compute-ace"], &["--one-time"])?;
     let requests = (0..20).map(|_| introspect(&app, &token));
     let results = futures::future::join_all(requests).await;
@@ -263,7 +263,7 @@ async fn one_time_token_works_exactly_once_under_concurrency() -> Result<()> {
 
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods() -> Result<()> {
-    let app = TestApp::start_default()?;
+    let app = TestApp::start_only(&["tokens"])?;
     let token = app.token(&["compute-ace"], "STF040")?;
     let res = app.client().get(app.url("/olcf/v1/token/ctls/nothing")).header("Authorization", &token).send().await?;
     expect_error(res, 404).await?;
