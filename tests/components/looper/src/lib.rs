@@ -1,0 +1,41 @@
+//! A test fixture, never deployed: it misbehaves on request so the tests can
+//! check that the host contains it.
+//! - `/looper/spin`: loops for ever (the host's epoch deadline must stop it);
+//! - `/looper/grow`: allocates until memory runs out (the memory limit must stop it);
+//! - `/looper/ok`: answers 200, to show the host still serves.
+
+use spin_sdk::http::{IntoResponse, Request, Response};
+use spin_sdk::http_component;
+
+#[http_component]
+async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    match req.path() {
+        "/looper/spin" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "/looper/grow" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "/looper/outbound" => {
+            // Outbound HTTP to a host the manifest does not allow.
+            let url = req
+                .query()
+                .strip_prefix("url=")
+                .unwrap_or("http://127.0.0.1:9/")
+                .to_string();
+            let out: Result<Response, _> = spin_sdk::http::send(Request::get(url)).await;
+            Ok(Response::new(200, match out {
+                Ok(r) => format!("sent: {}", r.status()),
+                Err(e) => format!("refused: {e}"),
+            }))
+        }
+        _ => Ok(Response::new(200, "ok")),
+    }
+}
