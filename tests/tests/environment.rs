@@ -137,6 +137,11 @@ fn slurm_version(cluster: &slurm::SlurmCluster) -> Result<String> {
     text.split_whitespace().nth(1).map(str::to_string).context("sinfo --version printed no version")
 }
 
+/// The environment component, and tokens for revoking.
+fn serving() -> AppOptions {
+    AppOptions::only(&["environment", "tokens"])
+}
+
 struct SlurmApp {
     app: TestApp,
     token: String,
@@ -149,10 +154,7 @@ fn start_on_slurm() -> Result<SlurmApp> {
     add_long_partition(cluster)?;
     let tree = module_tree()?;
     let modulepath = tree.path().to_path_buf();
-    let app = TestApp::start(AppOptions {
-        facility_toml: Some(facility(&cluster.compute_config(&cluster.restd_url), &modulepath)),
-        ..Default::default()
-    })?;
+    let app = TestApp::start(serving().with_facility(facility(&cluster.compute_config(&cluster.restd_url), &modulepath)))?;
     // A token with no compute permission: the environment needs none.
     let token = app.token(&["data-streaming"], "STF040")?;
     Ok(SlurmApp { app, token, _tree: tree, modulepath })
@@ -315,7 +317,7 @@ async fn a_scheduler_or_lmod_that_fails_is_a_warning_not_an_error() -> Result<()
     let compute = cluster.compute_config(&restd.url);
     restd.stop();
     let missing = tree.path().join("no-such-dir");
-    let app = TestApp::start(AppOptions { facility_toml: Some(facility(&compute, &missing)), ..Default::default() })?;
+    let app = TestApp::start(serving().with_facility(facility(&compute, &missing)))?;
     let token = app.token(&["compute-ace-readonly"], "STF040")?;
     let env = expect_json(app.get(&format!("{BASE}/basalt"), Some(&token)).await?).await?;
     assert_eq!(env["scheduler"]["reachable"], false, "{env:#}");
@@ -332,10 +334,7 @@ async fn a_scheduler_or_lmod_that_fails_is_a_warning_not_an_error() -> Result<()
 #[tokio::test]
 async fn the_local_scheduler_is_reported_too() -> Result<()> {
     let tree = module_tree()?;
-    let app = TestApp::start(AppOptions {
-        facility_toml: Some(facility("scheduler = \"local\"", tree.path())),
-        ..Default::default()
-    })?;
+    let app = TestApp::start(serving().with_facility(facility("scheduler = \"local\"", tree.path())))?;
     let token = app.token(&["data-streaming"], "STF040")?;
     let env = expect_json(app.get(&format!("{BASE}/basalt"), Some(&token)).await?).await?;
     assert_eq!(env["scheduler"]["kind"], "local", "{env:#}");

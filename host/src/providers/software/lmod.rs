@@ -172,9 +172,10 @@ impl Lmod {
 #[derive(Deserialize)]
 struct Package {
     package: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_none")]
     description: Option<String>,
-    #[serde(rename = "defaultVersionName", default)]
+    /// A string, or `false` for a package without versions.
+    #[serde(rename = "defaultVersionName", default, deserialize_with = "string_or_none")]
     default_version_name: Option<String>,
     #[serde(default)]
     versions: Vec<Version>,
@@ -182,15 +183,23 @@ struct Package {
 
 #[derive(Deserialize)]
 struct Version {
-    #[serde(rename = "versionName", default)]
+    #[serde(rename = "versionName", default, deserialize_with = "string_or_none")]
     version_name: Option<String>,
     #[serde(rename = "markedDefault", default)]
     marked_default: bool,
     /// Zero-padded, so that comparing strings orders versions (12 > 9).
     #[serde(rename = "canonicalVersionString", default)]
     canonical: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_none")]
     help: Option<String>,
+}
+
+/// Lmod writes `false` (Lua's nil-ish) where a string is missing.
+fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
 }
 
 /// Reads spider's `jsonSoftwarePage`: versions oldest first, the default the
@@ -327,6 +336,35 @@ mod tests {
         let lmod = Lmod::new(Some("/nonexistent/spider".into()), vec![tree.0.clone()], DEFAULT_CACHE);
         let SoftwareError::Unavailable(m) = lmod.modules().await.unwrap_err() else { panic!() };
         assert!(m.contains("install Lmod"), "{m}");
+    }
+
+    /// Lmod ships modulefiles of its own without versions (`lmod`,
+    /// `settarg`), for which spider writes `"defaultVersionName": false`.
+    #[tokio::test]
+    async fn real_lmod_reads_unversioned_modules() {
+        let core = Path::new("/usr/share/lmod/lmod/modulefiles/Core");
+        assert!(core.is_dir(), "Lmod's own modulefiles are missing: install Lmod (apt-get install lmod)");
+        let modules = lmod_for(core).modules().await.unwrap();
+        let lmod = modules.iter().find(|m| m.name == "lmod").expect("the lmod module");
+        assert!(lmod.versions.is_empty());
+        assert_eq!(lmod.default_version, None);
+        assert_eq!(lmod.description.as_deref(), Some("Lmod: An Environment Module System"));
+    }
+
+    #[test]
+    fn parses_a_software_page() {
+        let page = br#"[{"package":"x","defaultVersionName":false,"versions":[{"full":"x","wV":"M.*zfinal"}]},
+                        {"package":"a","defaultVersionName":"2","versions":[
+                          {"versionName":"10","canonicalVersionString":"000000010.*zfinal","markedDefault":false},
+                          {"versionName":"2","canonicalVersionString":"000000002.*zfinal","markedDefault":false,"help":"\n  A tool\nmore"}]}]"#;
+        let m = parse_software_page(page).unwrap();
+        assert_eq!(m[0].name, "a");
+        assert_eq!(m[0].versions, ["2", "10"]);
+        assert_eq!(m[0].default_version.as_deref(), Some("2"));
+        assert_eq!(m[0].description.as_deref(), Some("A tool"));
+        assert_eq!(m[1].name, "x");
+        assert!(m[1].versions.is_empty());
+        assert!(parse_software_page(b"not json").is_err());
     }
 
     #[test]
