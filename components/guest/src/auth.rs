@@ -319,3 +319,73 @@ pub fn authenticate(req: &Request) -> Result<Principal, ApiError> {
         record,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(header: &str, payload: &str) -> String {
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!("{}.{}.c2ln", e.encode(header), e.encode(payload))
+    }
+
+    #[test]
+    fn decodes_olcf_claims_with_list_or_string_audience() {
+        let t = jwt(r#"{"alg":"EdDSA"}"#, r#"{"description":"d","type":"opat","aud":["s3m"],"nbf":1,"iat":1,"jti":"abc-1"}"#);
+        let c = decode_claims(&t).unwrap();
+        assert_eq!(c.token_type.as_deref(), Some("opat"));
+        assert!(c.aud.unwrap().contains("s3m"));
+        let t = jwt(r#"{"alg":"EdDSA"}"#, r#"{"type":"opat","aud":"s3m","jti":"x"}"#);
+        assert!(decode_claims(&t).unwrap().aud.unwrap().contains("s3m"));
+    }
+
+    #[test]
+    fn refuses_malformed_tokens_without_echoing_them() {
+        let good = jwt(r#"{"alg":"EdDSA"}"#, r#"{"type":"opat","aud":"s3m","jti":"x"}"#);
+        for bad in [
+            "",
+            "garbage",
+            "a.b",
+            "a.b.c",
+            "a.b.c.d",
+            &good[..good.len() / 2],
+            &format!("{good}.x"),
+            &jwt("not json", r#"{"type":"opat"}"#),
+            &jwt("{}", "[1,2]"),
+            &jwt("{}", r#"{"aud":5}"#),
+            "\u{0}.\u{0}.\u{0}",
+        ] {
+            let e = decode_claims(bad).expect_err(bad);
+            assert_eq!((e.status, e.code), (401, 16));
+            assert!(bad.len() < 4 || !e.message.contains(bad));
+        }
+    }
+
+    #[test]
+    fn record_tolerates_unknown_and_null_fields() {
+        let r: TokenRecord = serde_json::from_str(
+            r#"{"jti":"j","tokenSha256":"ab","username":"u","project":"P","permissions":null,
+                "plannedExpiration":"2026-12-22T06:00:00.123456Z","description":null,
+                "delayDate":null,"somethingNew":{"x":1}}"#,
+        )
+        .unwrap();
+        assert!(r.permissions.is_empty() && r.description.is_empty() && !r.revoked);
+    }
+
+    #[test]
+    fn errors_have_the_one_shape() {
+        let e = ApiError::permission_denied("no");
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v, serde_json::json!({"code": 7, "message": "no", "details": []}));
+        assert_eq!(ApiError::method_not_allowed("m").code, 12);
+        assert_eq!((ApiError::unavailable("u").status, ApiError::unavailable("u").code), (503, 14));
+    }
+
+    #[test]
+    fn jti_must_be_plain() {
+        assert!(is_plain_jti("0b6c1f0e-5d7a-4c1e-9d55-2f1f6a0e9b11"));
+        for bad in ["", "../x", "a/b", "a b", &"x".repeat(200)] {
+            assert!(!is_plain_jti(bad));
+        }
+    }
+}

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use s3m_guest::time::{now, parse_rfc3339, rfc3339};
+use s3m_guest::time::{now, parse_rfc3339, rfc3339, rfc3339_micros};
 use s3m_guest::{json, route_path, ApiError};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{Method, Request, Response};
@@ -289,7 +289,7 @@ impl Facility {
             annotations: r.annotations.clone(),
             downtime_schedule_available: r.downtime_schedule_available.unwrap_or(true),
             upcoming_downtimes: self.upcoming_downtimes(now, Some(&r.name)),
-            retrieved_at: rfc3339(&now),
+            retrieved_at: rfc3339_micros(&now),
         }
     }
 }
@@ -304,6 +304,83 @@ impl From<&ScheduledDowntime> for Downtime {
             description: d.description.clone(),
             attributes: DowntimeAttributes { scheduled: d.scheduled, reboot: d.reboot },
             updated_at: rfc3339(&d.updated_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../../../config/facility.toml");
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn the_sample_parses_and_ignores_other_components_keys() {
+        let f = Facility::parse(SAMPLE).unwrap();
+        let names: Vec<_> = f.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["basalt", "granite", "quartz-dtn", "shale-archive"]);
+        let now = t("2026-11-22T00:00:00Z");
+        assert!(f.current_downtimes(now).is_empty());
+        assert!(f.resources(now).iter().all(|r| r.status == "OPERATIONAL" && r.organization == "CRCF"));
+    }
+
+    #[test]
+    fn current_downtime_makes_a_resource_unavailable() {
+        let f = Facility::parse(
+            r#"
+            [facility]
+            organization = "X"
+            new_key = 1
+            [[resources]]
+            name = "a"
+            status = "UNSPECIFIED"
+            [resources.compute]
+            scheduler = "local"
+            [[downtimes]]
+            resource = "a"
+            start = 2026-01-01T00:00:00Z
+            end = "2026-01-01T08:00:00Z"
+            [[downtimes]]
+            resource = "a"
+            start = "2026-01-05T00:00:00Z"
+            end = "2026-01-05T08:00:00Z"
+            updated_at = "2025-12-01T00:00:00Z"
+            [[downtimes]]
+            resource = "a"
+            start = "2026-01-20T00:00:00Z"
+            end = "2026-01-20T08:00:00Z"
+            "#,
+        )
+        .unwrap();
+        let during = t("2026-01-01T01:00:00Z");
+        assert_eq!(f.resource("a", during).unwrap().status, "UNAVAILABLE");
+        assert_eq!(f.current_downtimes(during).len(), 1);
+        let up = f.upcoming_downtimes(during, None);
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].start, "2026-01-05T00:00:00Z");
+        assert_eq!(up[0].updated_at, "2025-12-01T00:00:00Z");
+        // The end is exclusive.
+        let after = t("2026-01-01T08:00:00Z");
+        assert_eq!(f.resource("a", after).unwrap().status, "UNSPECIFIED");
+        assert!(f.resource("b", after).is_err_and(|e| e.status == 404));
+    }
+
+    #[test]
+    fn bad_configurations_are_503_naming_the_problem() {
+        for (text, needle) in [
+            ("[facility", "not valid"),
+            ("[[resources]]\nname = \"a\"\nstatus = \"BROKEN\"", "BROKEN"),
+            ("[[resources]]\nname = \"a\"\n[[downtimes]]\nresource = \"b\"\nstart = \"2026-01-01T00:00:00Z\"\nend = \"2026-01-02T00:00:00Z\"", "\"b\""),
+            ("[[resources]]\nname = \"a\"\n[[downtimes]]\nresource = \"a\"\nstart = \"yesterday\"\nend = \"2026-01-02T00:00:00Z\"", "yesterday"),
+            ("[[resources]]\nname = \"a\"\n[[downtimes]]\nresource = \"a\"\nstart = \"2026-01-03T00:00:00Z\"\nend = \"2026-01-02T00:00:00Z\"", "ends before"),
+        ] {
+            let e = Facility::parse(text).err().unwrap_or_else(|| panic!("accepted: {text}"));
+            assert_eq!((e.status, e.code), (503, 14));
+            assert!(e.message.contains("facility.toml") && e.message.contains(needle), "{}", e.message);
         }
     }
 }
