@@ -1,0 +1,203 @@
+//! The `s3m:facility/scheduler` capability: its WIT binding and the trait
+//! that scheduler providers (host/src/providers/scheduler/) implement.
+//!
+//! Each compute resource of the facility configuration names its scheduler
+//! in `[resources.compute]`:
+//!
+//! ```toml
+//! [resources.compute]
+//! scheduler = "slurm"                     # or "local" (the default)
+//! slurmrestd = "http://127.0.0.1:6820"    # slurm: where slurmrestd listens
+//! jwt_key = "/etc/slurm/jwt_hs256.key"    # slurm: the cluster's AuthAltParameters jwt_key
+//! ```
+//!
+//! The keys of each backend are documented in its provider. This room knows
+//! nothing of Slurm or processes: it routes a call to the resource's provider.
+
+use crate::facility::FacilityConfig;
+use crate::providers::scheduler::{local::LocalScheduler, slurm::SlurmScheduler};
+use crate::state::HostState;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::component::{HasSelf, Linker};
+
+wasmtime::component::bindgen!({
+    world: "s3m:facility/scheduler-host",
+    path: "../wit",
+    imports: { default: async | trappable },
+});
+
+pub use s3m::facility::scheduler::{
+    Diagnostics, JobDescription, JobInfo, JobList, JobState, NodeInfo, PartitionInfo, PartitionState,
+    PingInfo, ReservationInfo, SchedulerAbout, SchedulerError, Submitted,
+};
+pub use s3m::facility::types::Caller;
+
+pub type SchedulerResult<T> = Result<T, SchedulerError>;
+
+/// A scheduler backend for one compute resource.
+#[async_trait::async_trait]
+pub trait SchedulerProvider: Send + Sync {
+    async fn about(&self) -> SchedulerResult<SchedulerAbout>;
+    async fn submit(&self, caller: &Caller, job: JobDescription, script: String) -> SchedulerResult<Submitted>;
+    /// A job of the caller's project; any other job is `NotFound`.
+    async fn get(&self, caller: &Caller, job_id: u32) -> SchedulerResult<JobInfo>;
+    /// The caller's project's jobs only.
+    async fn list_jobs(&self, caller: &Caller) -> SchedulerResult<JobList>;
+    async fn cancel(&self, caller: &Caller, job_id: u32, signal: u32) -> SchedulerResult<()>;
+    async fn ping(&self) -> SchedulerResult<Vec<PingInfo>>;
+    async fn diag(&self) -> SchedulerResult<Diagnostics>;
+    async fn nodes(&self) -> SchedulerResult<Vec<NodeInfo>>;
+    async fn partitions(&self) -> SchedulerResult<Vec<PartitionInfo>>;
+    async fn reservations(&self) -> SchedulerResult<Vec<ReservationInfo>>;
+}
+
+/// Every compute resource's scheduler, chosen by the facility configuration.
+#[derive(Default)]
+pub struct Schedulers {
+    by_resource: HashMap<String, Arc<dyn SchedulerProvider>>,
+}
+
+impl Schedulers {
+    /// Builds the providers the facility configuration asks for. A bad
+    /// `[resources.compute]` table stops start-up with what to fix.
+    pub async fn from_facility(facility: &FacilityConfig, state_dir: &Path) -> anyhow::Result<Self> {
+        let mut by_resource: HashMap<String, Arc<dyn SchedulerProvider>> = HashMap::new();
+        for resource in &facility.resources {
+            let Some(compute) = &resource.compute else { continue };
+            let kind = match compute.get("scheduler") {
+                None => "local",
+                Some(toml::Value::String(s)) => s.as_str(),
+                Some(other) => anyhow::bail!(
+                    "resources `{}`: compute.scheduler must be \"slurm\" or \"local\", not {other}",
+                    resource.name
+                ),
+            };
+            let provider: Arc<dyn SchedulerProvider> = match kind {
+                "slurm" => Arc::new(SlurmScheduler::from_config(&resource.name, compute)?),
+                "local" => Arc::new(LocalScheduler::start(&resource.name, compute, state_dir).await?),
+                other => anyhow::bail!(
+                    "resource `{}`: unknown compute.scheduler \"{other}\"; use \"slurm\" or \"local\"",
+                    resource.name
+                ),
+            };
+            tracing::info!(resource = %resource.name, scheduler = kind, "compute resource ready");
+            by_resource.insert(resource.name.clone(), provider);
+        }
+        Ok(Self { by_resource })
+    }
+
+    /// The provider of a compute resource.
+    pub fn get(&self, resource: &str) -> SchedulerResult<Arc<dyn SchedulerProvider>> {
+        self.by_resource.get(resource).cloned().ok_or_else(|| {
+            SchedulerError::NotFound(format!("no compute resource named `{resource}` in this facility"))
+        })
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    // The world's: `types` (no functions, but components import it) and `scheduler`.
+    SchedulerHost::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    Ok(())
+}
+
+type R<T> = wasmtime::Result<SchedulerResult<T>>;
+
+impl HostState {
+    fn scheduler(&self, resource: &str) -> SchedulerResult<Arc<dyn SchedulerProvider>> {
+        self.services.schedulers.get(resource)
+    }
+}
+
+impl s3m::facility::types::Host for HostState {}
+
+impl s3m::facility::scheduler::Host for HostState {
+    async fn about(&mut self, resource: String) -> R<SchedulerAbout> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.about().await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn submit(&mut self, resource: String, caller: Caller, job: JobDescription, script: String) -> R<Submitted> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.submit(&caller, job, script).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn get(&mut self, resource: String, caller: Caller, job_id: u32) -> R<JobInfo> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.get(&caller, job_id).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn list_jobs(&mut self, resource: String, caller: Caller) -> R<JobList> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.list_jobs(&caller).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn cancel(&mut self, resource: String, caller: Caller, job_id: u32, signal: u32) -> R<()> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.cancel(&caller, job_id, signal).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn ping(&mut self, resource: String) -> R<Vec<PingInfo>> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.ping().await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn diag(&mut self, resource: String) -> R<Diagnostics> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.diag().await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn nodes(&mut self, resource: String) -> R<Vec<NodeInfo>> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.nodes().await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn partitions(&mut self, resource: String) -> R<Vec<PartitionInfo>> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.partitions().await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn reservations(&mut self, resource: String) -> R<Vec<ReservationInfo>> {
+        Ok(match self.scheduler(&resource) {
+            Ok(p) => p.reservations().await,
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// Reads an optional string key of a `[resources.compute]` table.
+pub fn config_str<'a>(resource: &str, table: &'a toml::Table, key: &str) -> anyhow::Result<Option<&'a str>> {
+    match table.get(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => anyhow::bail!("resource `{resource}`: compute.{key} must be a string, not {other}"),
+    }
+}
+
+/// Reads an optional non-negative integer key of a `[resources.compute]` table.
+pub fn config_u64(resource: &str, table: &toml::Table, key: &str) -> anyhow::Result<Option<u64>> {
+    match table.get(key) {
+        None => Ok(None),
+        Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(*n as u64)),
+        Some(other) => anyhow::bail!("resource `{resource}`: compute.{key} must be a whole number >= 0, not {other}"),
+    }
+}
