@@ -56,7 +56,6 @@ pub struct App {
 
 pub fn new_engine(limits: &Limits) -> anyhow::Result<Engine> {
     let mut config = Config::new();
-    config.async_support(true);
     config.epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(limits.max_instances);
@@ -197,6 +196,10 @@ impl App {
     pub fn new_store(&self, component: &LoadedComponent) -> anyhow::Result<Store<HostState>> {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stderr();
+        // Guests read only small local files (the facility configuration):
+        // doing that on this thread beats a hop to tokio's blocking pool per
+        // file operation, which costs more than the read itself.
+        wasi.allow_blocking_current_thread(true);
         wasi.envs(&component.environment);
         for (host, guest) in &component.mounts {
             wasi.preopened_dir(host, guest, FsPerms::ReadOnly)?;

@@ -15,6 +15,7 @@
 //! A missing `s3m` binary or component wasm makes the test fail with the command that builds
 //! it; nothing here skips.
 
+pub mod load;
 pub mod slurm;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,106 @@
+//! A small HTTP load generator for the benchmarks: N keep-alive HTTP/1.1
+//! connections, each sending one request after another for a fixed time,
+//! latencies into an HDR histogram.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// What one load run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency: Histogram<u64>,
+}
+
+impl LoadReport {
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// A latency quantile in milliseconds.
+    pub fn ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn line(&self, name: &str, connections: usize) -> String {
+        format!(
+            "{name:<28} {connections:>3} conns  {:>9.0} req/s  p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  non-2xx {}",
+            self.per_second(),
+            self.ms(0.50),
+            self.ms(0.90),
+            self.ms(0.99),
+            self.latency.max() as f64 / 1000.0,
+            self.errors
+        )
+    }
+}
+
+/// Sends `GET base_url + path` on `connections` connections for `duration`.
+pub async fn run(
+    base_url: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    connections: usize,
+    duration: Duration,
+) -> Result<LoadReport> {
+    let uri: hyper::Uri = format!("{base_url}{path}").parse()?;
+    let authority = uri.authority().context("url without host")?.to_string();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (uri, authority, headers) = (uri.clone(), authority.clone(), headers.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(&authority).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let (mut ok, mut bad) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let mut req = hyper::Request::get(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+                    .header("host", &authority);
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                let req = req.body(Empty::<Bytes>::new())?;
+                let t = Instant::now();
+                let res = sender.send_request(req).await?;
+                let status = res.status();
+                res.into_body().collect().await?;
+                hist.record(t.elapsed().as_micros().max(1) as u64)?;
+                if status.is_success() {
+                    ok += 1;
+                } else {
+                    bad += 1;
+                }
+            }
+            anyhow::Ok((ok, bad, hist))
+        }));
+    }
+    let mut report = LoadReport {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+    };
+    for t in tasks {
+        let (ok, bad, hist) = t.await??;
+        report.requests += ok + bad;
+        report.errors += bad;
+        report.latency.add(hist)?;
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
