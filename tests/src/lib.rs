@@ -16,7 +16,9 @@
 //! it; nothing here skips.
 
 pub mod load;
+pub mod redis_server;
 pub mod slurm;
+pub mod streaming;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
@@ -72,6 +74,9 @@ pub struct AppOptions {
     pub env: Vec<(String, String)>,
     /// Serve only these components of spin.toml (and their routes); empty serves them all.
     pub components: Vec<String>,
+    /// More spin.toml (e.g. a test fixture's `[[trigger.http]]` and `[component.x]`), merged
+    /// into the copied manifest after the filtering above.
+    pub extra_manifest: Option<String>,
 }
 
 impl AppOptions {
@@ -120,7 +125,7 @@ impl TestApp {
     pub fn start(opts: AppOptions) -> Result<TestApp> {
         let bin = s3m_bin()?;
         let dir = tempfile::Builder::new().prefix("s3m-test-").tempdir()?;
-        let manifest = write_manifest(dir.path(), &opts.components)?;
+        let manifest = write_manifest(dir.path(), &opts.components, opts.extra_manifest.as_deref())?;
         write_config(dir.path(), opts.facility_toml.as_deref())?;
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir)?;
@@ -290,7 +295,23 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
+    /// Stops `s3m up`: SIGTERM first so that it can stop what it started (brokers, jobs),
+    /// SIGKILL if it is still running after 10 s.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -327,7 +348,7 @@ pub fn serving_url(line: &str) -> Option<String> {
 /// The repo's spin.toml with every `source = "target/..."` made absolute, keeping only the
 /// components in `only` (all when empty) and their routes; fails when a kept component's wasm
 /// does not exist, naming the command that builds it.
-fn write_manifest(app_dir: &Path, only: &[String]) -> Result<PathBuf> {
+fn write_manifest(app_dir: &Path, only: &[String], extra: Option<&str>) -> Result<PathBuf> {
     let root = repo_root();
     let text = std::fs::read_to_string(root.join("spin.toml")).context("reading the repo's spin.toml")?;
     let mut manifest: toml::Table = text.parse().context("parsing the repo's spin.toml")?;
@@ -366,9 +387,26 @@ fn write_manifest(app_dir: &Path, only: &[String]) -> Result<PathBuf> {
     {
         triggers.retain(|t| t.get("component").and_then(|c| c.as_str()).is_none_or(keep));
     }
+    if let Some(extra) = extra {
+        let extra: toml::Table = extra.parse().context("parsing extra_manifest")?;
+        merge_toml(&mut manifest, extra);
+    }
     let path = app_dir.join("spin.toml");
     std::fs::write(&path, toml::to_string(&manifest)?)?;
     Ok(path)
+}
+
+/// Merges `extra` into `base`: tables key by key, arrays (like `[[trigger.http]]`) appended.
+fn merge_toml(base: &mut toml::Table, extra: toml::Table) {
+    for (key, value) in extra {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(e)) => merge_toml(b, e),
+            (Some(toml::Value::Array(b)), toml::Value::Array(e)) => b.extend(e),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 /// `config/` of the app: a copy of the repo's `config/`, with `facility.toml` replaced when
