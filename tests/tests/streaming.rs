@@ -1,0 +1,382 @@
+//! Streaming API over HTTP against the real s3m binary, with real
+//! redis-server and rabbitmq-server processes behind it, reached by real
+//! clients (the `redis` crate, lapin) with the URLs and credentials handed out.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use s3m_tests::streaming::{self as st, Api, BrokerReaper, BASE, LEGACY_BASE};
+use s3m_tests::{AppOptions, TestApp};
+use serde_json::{json, Value};
+
+const PROJECT: &str = "STF040";
+
+fn app(streaming_toml: &str) -> Result<TestApp> {
+    TestApp::start(AppOptions::only(&["streaming"]).with_facility(st::facility(streaming_toml)))
+}
+
+fn error_code(body: &Value) -> i64 {
+    body["code"].as_i64().unwrap_or(-1)
+}
+
+async fn redis_set_get(url: &str) -> Result<String> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    redis::cmd("SET").arg("greeting").arg("hello from s3m").query_async::<()>(&mut con).await?;
+    Ok(redis::cmd("GET").arg("greeting").query_async::<String>(&mut con).await?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_serves_a_real_client_and_only_its_project() -> Result<()> {
+    st::require_servers(false)?;
+    let app = app("")?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let api = Api::of(&app, &app.token(&["data-streaming"], PROJECT)?);
+    let other = Api::of(&app, &app.token(&["data-streaming"], "ABC123")?);
+
+    let body = json!({"kind": "general", "name": "cache", "resourceSettings": {"cpus": 1, "ram-gbs": 1}, "featureFlags": {}});
+    let (status, creds) = api.provision("redis", &body).await?;
+    assert_eq!(status, 200, "{creds}");
+    let url = creds["url"].as_str().context("url")?.to_string();
+    let password = creds["password"].as_str().context("password")?.to_string();
+    assert!(password.len() >= 32, "at least 128 bits of password: {password:?}");
+    assert_eq!(creds["username"], "s3m-cache");
+    assert!(url.starts_with("redis://s3m-cache:") && url.contains(&password), "{url}");
+
+    // Not usable at once, but soon.
+    let cluster = api.wait_healthy("redis", "cache", Duration::from_secs(30)).await?;
+    assert_eq!(cluster["syncStatus"], "synced");
+    assert_eq!(cluster["redisUrl"], url.as_str());
+    assert_eq!(cluster["password"], password.as_str());
+    assert_eq!(cluster["resourceSettings"], json!({"cpus": 1, "ram-gbs": 1}));
+    assert_eq!(cluster["featureFlags"], json!({"persistence": false}));
+    assert_eq!(cluster["lifetime"]["secondsLifetime"], 7 * 24 * 3600);
+
+    // A real client with exactly those credentials.
+    assert_eq!(redis_set_get(&url).await?, "hello from s3m");
+    let wrong = url.replace(&password, "0123456789abcdef0123456789abcdef");
+    let refused = redis_set_get(&wrong).await;
+    assert!(refused.is_err(), "a wrong password must be refused");
+    let no_password = format!("redis://127.0.0.1:{}", st::url_port(&url)?);
+    assert!(redis_set_get(&no_password).await.is_err(), "no password must be refused");
+
+    // Listed, without credentials.
+    let (status, list) = api.list("redis").await?;
+    assert_eq!(status, 200);
+    let clusters = list["clusters"].as_array().context("clusters")?;
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(clusters[0]["name"], "cache");
+    assert_eq!(clusters[0]["healthStatus"], "healthy");
+    assert!(clusters[0].get("password").is_none());
+    assert!(list["clusters"][0]["lifetime"]["secondsRemaining"].as_u64().unwrap() > 7 * 24 * 3600 - 60);
+    // Same answer on the legacy path.
+    let legacy = app
+        .client()
+        .get(app.url(&format!("{LEGACY_BASE}/redis/list_clusters")))
+        .header("Authorization", &api.token)
+        .send()
+        .await?;
+    assert_eq!(legacy.status(), 200);
+    // The same name again in the same project is refused.
+    let (status, err) = api.provision("redis", &body).await?;
+    assert_eq!((status, error_code(&err)), (409, 6), "{err}");
+    // The engine is part of the key: a list of rabbitmq clusters is empty.
+    assert_eq!(api.list("rabbitmq").await?.1["clusters"], json!([]));
+
+    // Another project sees nothing of it, and cannot touch it.
+    assert_eq!(other.list("redis").await?.1["clusters"], json!([]));
+    for (status, err) in [
+        other.get_cluster("redis", "cache").await?,
+        other.delete("redis", "cache").await?,
+        other.extend("redis", "cache").await?,
+    ] {
+        assert_eq!((status, error_code(&err)), (404, 5), "{err}");
+    }
+    // ... and may use the same name for its own.
+    let (status, _) = other.provision("redis", &body).await?;
+    assert_eq!(status, 200);
+    other.wait_healthy("redis", "cache", Duration::from_secs(30)).await?;
+    assert_eq!(redis_set_get(&url).await?, "hello from s3m", "the first one still works");
+
+    // Delete: the process is gone and the port closed.
+    let records = st::records(&app.state_dir)?;
+    let mine = records.iter().find(|r| r["project"] == PROJECT).context("record")?;
+    let id = mine["id"].as_str().context("id")?.to_string();
+    let (dir, pid) = st::cluster_process(&app.state_dir, &id)?;
+    assert!(st::alive(pid));
+    let (status, answer) = api.delete("redis", "cache").await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"success": true}));
+    st::wait_gone(&dir, pid, st::url_port(&url)?, Duration::from_secs(5))?;
+    assert!(!dir.exists(), "the cluster's data directory is removed");
+    let (status, _) = api.get_cluster("redis", "cache").await?;
+    assert_eq!(status, 404);
+    assert_eq!(other.list("redis").await?.1["clusters"].as_array().map(Vec::len), Some(1));
+    other.delete("redis", "cache").await?;
+
+    // Passwords never reach the host's logs.
+    let logs = app.stderr();
+    assert!(!logs.contains(&password), "the password is in the host's logs");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    st::require_servers(true)?;
+    let app = app("")?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let api = Api::of(&app, &app.token(&["data-streaming"], PROJECT)?);
+
+    let (status, creds) = api
+        .provision("rabbitmq", &json!({"kind": "general", "name": "events", "resourceSettings": {"ram-gbs": 1}}))
+        .await?;
+    assert_eq!(status, 200, "{creds}");
+    let url = creds["amqpsUrl"].as_str().context("amqpsUrl")?.to_string();
+    let password = creds["password"].as_str().context("password")?.to_string();
+    assert!(url.contains(&password) && url.starts_with("amqp://s3m-events:"), "{url}");
+
+    let cluster = api.wait_healthy("rabbitmq", "events", Duration::from_secs(120)).await?;
+    assert_eq!(cluster["amqpsUrl"], url.as_str());
+    assert_eq!(cluster["resourceSettings"]["nodes"], 1);
+
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel.queue_declare("s3m-test".into(), QueueDeclareOptions::default(), FieldTable::default()).await?;
+    let mut consumer = channel
+        .basic_consume("s3m-test".into(), "tester".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    channel
+        .basic_publish("".into(), "s3m-test".into(), BasicPublishOptions::default(), b"hello through amqp", BasicProperties::default())
+        .await?
+        .await?;
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .context("no message within 10 s")?
+        .context("consumer ended")??;
+    assert_eq!(delivery.data, b"hello through amqp");
+    delivery.ack(BasicAckOptions::default()).await?;
+    conn.close(200, "bye".into()).await?;
+
+    // A wrong password is refused.
+    let wrong = url.replace(&password, "0123456789abcdef0123456789abcdef");
+    assert!(Connection::connect(&wrong, ConnectionProperties::default()).await.is_err());
+
+    // The management API answers with the same credentials, when it is there.
+    if let Some(mgmt) = creds["mgmtUrl"].as_str() {
+        let overview = reqwest::Client::new()
+            .get(format!("{mgmt}api/overview"))
+            .basic_auth("s3m-events", Some(&password))
+            .send()
+            .await?;
+        assert_eq!(overview.status(), 200);
+    }
+
+    let id = st::cluster_id(&app.state_dir, "events")?;
+    let (dir, pid) = st::cluster_process(&app.state_dir, &id)?;
+    let (status, _) = api.delete("rabbitmq", "events").await?;
+    assert_eq!(status, 200);
+    st::wait_gone(&dir, pid, st::url_port(&url)?, Duration::from_secs(10))?;
+    assert!(!app.stderr().contains(&password), "the password is in the host's logs");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_are_checked_and_errors_name_the_field() -> Result<()> {
+    let app = app("")?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let api = Api::of(&app, &app.token(&["data-streaming"], PROJECT)?);
+
+    // Token and permission.
+    let none = app.get(&format!("{BASE}/list_backends"), None).await?;
+    assert_eq!(none.status(), 401);
+    let compute = app.token(&["compute-ace"], PROJECT)?;
+    let res = app.get(&format!("{BASE}/list_backends"), Some(&compute)).await?;
+    assert_eq!(res.status(), 403);
+    assert_eq!(error_code(&res.json().await?), 7);
+
+    // Backends as API.md shows them.
+    let (status, backends) = api.call(reqwest::Method::GET, "/list_backends", None).await?;
+    assert_eq!(status, 200);
+    let list = backends["backends"].as_array().context("backends")?;
+    let redis = list.iter().find(|b| b["engine"] == "redis").context("redis backend")?;
+    let rabbit = list.iter().find(|b| b["engine"] == "rabbitmq").context("rabbitmq backend")?;
+    assert_eq!(redis["kind"], "general");
+    for b in [redis, rabbit] {
+        for o in b["resourceOptions"].as_array().unwrap() {
+            for k in ["key", "description", "min", "max", "default"] {
+                assert!(o.get(k).is_some(), "resourceOptions.{k} in {o}");
+            }
+        }
+        assert!(b["featureFlags"].is_array());
+    }
+    assert!(redis["resourceOptions"].as_array().unwrap().iter().all(|o| o["key"] != "nodes"));
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("redis", json!({"name": "a"}), "kind"),
+        ("redis", json!({"kind": "huge", "name": "a"}), "kind"),
+        ("redis", json!({"kind": "general"}), "name"),
+        ("redis", json!({"kind": "general", "name": "Bad_Name"}), "name"),
+        ("redis", json!({"kind": "general", "name": "x".repeat(41)}), "name"),
+        ("redis", json!({"kind": "general", "name": "-a"}), "name"),
+        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"nodes": 2}}), "resourceSettings.nodes"),
+        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": 0}}), "resourceSettings.ram-gbs"),
+        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": -1}}), "resourceSettings.ram-gbs"),
+        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": 1.5}}), "resourceSettings.ram-gbs"),
+        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": 100000}}), "resourceSettings.ram-gbs"),
+        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"cpus": "2"}}), "resourceSettings.cpus"),
+        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": [1]}), "resourceSettings"),
+        ("redis", json!({"kind": "general", "name": "a", "featureFlags": {"warp": true}}), "featureFlags.warp"),
+        ("redis", json!({"kind": "general", "name": "a", "featureFlags": {"persistence": "yes"}}), "featureFlags.persistence"),
+        ("redis", json!({"kind": "general", "name": "a", "colour": "red"}), "colour"),
+        ("rabbitmq", json!({"kind": "general", "name": "a", "resourceSettings": {"nodes": 0}}), "resourceSettings.nodes"),
+        ("redis", json!([1, 2]), "body"),
+    ];
+    for (engine, body, field) in cases {
+        let (status, err) = api.provision(engine, &body).await?;
+        assert_eq!((status, error_code(&err)), (400, 3), "{body} -> {err}");
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(&format!("{field}:")), "{body}: the message should name {field}: {message}");
+        assert_eq!(err["details"], json!([]));
+    }
+    let bad_json = app
+        .client()
+        .post(app.url(&format!("{BASE}/redis/provision_cluster")))
+        .header("Authorization", &api.token)
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(bad_json.status(), 400);
+
+    // Unknown engines and paths are 404, wrong methods 405, bad names 400.
+    let (status, _) = api.list("kafka").await?;
+    assert_eq!(status, 404);
+    let (status, _) = api.call(reqwest::Method::GET, "/redis/provision_cluster", None).await?;
+    assert_eq!(status, 405);
+    let (status, err) = api.get_cluster("redis", "Not_A_Label").await?;
+    assert_eq!(status, 400, "{err}");
+    let (status, _) = api.get_cluster("redis", "missing").await?;
+    assert_eq!(status, 404);
+    // Nothing was provisioned by any of it.
+    assert_eq!(api.list("redis").await?.1["clusters"], json!([]));
+    assert!(st::processes_under(&app.state_dir.join("brokers")).is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extend_resets_the_countdown_and_expired_clusters_are_deleted() -> Result<()> {
+    st::require_servers(false)?;
+    let app = app("lifetime_seconds = 6\ncheck_interval_ms = 200")?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let api = Api::of(&app, &app.token(&["data-streaming"], PROJECT)?);
+    let (status, creds) = api.provision("redis", &json!({"kind": "general", "name": "short"})).await?;
+    assert_eq!(status, 200, "{creds}");
+    api.wait_healthy("redis", "short", Duration::from_secs(5)).await?;
+    let id = st::cluster_id(&app.state_dir, "short")?;
+    let (dir, pid) = st::cluster_process(&app.state_dir, &id)?;
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, list) = api.list("redis").await?;
+    let before = list["clusters"][0]["lifetime"]["secondsRemaining"].as_u64().context("remaining")?;
+    assert!(before <= 4, "{before}");
+    let (status, extended) = api.extend("redis", "short").await?;
+    assert_eq!(status, 200, "{extended}");
+    let after = extended["lifetime"]["secondsRemaining"].as_u64().context("remaining")?;
+    assert!(after >= 5 && after > before, "extend moves secondsRemaining back up: {before} -> {after}");
+    assert_eq!(extended["lifetime"]["secondsLifetime"], 6);
+    assert!(extended["lifetime"]["extendedAt"].is_string());
+
+    // Then it expires: deleted for good, its process gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, list) = api.list("redis").await?;
+        if list["clusters"] == json!([]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not reaped: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    st::wait_gone(&dir, pid, st::url_port(creds["url"].as_str().unwrap())?, Duration::from_secs(5))?;
+    let (status, _) = api.get_cluster("redis", "short").await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_host_comes_back_with_its_clusters_and_no_orphans() -> Result<()> {
+    st::require_servers(false)?;
+    let app = app("")?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let token = app.token(&["data-streaming"], PROJECT)?;
+    let api = Api::of(&app, &token);
+    let mut urls = Vec::new();
+    for name in ["kept", "dropped"] {
+        let (status, creds) = api.provision("redis", &json!({"kind": "general", "name": name})).await?;
+        assert_eq!(status, 200, "{creds}");
+        api.wait_healthy("redis", name, Duration::from_secs(30)).await?;
+        urls.push(creds["url"].as_str().unwrap().to_string());
+    }
+    assert_eq!(redis_set_get(&urls[0]).await?, "hello from s3m");
+    let dropped_id = st::cluster_id(&app.state_dir, "dropped")?;
+    let (dropped_dir, dropped_pid) = st::cluster_process(&app.state_dir, &dropped_id)?;
+
+    // Crash the host; while it is down, the record of one cluster is deleted.
+    st::kill_host(&app.state_dir)?;
+    let file = st::records_file(&app.state_dir);
+    let kept: Vec<Value> = st::records(&app.state_dir)?.into_iter().filter(|r| r["name"] != "dropped").collect();
+    std::fs::write(&file, serde_json::to_vec_pretty(&kept)?)?;
+    assert!(st::alive(dropped_pid), "brokers outlive a crashed host");
+
+    let host = st::Host::start(&app.manifest, &app.state_dir, app.dir.path())?;
+    let api = Api::new(&host.base_url, &token);
+    let (status, list) = api.list("redis").await?;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list["clusters"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["kept"]);
+    let cluster = api.wait_healthy("redis", "kept", Duration::from_secs(10)).await?;
+    assert_eq!(cluster["redisUrl"], urls[0].as_str());
+    assert_eq!(redis_set_get(&urls[0]).await?, "hello from s3m", "still reachable with the same URL");
+
+    // The unclaimed one leaves nothing behind.
+    st::wait_gone(&dropped_dir, dropped_pid, st::url_port(&urls[1])?, Duration::from_secs(5))?;
+    assert!(!dropped_dir.exists());
+    api.delete("redis", "kept").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_cluster_whose_process_died_is_started_again() -> Result<()> {
+    st::require_servers(false)?;
+    let app = app("check_interval_ms = 200")?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let token = app.token(&["data-streaming"], PROJECT)?;
+    let api = Api::of(&app, &token);
+    let (status, creds) = api.provision("redis", &json!({"kind": "general", "name": "phoenix"})).await?;
+    assert_eq!(status, 200);
+    api.wait_healthy("redis", "phoenix", Duration::from_secs(30)).await?;
+    let url = creds["url"].as_str().unwrap().to_string();
+    let id = st::cluster_id(&app.state_dir, "phoenix")?;
+    let (_, pid) = st::cluster_process(&app.state_dir, &id)?;
+    // Host and broker both die (a reboot, say).
+    st::kill_host(&app.state_dir)?;
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while st::alive(pid) {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let host = st::Host::start(&app.manifest, &app.state_dir, app.dir.path())?;
+    let api = Api::new(&host.base_url, &token);
+    api.wait_healthy("redis", "phoenix", Duration::from_secs(10)).await?;
+    let (_, new_pid) = st::cluster_process(&app.state_dir, &id)?;
+    assert_ne!(new_pid, pid);
+    assert_eq!(redis_set_get(&url).await?, "hello from s3m", "the same URL and credentials work again");
+    api.delete("redis", "phoenix").await?;
+    Ok(())
+}
