@@ -448,6 +448,7 @@ pub fn grpc_code(status: u16) -> i64 {
         429 => 8,
         500 => 13,
         503 => 14,
+        504 => 4,
         _ => panic!("no gRPC code is defined for HTTP {status}"),
     }
 }

@@ -1,0 +1,232 @@
+//! The host itself, over HTTP against the real `s3m` binary: per-request
+//! limits, the outbound allow-list, start-up refusals that name the problem,
+//! variables, and state shared between hosts through a real Redis.
+
+use anyhow::Result;
+use s3m_tests::redis_server::RedisServer;
+use s3m_tests::{component_wasm, expect_error, expect_json, s3m_bin, AppOptions, TestApp};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The test-looper fixture, routed under /looper/.
+fn looper(allowed_outbound: &[String]) -> String {
+    let wasm = component_wasm("test_looper");
+    assert!(
+        wasm.is_file(),
+        "{} is missing: build it with `cargo build --target wasm32-wasip2 --release -p test-looper` (scripts/test does)",
+        wasm.display()
+    );
+    format!(
+        r#"
+[[trigger.http]]
+route = "/looper/..."
+component = "looper"
+[component.looper]
+source = "{}"
+allowed_outbound_hosts = {:?}
+"#,
+        wasm.display(),
+        allowed_outbound
+    )
+}
+
+fn app_with_looper(up_args: &[&str], allowed_outbound: &[String]) -> Result<TestApp> {
+    TestApp::start(AppOptions {
+        components: vec!["tokens".into()],
+        extra_manifest: Some(looper(allowed_outbound)),
+        up_args: up_args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_looping_component_gets_a_5xx_and_the_host_goes_on_serving() -> Result<()> {
+    let app = app_with_looper(&["--request-timeout", "2s"], &[])?;
+    let spin = {
+        let (client, url) = (app.client().clone(), app.url("/looper/spin"));
+        tokio::spawn(async move { client.get(url).send().await })
+    };
+    // While one request spins, others are served at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let ok = app.client().get(app.url("/looper/ok")).send().await?;
+    assert_eq!(ok.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "a spinning request held up another one");
+
+    let res = spin.await??;
+    let body = expect_error(res, 504).await?;
+    assert!(body["message"].as_str().unwrap_or("").contains("time limit"), "{body}");
+    let ok = app.client().get(app.url("/looper/ok")).send().await?;
+    assert_eq!(ok.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_component_that_eats_memory_is_stopped_at_its_limit() -> Result<()> {
+    let app = app_with_looper(&["--memory-limit", "32MiB"], &[])?;
+    let res = app.client().get(app.url("/looper/grow")).send().await?;
+    expect_error(res, 500).await?;
+    let ok = app.client().get(app.url("/looper/ok")).send().await?;
+    assert_eq!(ok.status(), 200);
+    Ok(())
+}
+
+/// A one-request HTTP server; returns its port and whether it was called.
+fn tiny_server() -> Result<(u16, std::sync::mpsc::Receiver<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = tx.send(());
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi");
+        }
+    });
+    Ok((port, rx))
+}
+
+#[tokio::test]
+async fn outbound_http_reaches_only_the_allowed_hosts() -> Result<()> {
+    let (allowed_port, allowed_hits) = tiny_server()?;
+    let (other_port, other_hits) = tiny_server()?;
+    let app = app_with_looper(&[], &[format!("http://127.0.0.1:{allowed_port}")])?;
+
+    let url = app.url(&format!("/looper/outbound?url=http://127.0.0.1:{allowed_port}/"));
+    let text = app.client().get(url).send().await?.text().await?;
+    assert_eq!(text, "sent: 200");
+    assert!(allowed_hits.try_recv().is_ok(), "the allowed server saw no request");
+
+    let url = app.url(&format!("/looper/outbound?url=http://127.0.0.1:{other_port}/"));
+    let text = app.client().get(url).send().await?.text().await?;
+    assert!(text.starts_with("refused"), "{text}");
+    assert!(text.contains("HttpRequestDenied"), "{text}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(other_hits.try_recv().is_err(), "a host outside allowed_outbound_hosts was contacted");
+    Ok(())
+}
+
+/// Runs `s3m up` on a manifest that must be refused; returns its stderr.
+fn refused(manifest: &str) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("spin.toml");
+    std::fs::write(&path, manifest)?;
+    let out = Command::new(s3m_bin()?)
+        .args(["up", "--listen", "127.0.0.1:0", "--manifest"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()?;
+    assert!(!out.status.success(), "s3m up started on a manifest it should refuse");
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+const APP: &str = "spin_manifest_version = 2\n[application]\nname = \"t\"\n";
+
+#[test]
+fn refuses_to_start_and_names_the_problem() -> Result<()> {
+    let tokens = component_wasm("tokens");
+    let e = refused(&format!(
+        "{APP}[[trigger.http]]\nroute = \"/a/*\"\ncomponent = \"c\"\n[component.c]\nsource = \"{}\"\n",
+        tokens.display()
+    ))?;
+    assert!(e.contains("unknown route syntax"), "{e}");
+
+    let e = refused(&format!(
+        "{APP}[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"missing.wasm\"\n[component.c.build]\ncommand = \"cargo build -p c\"\n"
+    ))?;
+    assert!(e.contains("missing.wasm") && e.contains("s3m build") && e.contains("cargo build -p c"), "{e}");
+
+    // A component importing an interface this host does not give.
+    let dir = tempfile::tempdir()?;
+    let wat = dir.path().join("llm.wasm");
+    std::fs::write(&wat, "(component (import \"fermyon:spin/llm@2.0.0\" (instance (export \"infer\" (func)))))")?;
+    let e = refused(&format!(
+        "{APP}[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"{}\"\n",
+        wat.display()
+    ))?;
+    assert!(e.contains("fermyon:spin/llm@2.0.0"), "{e}");
+
+    let e = refused(&format!(
+        "{APP}[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"{}\"\nkey_value_stores = [\"other\"]\n",
+        tokens.display()
+    ))?;
+    assert!(e.contains("key_value_store.other"), "{e}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn variables_reach_components_from_the_command_line() -> Result<()> {
+    // The tokens component checks the audience it is given: a host told to
+    // expect another audience refuses tokens minted for the default one.
+    let app = TestApp::start(AppOptions {
+        components: vec!["tokens".into()],
+        up_args: vec!["--variable".into(), "token_audience=elsewhere".into()],
+        ..Default::default()
+    })?;
+    let token = app.token(&["compute-ace"], "AUD001")?;
+    let res = app.get("/olcf/v1/token/ctls/introspect", Some(&token)).await?;
+    let body = expect_error(res, 401).await?;
+    assert!(body["message"].as_str().unwrap_or("").contains("audience"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_hosts_on_one_redis_share_tokens() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let runtime_config = format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let opts = AppOptions {
+        components: vec!["tokens".into()],
+        runtime_config: Some(runtime_config),
+        ..Default::default()
+    };
+    let first = TestApp::start(opts.clone())?;
+    let second = TestApp::start(opts)?;
+    assert_ne!(first.state_dir, second.state_dir);
+
+    // Minted through the first host's CLI, usable on the second.
+    let token = first.token(&["data-streaming"], "RED001")?;
+    let res = second.get("/olcf/v1/token/ctls/introspect", Some(&token)).await?;
+    let body = expect_json(res).await?;
+    assert_eq!(body["token"]["project"], "RED001");
+
+    // Revoked through the second, refused by the first.
+    let res = second
+        .client()
+        .delete(second.url("/olcf/v1/token/ctls/revoke"))
+        .header("authorization", &token)
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    let res = first.get("/olcf/v1/token/ctls/introspect", Some(&token)).await?;
+    expect_error(res, 401).await?;
+
+    // A one-time token raced on both hosts works exactly once.
+    let once = first.mint("RED001", &["compute-ace"], &["--one-time"])?;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let (client, url, once) = (
+            app.client().clone(),
+            app.url("/olcf/v1/token/ctls/introspect"),
+            once.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            client.get(url).header("authorization", once).send().await.map(|r| r.status().as_u16())
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await?? {
+            200 => ok += 1,
+            401 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok, 1, "a one-time token worked {ok} times across two hosts");
+    Ok(())
+}
