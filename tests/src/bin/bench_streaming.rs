@@ -1,0 +1,197 @@
+//! Benchmark of the Streaming API: provision-to-healthy time of Redis and
+//! RabbitMQ clusters through the real `s3m` (POST provision_cluster, then
+//! GET cluster/{name} every 5 ms until `healthy`), beside the bare server's
+//! own start time measured in the same run (spawn `redis-server` /
+//! `rabbitmq-server` by hand with the same kind of configuration, then poll
+//! until a client logs in).
+//!
+//! Run: `cargo run --release -p s3m-tests --bin bench_streaming -- [--redis-runs 10] [--rabbitmq-runs 3]`
+//! (after `scripts/test`, or `cargo build --release -p s3m` and
+//! `cargo build --target wasm32-wasip2 --release -p streaming`).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use s3m_tests::streaming::{self as st, Api, BrokerReaper};
+use s3m_tests::{AppOptions, TestApp};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 10)]
+    redis_runs: usize,
+    #[arg(long, default_value_t = 3)]
+    rabbitmq_runs: usize,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // The whole process group: rabbitmq-server is a script with beam below it.
+        unsafe {
+            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_group(cmd: &mut Command) -> Result<Killed> {
+    use std::os::unix::process::CommandExt;
+    Ok(Killed(cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?))
+}
+
+/// A bare redis-server with a password: spawn to first authenticated PONG.
+async fn bare_redis(dir: &Path) -> Result<f64> {
+    let port = free_port()?;
+    let t = Instant::now();
+    let _server = spawn_group(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--requirepass", "benchpassword", "--save", ""])
+            .current_dir(dir),
+    )?;
+    let url = format!("redis://:benchpassword@127.0.0.1:{port}");
+    loop {
+        if let Ok(client) = redis::Client::open(url.as_str()) {
+            if let Ok(mut con) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING").query_async::<String>(&mut con).await.is_ok() {
+                    return Ok(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("bare redis-server did not answer in 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A bare rabbitmq-server (management plugin on, as the local provider runs
+/// it): spawn to first AMQP login.
+async fn bare_rabbitmq(dir: &Path) -> Result<f64> {
+    let (port, dist, mgmt) = (free_port()?, free_port()?, free_port()?);
+    for d in ["home", "mnesia", "log"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::write(dir.join("home/.erlang.cookie"), "BENCHCOOKIEBENCHCOOKIE")?;
+    std::fs::set_permissions(dir.join("home/.erlang.cookie"), std::os::unix::fs::PermissionsExt::from_mode(0o400))?;
+    std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_management].")?;
+    std::fs::write(
+        dir.join("rabbitmq.conf"),
+        format!(
+            "listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\ndefault_user = bench\ndefault_pass = benchpassword\n\
+             management.tcp.port = {mgmt}\nmanagement.tcp.ip = 127.0.0.1\n"
+        ),
+    )?;
+    let t = Instant::now();
+    let _server = spawn_group(
+        Command::new(st::RABBITMQ_SERVER)
+            .current_dir(dir)
+            .env("HOME", dir.join("home"))
+            .env("LANG", "C.UTF-8")
+            .env("RABBITMQ_NODENAME", format!("bench-{port}@localhost"))
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf")),
+    )?;
+    let url = format!("amqp://bench:benchpassword@127.0.0.1:{port}/%2f");
+    loop {
+        if st::port_open(port) {
+            if let Ok(conn) = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await {
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                let _ = conn.close(200, "bye".into()).await;
+                return Ok(ms);
+            }
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            bail!("bare rabbitmq-server did not accept a login in 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Through s3m: POST provision_cluster to `healthy` in GET cluster/{name}.
+async fn through_s3m(api: &Api, engine: &str, name: &str) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let (status, body) = api.provision(engine, &json!({"kind": "general", "name": name})).await?;
+    if status != 200 {
+        bail!("provision {engine}: HTTP {status} {body}");
+    }
+    let answered = t.elapsed().as_secs_f64() * 1000.0;
+    loop {
+        let (_, body) = api.get_cluster(engine, name).await?;
+        let health = &body["cluster"]["healthStatus"];
+        if health == "healthy" {
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            api.delete(engine, name).await?;
+            return Ok((answered, ms));
+        }
+        if body["cluster"]["syncStatus"] == "failed" {
+            bail!("{engine} cluster {name} failed");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn stats(xs: &[f64]) -> String {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = v[v.len() / 2];
+    format!("median {median:8.1} ms  min {:8.1}  max {:8.1}  (n={})", v[0], v[v.len() - 1], v.len())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    st::require_servers(args.rabbitmq_runs > 0)?;
+    let app = TestApp::start(AppOptions::only(&["streaming"]).with_facility(st::facility("")))?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let api = Api::of(&app, &app.token(&["data-streaming"], "BENCH01")?);
+    let scratch = tempfile::tempdir()?;
+
+    let mut rows = Vec::new();
+    if args.redis_runs > 0 {
+        let (mut answer, mut healthy, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..args.redis_runs {
+            let (a, h) = through_s3m(&api, "redis", &format!("bench-{i}")).await?;
+            answer.push(a);
+            healthy.push(h);
+            let dir = scratch.path().join(format!("redis-{i}"));
+            std::fs::create_dir_all(&dir)?;
+            bare.push(bare_redis(&dir).await.context("bare redis")?);
+        }
+        rows.push(("redis: provision answered", answer));
+        rows.push(("redis: provision to healthy", healthy));
+        rows.push(("redis: bare redis-server start", bare));
+    }
+    if args.rabbitmq_runs > 0 {
+        let (mut answer, mut healthy, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..args.rabbitmq_runs {
+            let (a, h) = through_s3m(&api, "rabbitmq", &format!("bench-{i}")).await?;
+            answer.push(a);
+            healthy.push(h);
+            let dir = scratch.path().join(format!("rabbit-{i}"));
+            std::fs::create_dir_all(&dir)?;
+            bare.push(bare_rabbitmq(&dir).await.context("bare rabbitmq")?);
+        }
+        rows.push(("rabbitmq: provision answered", answer));
+        rows.push(("rabbitmq: provision to healthy", healthy));
+        rows.push(("rabbitmq: bare rabbitmq-server start", bare));
+    }
+    println!("Streaming: provision-to-healthy through s3m vs the bare server (same machine, same run)");
+    for (label, xs) in rows {
+        println!("  {label:40} {}", stats(&xs));
+    }
+    Ok(())
+}
