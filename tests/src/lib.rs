@@ -487,7 +487,7 @@ pub fn check_error_body(body: &Value, status: u16) -> Result<()> {
     if !ok {
         bail!("HTTP {status} must carry gRPC code {}, got {code}: {body}", if status == 409 { 6 } else { grpc_code(status) });
     }
-    if !body["message"].as_str().is_some_and(|m| !m.is_empty()) {
+    if body["message"].as_str().is_none_or(str::is_empty) {
         bail!("error message must be a non-empty string: {body}");
     }
     if body["details"] != Value::Array(vec![]) {
