@@ -257,10 +257,15 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
     let server = crate::server::Server::new(app, router);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = server.serve(listener) => r,
         _ = tokio::signal::ctrl_c() => {
-            tracing::info!("stopping");
+            tracing::info!("stopping (SIGINT)");
+            Ok(())
+        }
+        _ = terminate.recv() => {
+            tracing::info!("stopping (SIGTERM)");
             Ok(())
         }
     }
