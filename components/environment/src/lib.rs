@@ -240,7 +240,9 @@ fn environment(r: &ResourceConfig) -> Result<Environment, ApiError> {
         (None, Vec::new())
     };
     let modules = match software::modules(&r.name) {
-        Ok(modules) => modules
+        Ok(list) => {
+            warnings.extend(list.warnings.into_iter().map(|w| format!("software modules: {w}")));
+            list.modules
             .into_iter()
             .map(|m| Module {
                 name: m.name,
@@ -248,7 +250,8 @@ fn environment(r: &ResourceConfig) -> Result<Environment, ApiError> {
                 default_version: m.default_version,
                 description: m.description,
             })
-            .collect(),
+            .collect()
+        }
         Err(SoftwareError::NotFound(m) | SoftwareError::Unavailable(m)) => {
             warnings.push(format!("software modules unavailable: {m}"));
             Vec::new()

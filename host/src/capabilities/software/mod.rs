@@ -66,9 +66,10 @@ pub struct Software {
     resources: HashMap<String, Resource>,
 }
 
+/// A resource's module sources, in order of precedence: a module name the
+/// first one reports hides the same name in later ones.
 struct Resource {
-    lmod: Option<Lmod>,
-    configured: ConfiguredModules,
+    providers: Vec<Box<dyn SoftwareProvider>>,
 }
 
 impl Software {
@@ -85,29 +86,44 @@ impl Software {
             let lmod = Lmod::from_table(table).map_err(|e| {
                 anyhow::anyhow!("facility.toml, resource {:?}: {e}", resource.name)
             })?;
-            resources.insert(resource.name.clone(), Resource { lmod, configured });
+            let mut providers: Vec<Box<dyn SoftwareProvider>> = Vec::new();
+            if let Some(lmod) = lmod {
+                providers.push(Box::new(lmod));
+            }
+            providers.push(Box::new(configured));
+            resources.insert(resource.name.clone(), Resource { providers });
         }
         Ok(Self { resources })
     }
 
-    /// The modules of `resource`, sorted by name.
-    pub async fn modules(&self, resource: &str) -> Result<Vec<Module>, SoftwareError> {
+    /// The modules of `resource`, sorted by name, and what each failing
+    /// source said: one failing source (Lmod down) does not hide what the
+    /// others know.
+    pub async fn modules(&self, resource: &str) -> Result<(Vec<Module>, Vec<String>), SoftwareError> {
         let Some(r) = self.resources.get(resource) else {
             return Err(SoftwareError::NotFound(format!(
                 "no resource named {resource:?} in the facility configuration"
             )));
         };
-        let mut modules = match &r.lmod {
-            Some(lmod) => lmod.modules().await?,
-            None => Vec::new(),
-        };
-        for m in r.configured.modules().await? {
-            if !modules.iter().any(|have| have.name == m.name) {
-                modules.push(m);
+        let mut modules: Vec<Module> = Vec::new();
+        let mut warnings = Vec::new();
+        for provider in &r.providers {
+            match provider.modules().await {
+                Ok(found) => {
+                    for m in found {
+                        if !modules.iter().any(|have| have.name == m.name) {
+                            modules.push(m);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%resource, error = %e, "a software module source failed");
+                    warnings.push(e.to_string());
+                }
             }
         }
         modules.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(modules)
+        Ok((modules, warnings))
     }
 }
 
@@ -132,14 +148,14 @@ impl wit::Host for HostState {
     async fn modules(
         &mut self,
         resource: String,
-    ) -> wasmtime::Result<Result<Vec<wit::SoftwareModule>, wit::SoftwareError>> {
+    ) -> wasmtime::Result<Result<wit::ModuleList, wit::SoftwareError>> {
         let result = match software(&self.services.facility) {
             Ok(software) => software.modules(&resource).await,
             Err(e) => Err(e),
         };
         Ok(result
-            .map(|modules| {
-                modules
+            .map(|(modules, warnings)| wit::ModuleList {
+                modules: modules
                     .into_iter()
                     .map(|m| wit::SoftwareModule {
                         name: m.name,
@@ -147,14 +163,12 @@ impl wit::Host for HostState {
                         default_version: m.default_version,
                         description: m.description,
                     })
-                    .collect()
+                    .collect(),
+                warnings,
             })
             .map_err(|e| match e {
                 SoftwareError::NotFound(m) => wit::SoftwareError::NotFound(m),
-                SoftwareError::Unavailable(m) => {
-                    tracing::warn!(%resource, error = %m, "software modules unavailable");
-                    wit::SoftwareError::Unavailable(m)
-                }
+                SoftwareError::Unavailable(m) => wit::SoftwareError::Unavailable(m),
             }))
     }
 }

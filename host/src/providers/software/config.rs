@@ -2,7 +2,7 @@
 //! or for software Lmod does not describe:
 //! `modules = [{ name = "gcc", versions = ["12.2.0", "13.1.0"], default = "13.1.0", description = "GNU compilers" }]`.
 
-use crate::capabilities::software::{Module, SoftwareError};
+use crate::capabilities::software::{Module, SoftwareError, SoftwareProvider};
 use serde::Deserialize;
 
 #[derive(Debug, Default)]
@@ -56,7 +56,11 @@ impl ConfiguredModules {
         Ok(Self { modules })
     }
 
-    pub async fn modules(&self) -> Result<Vec<Module>, SoftwareError> {
+}
+
+#[async_trait::async_trait]
+impl SoftwareProvider for ConfiguredModules {
+    async fn modules(&self) -> Result<Vec<Module>, SoftwareError> {
         Ok(self.modules.clone())
     }
 }

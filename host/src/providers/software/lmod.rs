@@ -4,7 +4,7 @@
 //! milliseconds on a small tree and seconds on a large one, so its answer is
 //! reused for `modules_cache_seconds` (60 by default).
 
-use crate::capabilities::software::{Module, SoftwareError, DEFAULT_CACHE};
+use crate::capabilities::software::{Module, SoftwareError, SoftwareProvider, DEFAULT_CACHE};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -165,6 +165,13 @@ impl Lmod {
                 spider.display()
             ))
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl SoftwareProvider for Lmod {
+    async fn modules(&self) -> Result<Vec<Module>, SoftwareError> {
+        Lmod::modules(self).await
     }
 }
 
