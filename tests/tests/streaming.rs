@@ -176,11 +176,25 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
         assert_eq!(overview.status(), 200);
     }
 
+    // The host crashes and comes back: the broker was adopted, not restarted.
     let id = st::cluster_id(&app.state_dir, "events")?;
     let (dir, pid) = st::cluster_process(&app.state_dir, &id)?;
+    st::kill_host(&app.state_dir)?;
+    let host = st::Host::start(&app.manifest, &app.state_dir, app.dir.path())?;
+    let api = Api::new(&host.base_url, &api.token);
+    let cluster = api.wait_healthy("rabbitmq", "events", Duration::from_secs(30)).await?;
+    assert_eq!(cluster["amqpsUrl"], url.as_str());
+    assert_eq!(st::cluster_process(&app.state_dir, &id)?.1, pid, "the same broker process");
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    let q = channel.queue_declare("s3m-test".into(), QueueDeclareOptions::default(), FieldTable::default()).await?;
+    assert_eq!(q.message_count(), 0);
+    conn.close(200, "bye".into()).await?;
+
     let (status, _) = api.delete("rabbitmq", "events").await?;
     assert_eq!(status, 200);
     st::wait_gone(&dir, pid, st::url_port(&url)?, Duration::from_secs(10))?;
+    assert!(!dir.exists());
     assert!(!app.stderr().contains(&password), "the password is in the host's logs");
     Ok(())
 }

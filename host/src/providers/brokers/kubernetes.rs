@@ -453,4 +453,103 @@ mod tests {
         assert_eq!(ready(Engine::Rabbitmq, &rmq), Health::Healthy);
         assert_eq!(ready(Engine::Rabbitmq, &json!({ "status": {} })), Health::Starting);
     }
+
+    /// A fake Kubernetes API: records each request, answers 200 with a ready
+    /// StatefulSet for GETs and `{}` otherwise. One request per connection.
+    async fn fake_kubernetes_api() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, Value)>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 { break (String::new(), Vec::new()); }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let len = head.lines().find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+                        }).unwrap_or(0);
+                        while buf.len() < end + 4 + len {
+                            let n = sock.read(&mut chunk).await.unwrap_or(0);
+                            if n == 0 { break; }
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        break (head, buf[end + 4..].to_vec());
+                    }
+                };
+                let mut first = head.lines().next().unwrap_or_default().split(' ');
+                let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
+                let content_type = head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-type").then(|| v.trim().to_string())
+                }).unwrap_or_default();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let answer = if method == "GET" {
+                    json!({ "spec": { "replicas": 1 }, "status": { "readyReplicas": 1 } }).to_string()
+                } else {
+                    "{}".to_string()
+                };
+                log.lock().unwrap().push((method, path, content_type, body));
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn applies_checks_and_deletes_through_a_fake_kubernetes_api() {
+        let (url, seen) = fake_kubernetes_api().await;
+        let cfg = KubernetesConfig { api_url: Some(url), ..Default::default() };
+        let provider = KubernetesBrokers::new(cfg, std::env::temp_dir().join("s3m-k8s-unused"));
+        let mut r = record(Engine::Redis, "STF040", "cache");
+        provider.start(&mut r).await.unwrap();
+        assert_eq!(r.url, "redis://s3m-cache:p4ss@s3m-redis-stf040-cache.s3m-streaming.svc:6379");
+        assert_eq!(provider.health(&r).await, Health::Healthy);
+        provider.stop(&r).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let calls: Vec<(&str, &str)> = seen.iter().map(|(m, p, _, _)| (m.as_str(), p.as_str())).collect();
+        let ns = "/namespaces/s3m-streaming";
+        assert_eq!(calls, [
+            ("PATCH", &*format!("/api/v1{ns}/secrets/s3m-redis-stf040-cache-credentials?fieldManager=s3m&force=true")),
+            ("PATCH", &*format!("/apis/apps/v1{ns}/statefulsets/s3m-redis-stf040-cache?fieldManager=s3m&force=true")),
+            ("PATCH", &*format!("/api/v1{ns}/services/s3m-redis-stf040-cache?fieldManager=s3m&force=true")),
+            ("GET", &*format!("/apis/apps/v1{ns}/statefulsets/s3m-redis-stf040-cache")),
+            ("DELETE", &*format!("/api/v1{ns}/services/s3m-redis-stf040-cache")),
+            ("DELETE", &*format!("/apis/apps/v1{ns}/statefulsets/s3m-redis-stf040-cache")),
+            ("DELETE", &*format!("/api/v1{ns}/secrets/s3m-redis-stf040-cache-credentials")),
+        ]);
+        for (method, _, content_type, body) in &seen {
+            if method == "PATCH" {
+                assert_eq!(content_type, "application/apply-patch+yaml");
+                assert!(body["apiVersion"].is_string() && body["kind"].is_string(), "{body}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn without_an_api_the_objects_are_written_for_an_operator() {
+        let dir = std::env::temp_dir().join(format!("s3m-k8s-render-{}", std::process::id()));
+        let provider = KubernetesBrokers::new(KubernetesConfig::default(), dir.clone());
+        let mut r = record(Engine::Rabbitmq, "STF040", "events");
+        provider.start(&mut r).await.unwrap();
+        let path = dir.join(format!("{}.json", r.id));
+        let list: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(list["kind"], "List");
+        assert_eq!(list["items"][1]["kind"], "RabbitmqCluster");
+        assert_eq!(provider.health(&r).await, Health::Starting);
+        provider.stop(&r).await.unwrap();
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
