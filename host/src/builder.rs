@@ -24,6 +24,9 @@ pub fn build(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
         }
         c.build.is_some()
     });
+    if todo.iter().any(|c| c.build.as_ref().is_some_and(|b| b.command.contains("wasm32-wasip2"))) {
+        ensure_wasm_target()?;
+    }
     let bar = ProgressBar::new(todo.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos}/{len} {msg}")
@@ -58,4 +61,28 @@ pub fn build(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
     }
     bar.finish_with_message("components built");
     Ok(())
+}
+
+/// Components build for wasm32-wasip2: add the target through rustup when
+/// the toolchain lacks it, so the first `s3m up --build` on a new machine works.
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") => Ok(()),
+        Ok(_) => {
+            eprintln!("adding the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+            let status = std::process::Command::new("rustup")
+                .args(["target", "add", "wasm32-wasip2"])
+                .status()?;
+            if !status.success() {
+                bail!("`rustup target add wasm32-wasip2` failed; components cannot be built without it");
+            }
+            Ok(())
+        }
+        // No rustup: the toolchain is managed some other way; let cargo say
+        // what is missing.
+        Err(_) => Ok(()),
+    }
 }
