@@ -177,3 +177,45 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn software(text: &str) -> anyhow::Result<Software> {
+        Software::from_facility(&toml::from_str::<FacilityConfig>(text)?)
+    }
+
+    #[tokio::test]
+    async fn a_failing_lmod_leaves_the_configured_modules_and_says_why() {
+        let s = software(
+            r#"
+            [[resources]]
+            name = "basalt"
+            [resources.environment]
+            modulepath = ["/nonexistent/modulefiles"]
+            modules = [{ name = "cmake", versions = ["3.27.9"] }]
+            "#,
+        )
+        .unwrap();
+        let (modules, warnings) = s.modules("basalt").await.unwrap();
+        assert_eq!(modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["cmake"]);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("/nonexistent/modulefiles"), "{warnings:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_resource_is_not_found_and_one_without_a_table_has_none() {
+        let s = software("[[resources]]\nname = \"shale\"\n").unwrap();
+        assert!(matches!(s.modules("nosuch").await, Err(SoftwareError::NotFound(_))));
+        assert_eq!(s.modules("shale").await.unwrap(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_broken_table_names_the_resource() {
+        let e = software("[[resources]]\nname = \"basalt\"\n[resources.environment]\nmodulepath = 3\n")
+            .err()
+            .unwrap();
+        assert!(format!("{e}").contains("basalt"), "{e}");
+    }
+}
