@@ -40,6 +40,10 @@ pub fn build(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
             None => manifest.dir.clone(),
         };
         bar.set_message(format!("building {}: {}", c.id, b.command));
+        if bar.is_hidden() {
+            // Not a terminal (CI, a log file): plain lines instead of a spinner.
+            eprintln!("building {}: {}", c.id, b.command);
+        }
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(&b.command)
@@ -60,6 +64,9 @@ pub fn build(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_with_message("components built");
+    if bar.is_hidden() {
+        eprintln!("components built in {:.1} s", bar.elapsed().as_secs_f64());
+    }
     Ok(())
 }
 
