@@ -16,6 +16,7 @@
 //! it; nothing here skips.
 
 pub mod load;
+pub mod lmod;
 pub mod redis_server;
 pub mod slurm;
 pub mod streaming;

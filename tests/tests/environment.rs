@@ -11,35 +11,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+
 use anyhow::{bail, Context, Result};
+use s3m_tests::lmod::module_tree;
 use s3m_tests::{expect_error, expect_json, keys, slurm, AppOptions, TestApp};
 use serde_json::{json, Value};
 
 const BASE: &str = "/olcf/v1alpha/environment";
-/// Where Debian's lmod package puts the spider the host runs.
-const SPIDER: &str = "/usr/share/lmod/lmod/libexec/spider";
-
-/// A module tree as a site lays it out, in a temporary directory: lua
-/// modulefiles for gcc (12.2.0, 13.1.0; no marked default, so Lmod's default
-/// is the highest) and python (3.9, 3.11, with a `default` link to 3.9).
-fn module_tree() -> Result<tempfile::TempDir> {
-    if !Path::new(SPIDER).is_file() {
-        bail!("Lmod is not installed (no {SPIDER}): install it with `apt-get install lmod`");
-    }
-    let dir = tempfile::Builder::new().prefix("s3m-modules-").tempdir()?;
-    let write = |rel: &str, body: &str| -> Result<()> {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap())?;
-        std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))
-    };
-    write("gcc/12.2.0.lua", "whatis(\"Description: GNU Compiler Collection\")\nprepend_path(\"PATH\", \"/opt/gcc/12.2.0/bin\")\n")?;
-    write("gcc/13.1.0.lua", "whatis(\"Description: GNU Compiler Collection\")\nprepend_path(\"PATH\", \"/opt/gcc/13.1.0/bin\")\n")?;
-    write("python/3.9.lua", "whatis(\"Description: Python interpreter\")\nprepend_path(\"PATH\", \"/opt/python/3.9/bin\")\n")?;
-    write("python/3.11.lua", "whatis(\"Description: Python interpreter\")\nprepend_path(\"PATH\", \"/opt/python/3.11/bin\")\n")?;
-    std::os::unix::fs::symlink("3.9.lua", dir.path().join("python/default"))?;
-    Ok(dir)
-}
-
 /// The `[resources.environment]` body shared by the tests.
 fn environment_table(modulepath: &Path) -> String {
     format!(
