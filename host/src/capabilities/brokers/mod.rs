@@ -97,6 +97,14 @@ pub struct Brokers {
 impl Brokers {
     /// Builds the provider, reconciles what it finds, starts its reaper.
     pub async fn from_facility(facility: &FacilityConfig, state_dir: &Path) -> anyhow::Result<Self> {
+        const KNOWN: &[&str] = &[
+            "provider", "lifetime_seconds", "check_interval_ms", "advertise_address", "redis_server",
+            "rabbitmq_server", "rabbitmq_management", "redis_start_timeout_seconds",
+            "rabbitmq_start_timeout_seconds", "kubernetes",
+        ];
+        if let Some(key) = facility.streaming.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            anyhow::bail!("facility.toml [streaming] has an unknown key {key:?}; the keys are {KNOWN:?}");
+        }
         let table = toml::Value::Table(facility.streaming.clone());
         let config: StreamingConfig = table
             .clone()

@@ -61,6 +61,9 @@ const PID_FILE: &str = "pid";
 impl LocalBrokers {
     pub fn new(config: LocalConfig, root: PathBuf) -> Self {
         let _ = std::fs::create_dir_all(&root);
+        if let Some(brokers) = root.parent() {
+            let _ = std::fs::set_permissions(brokers, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        }
         let root = root.canonicalize().unwrap_or(root);
         let management = config.rabbitmq_management.unwrap_or_else(|| management_plugin_installed(&config.rabbitmq_server));
         Self { config, root, management }
@@ -270,6 +273,8 @@ impl BrokerProvider for LocalBrokers {
             bail!("cluster {} already runs as process {pid}", r.id);
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Config files, cookie and data hold credentials: only the host's user may enter.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         match r.engine {
             Engine::Redis => self.start_redis(r, &dir).await,
             Engine::Rabbitmq => self.start_rabbitmq(r, &dir).await,

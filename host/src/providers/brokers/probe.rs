@@ -109,11 +109,3 @@ pub async fn amqp_login(host: &str, port: u16, username: &str, password: &str, t
         Err(_) => Err("AMQP handshake timed out".into()),
     }
 }
-
-/// Is anything accepting TCP connections on `host:port`?
-pub async fn port_open(host: &str, port: u16) -> bool {
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), TcpStream::connect((host, port))).await,
-        Ok(Ok(_))
-    )
-}
