@@ -362,10 +362,17 @@ impl Brokers {
             }
             let settled: Vec<ClusterRecord> = {
                 let records = self.inner.records.lock().await;
-                records.iter().filter(|r| r.sync_status == SyncStatus::Synced).cloned().collect()
+                records.iter().filter(|r| r.sync_status != SyncStatus::Provisioning).cloned().collect()
             };
             for record in settled {
                 let health = self.inner.provider.health(&record).await;
+                if record.sync_status == SyncStatus::Failed {
+                    // Too slow to start is not forever: one that came up after all recovers.
+                    if health == Health::Healthy {
+                        self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy).await;
+                    }
+                    continue;
+                }
                 match health {
                     Health::Healthy => self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy).await,
                     Health::Gone => {
