@@ -299,6 +299,8 @@ impl Drop for TestApp {
     /// Stops `s3m up`: SIGTERM first so that it can stop what it started (brokers, jobs),
     /// SIGKILL if it is still running after 10 s.
     fn drop(&mut self) {
+        // Brokers outlive their host by design (a restarted host adopts them); a test's go once its host is gone.
+        let _brokers = streaming::BrokerReaper::new(&self.state_dir);
         if let Ok(None) = self.child.try_wait() {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.child.id().to_string()])
