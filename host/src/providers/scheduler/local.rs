@@ -13,6 +13,7 @@
 //! - `default_working_directory`: for jobs that name none (default
 //!   `<state dir>/scheduler/<resource>/work`)
 //! - `kill_wait_secs = 2`: between SIGTERM and SIGKILL on cancel and timeout
+//! - `state_dir`: where the jobs are kept (default `<state dir>/scheduler/<resource>`)
 
 use crate::capabilities::scheduler::{
     config_str, config_u64, Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState, NodeInfo,
@@ -331,7 +332,10 @@ fn signal_group(pgid: u32, signal: u32) {
 impl LocalScheduler {
     /// Loads the resource's saved jobs and starts its queue.
     pub async fn start(resource: &str, table: &toml::Table, state_dir: &Path) -> anyhow::Result<Self> {
-        let dir = state_dir.join("scheduler").join(resource);
+        let dir = match config_str(resource, table, "state_dir")? {
+            Some(d) => PathBuf::from(d),
+            None => state_dir.join("scheduler").join(resource),
+        };
         for sub in ["jobs", "scripts", "work"] {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.join(sub).display()))?;

@@ -480,7 +480,11 @@ impl SchedulerProvider for SlurmScheduler {
 
     async fn cancel(&self, caller: &Caller, job_id: u32, signal: u32) -> SchedulerResult<()> {
         // Ownership first: another project's job must read as missing.
-        self.job_value(caller, job_id).await?;
+        let job = self.job_value(caller, job_id).await?;
+        let state = str_of(&job, "job_state");
+        if is_ended(parse_job_state(&state)) {
+            return Err(SchedulerError::InvalidJob(format!("job {job_id} has already ended ({state})")));
+        }
         let user = project_user(&caller.project);
         // SIGTERM and SIGKILL cancel the job the way scancel does (Slurm
         // sends SIGTERM, then SIGKILL after KillWait): the job ends

@@ -1,0 +1,550 @@
+//! Compute ("Slurm indirect") over HTTP against the real `s3m` binary, once
+//! with a real Slurm cluster behind it (munged, slurmctld, slurmd and
+//! slurmrestd started by `s3m_tests::slurm`) and once with the embedded
+//! `local` scheduler: every scenario is written once and run per provider
+//! (`<scenario>::slurm` and `<scenario>::local`).
+
+use anyhow::{bail, Context, Result};
+use s3m_tests::{expect_error, slurm, AppOptions, TestApp};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const RESOURCE: &str = "cedar";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Provider {
+    Slurm,
+    Local,
+}
+
+/// One s3m serving the compute component over one provider.
+struct Env {
+    app: TestApp,
+    provider: Provider,
+    /// Where job output may be written (readable by the test, writable by the job's user).
+    out_dir: PathBuf,
+}
+
+fn facility(compute: &str) -> String {
+    format!(
+        "[[resources]]\nname = \"{RESOURCE}\"\ndescription = \"test cluster\"\n[resources.compute]\n{compute}\n\
+         [[resources]]\nname = \"tape\"\ndescription = \"no compute here\"\n"
+    )
+}
+
+fn start(provider: Provider, projects: &[&str]) -> Result<Env> {
+    let (compute, out_dir) = match provider {
+        Provider::Slurm => {
+            let cluster = slurm::shared();
+            for p in projects {
+                slurm::ensure_project_user(p)?;
+            }
+            (cluster.compute_config(&cluster.restd_url), cluster.work_dir.clone())
+        }
+        Provider::Local => {
+            let dir = std::env::temp_dir().join(format!("s3m-compute-local-{}-{}", std::process::id(), slurm::free_port()));
+            std::fs::create_dir_all(&dir)?;
+            (
+                format!("scheduler = \"local\"\nslots = 64\ndefault_working_directory = \"{}\"\n", dir.display()),
+                dir,
+            )
+        }
+    };
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    Ok(Env { app, provider, out_dir })
+}
+
+impl Env {
+    fn path(&self, version: &str, rest: &str) -> String {
+        if version == "legacy" {
+            format!("/slurm/v0.0.42/{RESOURCE}/{rest}")
+        } else {
+            format!("/slurm/open/{version}/{RESOURCE}/{rest}")
+        }
+    }
+
+    async fn get(&self, token: &str, version: &str, rest: &str) -> Result<reqwest::Response> {
+        Ok(self.app.client().get(self.app.url(&self.path(version, rest))).header("Authorization", token).send().await?)
+    }
+
+    async fn delete(&self, token: &str, rest: &str) -> Result<reqwest::Response> {
+        Ok(self.app.client().delete(self.app.url(&self.path("v0.0.43", rest))).header("Authorization", token).send().await?)
+    }
+
+    async fn post(&self, token: &str, version: &str, body: &Value, idempotency_key: Option<&str>) -> Result<reqwest::Response> {
+        let mut req = self
+            .app
+            .client()
+            .post(self.app.url(&self.path(version, "job/submit")))
+            .header("Authorization", token)
+            .json(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        Ok(req.send().await?)
+    }
+
+    async fn post_raw(&self, token: &str, body: &str) -> Result<reqwest::Response> {
+        Ok(self
+            .app
+            .client()
+            .post(self.app.url(&self.path("v0.0.43", "job/submit")))
+            .header("Authorization", token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?)
+    }
+
+    /// Submits and returns the job id.
+    async fn submit(&self, token: &str, job: Value) -> Result<u64> {
+        let res = self.post(token, "v0.0.43", &json!({ "job": job }), None).await?;
+        let body = ok_json(res).await?;
+        for key in ["meta", "errors", "warnings", "job_id", "step_id", "job_submit_user_msg"] {
+            if body.get(key).is_none() {
+                bail!("submit answer lacks `{key}`: {body}");
+            }
+        }
+        assert_eq!(body["step_id"], "batch");
+        body["job_id"].as_u64().with_context(|| format!("job_id is not a number: {body}"))
+    }
+
+    async fn job(&self, token: &str, id: u64) -> Result<Value> {
+        let body = ok_json(self.get(token, "v0.0.43", &format!("job/{id}")).await?).await?;
+        let jobs = body["jobs"].as_array().context("no jobs array")?;
+        if jobs.len() != 1 {
+            bail!("GET job/{id} should hold exactly that job: {body}");
+        }
+        Ok(jobs[0].clone())
+    }
+
+    /// Polls the job until its state is one of `states`.
+    async fn wait_state(&self, token: &str, id: u64, states: &[&str], timeout: Duration) -> Result<Value> {
+        let start = Instant::now();
+        loop {
+            let job = self.job(token, id).await?;
+            let state = job["job_state"][0].as_str().unwrap_or_default().to_string();
+            if states.contains(&state.as_str()) {
+                return Ok(job);
+            }
+            if start.elapsed() > timeout {
+                bail!("job {id} is {state} after {timeout:?}, not one of {states:?}: {job}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn job_ids(&self, token: &str, version: &str) -> Result<Vec<u64>> {
+        let body = ok_json(self.get(token, version, "jobs").await?).await?;
+        for key in ["jobs", "last_backfill", "last_update", "meta", "errors", "warnings"] {
+            if body.get(key).is_none() {
+                bail!("jobs answer lacks `{key}`: {body}");
+            }
+        }
+        Ok(body["jobs"].as_array().context("jobs is not an array")?.iter().filter_map(|j| j["job_id"].as_u64()).collect())
+    }
+}
+
+async fn ok_json(res: reqwest::Response) -> Result<Value> {
+    let status = res.status();
+    let text = res.text().await?;
+    if status != 200 {
+        bail!("expected HTTP 200, got {status}: {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("answer is not JSON: {text}"))
+}
+
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}-{}", std::process::id(), slurm::free_port())
+}
+
+macro_rules! per_provider {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn slurm() -> anyhow::Result<()> {
+                super::$scenario(super::Provider::Slurm).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn local() -> anyhow::Result<()> {
+                super::$scenario(super::Provider::Local).await
+            }
+        }
+    )*};
+}
+
+per_provider!(
+    job_runs_to_completion_with_its_output,
+    sleeping_job_is_cancelled,
+    projects_see_only_their_own_jobs,
+    readonly_token_reads_but_cannot_submit_or_cancel,
+    unknown_resource_is_404,
+    bad_bodies_and_job_ids_are_400,
+    cluster_endpoints_answer_in_each_version,
+    idempotency_key_submits_once_under_concurrency,
+);
+
+async fn job_runs_to_completion_with_its_output(provider: Provider) -> Result<()> {
+    let env = start(provider, &["STF040"])?;
+    let token = env.app.token(&["compute-ace"], "STF040")?;
+    let out = env.out_dir.join(format!("{}-%j.out", unique("hello")));
+    let id = env
+        .submit(
+            &token,
+            json!({
+                "name": "hello",
+                "account": "STF040",
+                "tasks": 1,
+                "minimum_nodes": 1,
+                "time_limit": {"number": 5, "set": true},
+                "current_working_directory": env.out_dir,
+                "environment": ["PATH=/usr/bin:/bin", "GREETING=hello from s3m"],
+                "standard_output": out,
+                "script": "#!/bin/bash\necho \"$GREETING\"\necho second line\n",
+            }),
+        )
+        .await?;
+    let job = env.wait_state(&token, id, &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"], Duration::from_secs(60)).await?;
+    assert_eq!(job["job_state"][0], "COMPLETED", "{job}");
+    assert_eq!(job["state"]["current"][0], "COMPLETED", "{job}");
+    assert_eq!(job["exit_code"]["return_code"]["number"], 0, "{job}");
+    assert_eq!(job["exit_code"]["status"][0], "SUCCESS", "{job}");
+    assert_eq!(job["name"], "hello");
+    assert!(job["account"].as_str().unwrap().eq_ignore_ascii_case("STF040"), "{job}");
+    if provider == Provider::Slurm {
+        assert_eq!(job["user_name"], "stf040_auser", "jobs run as the project's user: {job}");
+    }
+    let path = out.to_string_lossy().replace("%j", &id.to_string());
+    assert_eq!(job["standard_output"], path.as_str(), "{job}");
+    // The output file may land a moment after the state flips.
+    let start = Instant::now();
+    let text = loop {
+        match std::fs::read_to_string(&path) {
+            Ok(t) if t.contains("second line") => break t,
+            _ if start.elapsed() > Duration::from_secs(10) => bail!("no complete output in {path}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(text, "hello from s3m\nsecond line\n");
+
+    // A failing script reads FAILED with its exit code.
+    let id = env
+        .submit(&token, json!({"script": "#!/bin/bash\nexit 3\n", "current_working_directory": env.out_dir,
+                               "standard_output": env.out_dir.join("fail-%j.out")}))
+        .await?;
+    let job = env.wait_state(&token, id, &["COMPLETED", "FAILED"], Duration::from_secs(60)).await?;
+    assert_eq!(job["job_state"][0], "FAILED", "{job}");
+    assert_eq!(job["exit_code"]["return_code"]["number"], 3, "{job}");
+    Ok(())
+}
+
+async fn sleeping_job_is_cancelled(provider: Provider) -> Result<()> {
+    let env = start(provider, &["STF040"])?;
+    let token = env.app.token(&["compute-ace"], "STF040")?;
+    let id = env
+        .submit(&token, json!({"name": "sleeper", "script": "#!/bin/bash\nsleep 300\n",
+                               "current_working_directory": env.out_dir,
+                               "standard_output": env.out_dir.join("sleeper-%j.out")}))
+        .await?;
+    env.wait_state(&token, id, &["RUNNING"], Duration::from_secs(60)).await?;
+    let body = ok_json(env.delete(&token, &format!("job/{id}?signal=SIGTERM")).await?).await?;
+    assert!(body["status"].is_array(), "{body}");
+    let job = env.wait_state(&token, id, &["CANCELLED", "FAILED", "COMPLETED"], Duration::from_secs(30)).await?;
+    assert_eq!(job["job_state"][0], "CANCELLED", "{job}");
+    if provider == Provider::Slurm {
+        let state = slurm::shared().job_state(id)?;
+        assert_eq!(state, "CANCELLED", "Slurm itself (scontrol) reports job {id} as {state}");
+    }
+    // Cancelling an ended job is refused, not a 500.
+    expect_error(env.delete(&token, &format!("job/{id}")).await?, 400).await?;
+    // A signal that does not exist.
+    let res = env.delete(&token, &format!("job/{id}?signal=SIGNOPE")).await?;
+    let err = expect_error(res, 400).await?;
+    assert!(err["message"].as_str().unwrap().contains("SIGNOPE"), "{err}");
+    Ok(())
+}
+
+async fn projects_see_only_their_own_jobs(provider: Provider) -> Result<()> {
+    let env = start(provider, &["PRJ101", "PRJ202"])?;
+    let a = env.app.token(&["compute-ace"], "PRJ101")?;
+    let b = env.app.token(&["compute-ace"], "PRJ202")?;
+    let job = |name: &str| {
+        json!({"name": name, "script": "#!/bin/bash\nsleep 120\n", "current_working_directory": env.out_dir,
+               "standard_output": env.out_dir.join(format!("{name}-%j.out"))})
+    };
+    let ja = env.submit(&a, job("mine")).await?;
+    let jb = env.submit(&b, job("theirs")).await?;
+    for version in ["v0.0.42", "v0.0.43", "v0.0.44", "legacy"] {
+        let ids_a = env.job_ids(&a, version).await?;
+        assert!(ids_a.contains(&ja), "{version}: project A's list lacks its job {ja}: {ids_a:?}");
+        assert!(!ids_a.contains(&jb), "{version}: project A's list shows B's job {jb}: {ids_a:?}");
+        let ids_b = env.job_ids(&b, version).await?;
+        assert!(ids_b.contains(&jb) && !ids_b.contains(&ja), "{version}: B's list {ids_b:?}");
+    }
+    // Another project's job reads as missing, and cannot be cancelled.
+    expect_error(env.get(&a, "v0.0.43", &format!("job/{jb}")).await?, 404).await?;
+    expect_error(env.delete(&a, &format!("job/{jb}")).await?, 404).await?;
+    env.wait_state(&b, jb, &["PENDING", "RUNNING"], Duration::from_secs(5)).await?;
+    // A job cannot be submitted under another project's account.
+    let res = env.post(&a, "v0.0.43", &json!({"job": {"account": "PRJ202", "script": "#!/bin/bash\ntrue\n"}}), None).await?;
+    expect_error(res, 403).await?;
+    for (t, id) in [(&a, ja), (&b, jb)] {
+        ok_json(env.delete(t, &format!("job/{id}")).await?).await?;
+    }
+    Ok(())
+}
+
+async fn readonly_token_reads_but_cannot_submit_or_cancel(provider: Provider) -> Result<()> {
+    let env = start(provider, &["STF040"])?;
+    let full = env.app.token(&["compute-ace"], "STF040")?;
+    let ro = env.app.token(&["compute-ace-readonly"], "STF040")?;
+    let other = env.app.token(&["data-streaming"], "STF040")?;
+    let id = env
+        .submit(&full, json!({"script": "#!/bin/bash\nsleep 60\n", "current_working_directory": env.out_dir,
+                              "standard_output": env.out_dir.join("ro-%j.out")}))
+        .await?;
+    assert!(env.job_ids(&ro, "v0.0.43").await?.contains(&id));
+    env.job(&ro, id).await?;
+    let err = expect_error(
+        env.post(&ro, "v0.0.43", &json!({"job": {"script": "#!/bin/bash\ntrue\n"}}), None).await?,
+        403,
+    )
+    .await?;
+    assert!(err["message"].as_str().unwrap().contains("compute-ace"), "{err}");
+    expect_error(env.delete(&ro, &format!("job/{id}")).await?, 403).await?;
+    expect_error(env.get(&other, "v0.0.43", "jobs").await?, 403).await?;
+    expect_error(env.app.get(&env.path("v0.0.43", "jobs"), None).await?, 401).await?;
+    expect_error(env.app.get(&env.path("v0.0.43", "jobs"), Some("garbage")).await?, 401).await?;
+    ok_json(env.delete(&full, &format!("job/{id}")).await?).await?;
+    Ok(())
+}
+
+async fn unknown_resource_is_404(provider: Provider) -> Result<()> {
+    let env = start(provider, &["STF040"])?;
+    let token = env.app.token(&["compute-ace"], "STF040")?;
+    for path in [
+        "/slurm/open/v0.0.43/nosuch/jobs",
+        "/slurm/v0.0.42/nosuch/ping",
+        "/slurm/open/v0.0.44/tape/partitions",
+        "/slurm/open/v0.0.41/cedar/jobs",
+        "/slurm/open/v0.0.43/cedar/nothing",
+    ] {
+        let res = env.app.get(path, Some(&token)).await?;
+        expect_error(res, 404).await.with_context(|| path.to_string())?;
+    }
+    let res = env.app.get("/slurm/open/v0.0.43/nosuch/jobs", Some(&token)).await?;
+    let err = expect_error(res, 404).await?;
+    assert!(err["message"].as_str().unwrap().contains("cedar"), "the 404 names the resources there are: {err}");
+    Ok(())
+}
+
+async fn bad_bodies_and_job_ids_are_400(provider: Provider) -> Result<()> {
+    let env = start(provider, &["STF040"])?;
+    let token = env.app.token(&["compute-ace"], "STF040")?;
+    let before = env.job_ids(&token, "v0.0.43").await?.len();
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "rm_rf": true}}), "rm_rf"),
+        (json!({"job": {"name": "no script"}}), "script"),
+        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "tasks": "two"}}), "tasks"),
+        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "time_limit": -5}}), "time_limit"),
+        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "environment": "PATH=/bin"}}), "environment"),
+        (json!({"job": {"script": 42}}), "script"),
+        (json!({"job": "echo hi"}), "job"),
+        (json!({"script": "#!/bin/bash\ntrue\n"}), "job"),
+        (json!({"job": {"script": "#!/bin/bash\ntrue\n"}, "extra": 1}), "extra"),
+        (json!({"jobs": [{"script": "#!/bin/bash\ntrue\n"}]}), "jobs"),
+        (json!({"job": {"script": "echo no interpreter line"}}), "script"),
+        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "nodes": "lots"}}), "nodes"),
+    ];
+    for (body, needle) in cases {
+        let res = env.post(&token, "v0.0.43", &body, None).await?;
+        let err = expect_error(res, 400).await.with_context(|| format!("body {body}"))?;
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains(needle), "the 400 for {body} should name `{needle}`: {message}");
+    }
+    // v0.0.44 takes `jobs`, but not both forms at once, and one job only.
+    let res = env.post(&token, "v0.0.44", &json!({"job": {"script": "#!/bin/bash\ntrue\n"}, "jobs": [{}], "script": "#!/bin/bash\ntrue\n"}), None).await?;
+    expect_error(res, 400).await?;
+    let res = env.post(&token, "v0.0.44", &json!({"jobs": [{}, {}], "script": "#!/bin/bash\ntrue\n"}), None).await?;
+    expect_error(res, 400).await?;
+    for raw in ["", "{not json", "[1,2]", "null"] {
+        expect_error(env.post_raw(&token, raw).await?, 400).await.with_context(|| format!("raw body {raw:?}"))?;
+    }
+    for id in ["abc", "12345678901", "1234567890", "-1", "1.5", "0x10"] {
+        let err = expect_error(env.get(&token, "v0.0.43", &format!("job/{id}")).await?, 400).await.with_context(|| id.to_string())?;
+        assert!(err["message"].as_str().unwrap().contains("job_id"), "{err}");
+        expect_error(env.delete(&token, &format!("job/{id}")).await?, 400).await.with_context(|| id.to_string())?;
+    }
+    // A well-formed id that no job has.
+    expect_error(env.get(&token, "v0.0.43", "job/999999999").await?, 404).await?;
+    let res = env.app.client().put(env.app.url(&env.path("v0.0.43", "jobs"))).header("Authorization", &token).send().await?;
+    expect_error(res, 405).await?;
+    assert_eq!(env.job_ids(&token, "v0.0.43").await?.len(), before, "a refused body must submit nothing");
+    Ok(())
+}
+
+async fn cluster_endpoints_answer_in_each_version(provider: Provider) -> Result<()> {
+    let env = start(provider, &["STF040"])?;
+    let token = env.app.token(&["compute-ace-readonly"], "STF040")?;
+    for version in ["v0.0.42", "v0.0.43", "v0.0.44", "legacy"] {
+        let ping = ok_json(env.get(&token, version, "ping").await?).await?;
+        assert_eq!(ping["pings"][0]["pinged"], "UP", "{ping}");
+        assert!(ping["meta"].is_object() && ping["errors"] == json!([]) && ping["warnings"] == json!([]), "{ping}");
+        let diag = ok_json(env.get(&token, version, "diag").await?).await?;
+        assert!(diag["statistics"]["jobs_submitted"].is_u64(), "{diag}");
+        let nodes = ok_json(env.get(&token, version, "nodes").await?).await?;
+        assert!(!nodes["nodes"].as_array().unwrap().is_empty(), "{nodes}");
+        assert!(nodes["nodes"][0]["cpus"].as_u64().unwrap() > 0, "{nodes}");
+        let res = ok_json(env.get(&token, version, "reservations").await?).await?;
+        assert!(res["reservations"].is_array(), "{res}");
+        let parts = ok_json(env.get(&token, version, "partitions").await?).await?;
+        let p = &parts["partitions"][0];
+        assert!(p["name"].is_string() && p["nodes"]["total"].as_u64().unwrap() >= 1, "{parts}");
+        assert!(p["defaults"]["time"]["number"].as_u64().unwrap() > 0, "{parts}");
+        assert_eq!(p["cluster"], RESOURCE);
+        if version == "v0.0.44" {
+            assert!(p["nodes"].get("allowed_allocation").is_some() && p.get("topology").is_some(), "{parts}");
+            assert!(p["nodes"].get("allowed_configuration").is_none(), "{parts}");
+        } else {
+            assert!(p["nodes"].get("allowed_configuration").is_some() && p.get("topology").is_none(), "{parts}");
+        }
+    }
+    if provider == Provider::Slurm {
+        let parts = ok_json(env.get(&token, "v0.0.43", "partitions").await?).await?;
+        assert_eq!(parts["partitions"][0]["name"], slurm::shared().partition.as_str());
+        assert_eq!(parts["partitions"][0]["maximums"]["time"]["number"], 60, "{parts}");
+    }
+    Ok(())
+}
+
+async fn idempotency_key_submits_once_under_concurrency(provider: Provider) -> Result<()> {
+    let project = "IDM050";
+    let env = std::sync::Arc::new(start(provider, &[project])?);
+    let token = env.app.token(&["compute-ace"], project)?;
+    let job = json!({"job": {"name": "idem", "script": "#!/bin/bash\ntrue\n", "current_working_directory": env.out_dir,
+                              "standard_output": env.out_dir.join("idem-%j.out")}});
+    let before: std::collections::HashSet<u64> = env.job_ids(&token, "v0.0.43").await?.into_iter().collect();
+
+    let submit_all = |keys: Vec<String>| {
+        let env = env.clone();
+        let token = token.clone();
+        let job = job.clone();
+        async move {
+            let tasks: Vec<_> = keys
+                .into_iter()
+                .map(|key| {
+                    let env = env.clone();
+                    let token = token.clone();
+                    let job = job.clone();
+                    tokio::spawn(async move {
+                        let body = ok_json(env.post(&token, "v0.0.43", &job, Some(&key)).await?).await?;
+                        body["job_id"].as_u64().context("no job_id")
+                    })
+                })
+                .collect();
+            let mut ids = Vec::new();
+            for t in tasks {
+                ids.push(t.await??);
+            }
+            anyhow::Ok(ids)
+        }
+    };
+
+    let run = unique("idem");
+    let distinct = submit_all((0..50).map(|i| format!("{run}-{i}")).collect()).await?;
+    let distinct_set: std::collections::HashSet<u64> = distinct.iter().copied().collect();
+    assert_eq!(distinct_set.len(), 50, "50 distinct keys must make 50 jobs: {distinct:?}");
+
+    let same = submit_all(vec![format!("{run}-same"); 50]).await?;
+    let same_set: std::collections::HashSet<u64> = same.iter().copied().collect();
+    assert_eq!(same_set.len(), 1, "50 submits with one key must all return one job: {same:?}");
+    // A later repeat still returns it.
+    let again = ok_json(env.post(&token, "v0.0.43", &job, Some(&format!("{run}-same"))).await?).await?;
+    assert_eq!(again["job_id"].as_u64(), same.first().copied());
+
+    let after: std::collections::HashSet<u64> = env.job_ids(&token, "v0.0.43").await?.into_iter().collect();
+    let new: Vec<u64> = after.difference(&before).copied().collect();
+    assert_eq!(new.len(), 51, "the scheduler must hold exactly 50 + 1 new jobs, got {}", new.len());
+    // The same key in another project is another job.
+    let other = env.app.token(&["compute-ace"], "STF040")?;
+    if env.provider == Provider::Slurm {
+        slurm::ensure_project_user("STF040")?;
+    }
+    let theirs = ok_json(env.post(&other, "v0.0.43", &job, Some(&format!("{run}-same"))).await?).await?;
+    assert!(!same_set.contains(&theirs["job_id"].as_u64().unwrap()), "keys are per project");
+    // A bad key is refused.
+    expect_error(env.post(&token, "v0.0.43", &job, Some("")).await?, 400).await?;
+    Ok(())
+}
+
+/// slurmrestd stopped: the API answers 503 and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurmrestd_stopped_is_503() -> Result<()> {
+    let cluster = slurm::shared();
+    slurm::ensure_project_user("STF040")?;
+    let mut restd = cluster.start_restd()?;
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&cluster.compute_config(&restd.url))))?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let ping = format!("/slurm/open/v0.0.43/{RESOURCE}/ping");
+    ok_json(app.get(&ping, Some(&token)).await?).await?;
+    restd.stop();
+    for path in [ping.clone(), format!("/slurm/open/v0.0.43/{RESOURCE}/jobs"), format!("/slurm/open/v0.0.43/{RESOURCE}/job/1")] {
+        let err = expect_error(app.get(&path, Some(&token)).await?, 503).await.with_context(|| path.clone())?;
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains("slurmrestd") && message.contains(&restd.url.replace("http://", "")), "{message}");
+    }
+    let res = app
+        .client()
+        .post(app.url(&format!("/slurm/open/v0.0.43/{RESOURCE}/job/submit")))
+        .header("Authorization", &token)
+        .json(&json!({"job": {"script": "#!/bin/bash\ntrue\n"}}))
+        .send()
+        .await?;
+    expect_error(res, 503).await?;
+    Ok(())
+}
+
+/// The local scheduler keeps its jobs across a host restart: a second host
+/// on the same scheduler state sees the first one's job, and new ids go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_jobs_survive_a_host_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let compute = format!(
+        "scheduler = \"local\"\nslots = 4\nstate_dir = \"{}\"\ndefault_working_directory = \"{}\"\n",
+        dir.path().join("scheduler").display(),
+        dir.path().display()
+    );
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let submit = |app: &TestApp, token: &str| {
+        app.client()
+            .post(app.url(&format!("/slurm/open/v0.0.43/{RESOURCE}/job/submit")))
+            .header("Authorization", token)
+            .json(&json!({"job": {"script": "#!/bin/bash\necho kept\n"}}))
+            .send()
+    };
+    let id = ok_json(submit(&app, &token).await?).await?["job_id"].as_u64().context("job_id")?;
+    let job_path = format!("/slurm/open/v0.0.43/{RESOURCE}/job/{id}");
+    let start = Instant::now();
+    loop {
+        let body = ok_json(app.get(&job_path, Some(&token)).await?).await?;
+        if body["jobs"][0]["job_state"][0] == "COMPLETED" {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("job {id} did not complete: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(app);
+
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let body = ok_json(app.get(&job_path, Some(&token)).await?).await?;
+    assert_eq!(body["jobs"][0]["job_state"][0], "COMPLETED", "{body}");
+    assert_eq!(body["jobs"][0]["exit_code"]["return_code"]["number"], 0, "{body}");
+    let next = ok_json(submit(&app, &token).await?).await?["job_id"].as_u64().context("job_id")?;
+    assert!(next > id, "new jobs must not reuse ids: {next} after {id}");
+    Ok(())
+}
