@@ -1,0 +1,180 @@
+//! Benchmark of compute: job submit throughput through s3m beside direct
+//! submits to the same slurmrestd in the same run (the ratio is what s3m's
+//! token check, validation, wasm and the scheduler capability cost), then
+//! the latency of `GET /jobs` through s3m and of the same list straight from
+//! slurmrestd, on a real single-node Slurm started here; the same submit
+//! and list figures for the embedded local scheduler.
+//!
+//! Run: `cargo run --release -p s3m-tests --bin bench_compute -- [--jobs 200] [--concurrency 8] [--seconds 5]`
+//! (needs root, slurm-wlm, slurmrestd and munge, like the tests; and the
+//! built `s3m` and compute.wasm).
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use s3m_tests::{load, slurm, AppOptions, TestApp};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// Jobs submitted per way (through s3m, direct).
+    #[arg(long, default_value_t = 200)]
+    jobs: usize,
+    /// Submits in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds of GET /jobs load per target.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Connections of the GET /jobs load.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+}
+
+const PROJECT: &str = "BEN001";
+
+fn facility(compute: &str) -> String {
+    format!("[[resources]]\nname = \"cedar\"\n[resources.compute]\n{compute}\n")
+}
+
+/// Sends `n` POSTs with `concurrency` in flight; returns (seconds, failures).
+async fn submit_many(
+    n: usize,
+    concurrency: usize,
+    make: Arc<dyn Fn() -> reqwest::RequestBuilder + Send + Sync>,
+) -> Result<(f64, usize, Vec<u64>)> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, make) = (next.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failed = 0;
+            let mut ids = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                match make().send().await {
+                    Ok(res) => {
+                        let ok = res.status().is_success();
+                        let body: Value = res.json().await.unwrap_or(Value::Null);
+                        match body["job_id"].as_u64() {
+                            Some(id) if ok && body["errors"].as_array().is_none_or(|e| e.is_empty()) => ids.push(id),
+                            _ => {
+                                if failed == 0 {
+                                    eprintln!("submit failed: {body}");
+                                }
+                                failed += 1
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("submit failed: {e}");
+                        failed += 1
+                    }
+                }
+            }
+            (failed, ids)
+        }));
+    }
+    let (mut failed, mut ids) = (0, Vec::new());
+    for t in tasks {
+        let (f, i) = t.await?;
+        failed += f;
+        ids.extend(i);
+    }
+    Ok((start.elapsed().as_secs_f64(), failed, ids))
+}
+
+fn job_body() -> Value {
+    json!({"job": {"name": "bench", "script": "#!/bin/bash\ntrue\n", "standard_output": "/dev/null"}})
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let cluster = slurm::shared();
+    let user = slurm::ensure_project_user(PROJECT)?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+
+    println!("compute benchmark: {} jobs per way, {} in flight; GET /jobs {} s at {} connections", args.jobs, args.concurrency, args.seconds, args.connections);
+
+    // --- Slurm: through s3m, and straight to slurmrestd ---
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&cluster.compute_config(&cluster.restd_url))))?;
+    let token = app.token(&["compute-ace"], PROJECT)?;
+    let submit_url = app.url("/slurm/open/v0.0.43/cedar/job/submit");
+
+    // Warm-up: first requests pay for instantiation and connections.
+    let (_, failed, _) = submit_many(args.concurrency, args.concurrency, {
+        let (c, u, t) = (client.clone(), submit_url.clone(), token.clone());
+        Arc::new(move || c.post(&u).header("Authorization", &t).json(&job_body()))
+    })
+    .await?;
+    if failed > 0 {
+        bail!("warm-up submits through s3m failed; see above");
+    }
+
+    let (s3m_secs, s3m_failed, _) = submit_many(args.jobs, args.concurrency, {
+        let (c, u, t) = (client.clone(), submit_url.clone(), token.clone());
+        Arc::new(move || c.post(&u).header("Authorization", &t).json(&job_body()))
+    })
+    .await?;
+
+    let direct_url = format!("{}/slurm/{}/job/submit", cluster.restd_url, slurm::OPENAPI.trim_start_matches("openapi/"));
+    let direct_body = json!({
+        "job": {"name": "bench", "account": PROJECT.to_lowercase(), "current_working_directory": cluster.work_dir,
+                "environment": {"PATH": "/usr/bin:/bin"}, "standard_output": "/dev/null"},
+        "script": "#!/bin/bash\ntrue\n"
+    });
+    let slurm_token = cluster.token(&user, 3600)?;
+    let (direct_secs, direct_failed, _) = submit_many(args.jobs, args.concurrency, {
+        let (c, u, t, b, user) = (client.clone(), direct_url.clone(), slurm_token.clone(), direct_body.clone(), user.clone());
+        Arc::new(move || c.post(&u).header("X-SLURM-USER-NAME", &user).header("X-SLURM-USER-TOKEN", &t).json(&b))
+    })
+    .await?;
+
+    let s3m_rate = args.jobs as f64 / s3m_secs;
+    let direct_rate = args.jobs as f64 / direct_secs;
+    println!("slurm submit through s3m        {s3m_rate:>8.1} jobs/s  ({} jobs in {s3m_secs:.2} s, {s3m_failed} failed)", args.jobs);
+    println!("slurm submit direct slurmrestd  {direct_rate:>8.1} jobs/s  ({} jobs in {direct_secs:.2} s, {direct_failed} failed)", args.jobs);
+    println!("ratio s3m / direct              {:>8.2}", s3m_rate / direct_rate);
+
+    let listed: Value = client
+        .get(app.url("/slurm/open/v0.0.43/cedar/jobs"))
+        .header("Authorization", &token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let count = listed["jobs"].as_array().context("GET /jobs answered no jobs array")?.len();
+    let report = load::run(&app.base_url, "/slurm/open/v0.0.43/cedar/jobs", &[("Authorization", &token)], args.connections, Duration::from_secs(args.seconds)).await?;
+    println!("{}", report.line(&format!("slurm GET /jobs s3m ({count} jobs)"), args.connections));
+    let list_token = cluster.token(&user, 3600)?;
+    let direct_list = format!("/slurm/{}/jobs", slurm::OPENAPI.trim_start_matches("openapi/"));
+    let report = load::run(
+        &cluster.restd_url,
+        &direct_list,
+        &[("X-SLURM-USER-NAME", &user), ("X-SLURM-USER-TOKEN", &list_token)],
+        args.connections,
+        Duration::from_secs(args.seconds),
+    )
+    .await?;
+    println!("{}", report.line("slurm GET /jobs direct", args.connections));
+    drop(app);
+
+    // --- The embedded local scheduler ---
+    let dir = tempfile::tempdir()?;
+    let compute = format!("scheduler = \"local\"\nslots = 4\ndefault_working_directory = \"{}\"\n", dir.path().display());
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    let token = app.token(&["compute-ace"], PROJECT)?;
+    let submit_url = app.url("/slurm/open/v0.0.43/cedar/job/submit");
+    let make: Arc<dyn Fn() -> reqwest::RequestBuilder + Send + Sync> = {
+        let (c, u, t) = (client.clone(), submit_url.clone(), token.clone());
+        Arc::new(move || c.post(&u).header("Authorization", &t).json(&job_body()))
+    };
+    submit_many(args.concurrency, args.concurrency, make.clone()).await?;
+    let (secs, failed, _) = submit_many(args.jobs, args.concurrency, make).await?;
+    println!("local submit through s3m        {:>8.1} jobs/s  ({} jobs in {secs:.2} s, {failed} failed)", args.jobs as f64 / secs, args.jobs);
+    let report = load::run(&app.base_url, "/slurm/open/v0.0.43/cedar/jobs", &[("Authorization", &token)], args.connections, Duration::from_secs(args.seconds)).await?;
+    println!("{}", report.line(&format!("local GET /jobs s3m ({} jobs)", args.jobs + args.concurrency), args.connections));
+    Ok(())
+}
