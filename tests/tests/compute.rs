@@ -183,6 +183,7 @@ per_provider!(
     bad_bodies_and_job_ids_are_400,
     cluster_endpoints_answer_in_each_version,
     idempotency_key_submits_once_under_concurrency,
+    job_over_its_time_limit_times_out,
 );
 
 async fn job_runs_to_completion_with_its_output(provider: Provider) -> Result<()> {
@@ -236,6 +237,21 @@ async fn job_runs_to_completion_with_its_output(provider: Provider) -> Result<()
     let job = env.wait_state(&token, id, &["COMPLETED", "FAILED"], Duration::from_secs(60)).await?;
     assert_eq!(job["job_state"][0], "FAILED", "{job}");
     assert_eq!(job["exit_code"]["return_code"]["number"], 3, "{job}");
+    Ok(())
+}
+
+/// Slurm counts time limits in minutes: this scenario takes a minute or two.
+async fn job_over_its_time_limit_times_out(provider: Provider) -> Result<()> {
+    let env = start(provider, &["STF040"])?;
+    let token = env.app.token(&["compute-ace"], "STF040")?;
+    let id = env
+        .submit(&token, json!({"name": "overtime", "script": "#!/bin/bash\nsleep 600\n", "time_limit": 1,
+                               "current_working_directory": env.out_dir,
+                               "standard_output": env.out_dir.join("overtime-%j.out")}))
+        .await?;
+    let job = env.wait_state(&token, id, &["TIMEOUT", "FAILED", "CANCELLED", "COMPLETED"], Duration::from_secs(240)).await?;
+    assert_eq!(job["job_state"][0], "TIMEOUT", "{job}");
+    assert_eq!(job["time_limit"]["number"], 1, "{job}");
     Ok(())
 }
 
