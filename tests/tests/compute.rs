@@ -564,3 +564,30 @@ async fn local_jobs_survive_a_host_restart() -> Result<()> {
     assert!(next > id, "new jobs must not reuse ids: {next} after {id}");
     Ok(())
 }
+
+/// `run_as = "project-user"`: the local scheduler runs each job as the
+/// project's Unix user, as Slurm does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_jobs_can_run_as_the_project_user() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    slurm::ensure_project_user("STF040")?;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))?;
+    let compute = format!(
+        "scheduler = \"local\"\nrun_as = \"project-user\"\nstate_dir = \"{}\"\ndefault_working_directory = \"{}\"\n",
+        dir.path().join("scheduler").display(),
+        dir.path().display()
+    );
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    let env = Env { app, provider: Provider::Local, out_dir: dir.path().to_path_buf() };
+    let token = env.app.token(&["compute-ace"], "STF040")?;
+    let id = env
+        .submit(&token, json!({"script": "#!/bin/bash\nid -un\n", "standard_output": dir.path().join("who-%j.out")}))
+        .await?;
+    let job = env.wait_state(&token, id, &["COMPLETED", "FAILED"], Duration::from_secs(30)).await?;
+    assert_eq!(job["job_state"][0], "COMPLETED", "{job}");
+    let text = std::fs::read_to_string(dir.path().join(format!("who-{id}.out")))?;
+    assert_eq!(text.trim(), "stf040_auser");
+    assert_eq!(env.provider, Provider::Local);
+    Ok(())
+}

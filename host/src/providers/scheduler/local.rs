@@ -1,5 +1,6 @@
 //! The embedded scheduler for a machine without Slurm: batch scripts run as
-//! local processes (as the host's own user), a FIFO queue with a fixed
+//! local processes (as the host's own user, or the project's with
+//! `run_as = "project-user"`), a FIFO queue with a fixed
 //! number of slots, Slurm's job states, exit codes, output files and time
 //! limits. Jobs are kept as one JSON file each under
 //! `<state dir>/scheduler/<resource>/jobs/`, so they survive a host restart;
@@ -13,6 +14,8 @@
 //! - `default_working_directory`: for jobs that name none (default
 //!   `<state dir>/scheduler/<resource>/work`)
 //! - `kill_wait_secs = 2`: between SIGTERM and SIGKILL on cancel and timeout
+//! - `run_as = "host"`: jobs run as the host's user; `"project-user"` runs
+//!   each as `{project}_auser` (the user must exist; the host must be root)
 //! - `state_dir`: where the jobs are kept (default `<state dir>/scheduler/<resource>`)
 
 use crate::capabilities::scheduler::{
@@ -45,6 +48,8 @@ struct Shared {
     max_time: u32,
     default_cwd: String,
     kill_wait: Duration,
+    /// Run each job as its project's Unix user (`setpriv`), not as the host's.
+    as_project_user: bool,
     hostname: String,
     started_at: i64,
     jobs: Mutex<Table>,
@@ -263,7 +268,17 @@ impl Shared {
         } else {
             std::fs::File::open(&job.standard_input)?.into()
         };
-        let mut cmd = tokio::process::Command::new(self.script_path(id));
+        let mut cmd = if self.as_project_user {
+            let mut c = tokio::process::Command::new("setpriv");
+            c.arg(format!("--reuid={}", job.user_name))
+                .arg(format!("--regid={}", job.user_name))
+                .arg("--init-groups")
+                .arg("--")
+                .arg(self.script_path(id));
+            c
+        } else {
+            tokio::process::Command::new(self.script_path(id))
+        };
         cmd.current_dir(&job.current_working_directory)
             .env_clear()
             .stdin(stdin)
@@ -340,6 +355,14 @@ impl LocalScheduler {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.join(sub).display()))?;
         }
+        let as_project_user = matches!(config_str(resource, table, "run_as")?, Some("project-user"));
+        if as_project_user {
+            // The project users must reach their scripts (not list them).
+            use std::os::unix::fs::PermissionsExt;
+            for d in [dir.clone(), dir.join("scripts")] {
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))?;
+            }
+        }
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let slots = config_u64(resource, table, "slots")?.unwrap_or(cpus as u64).max(1) as usize;
         let default_time = config_u64(resource, table, "default_time_limit")?.unwrap_or(60) as u32;
@@ -384,6 +407,13 @@ impl LocalScheduler {
             max_time,
             default_cwd,
             kill_wait: Duration::from_secs(config_u64(resource, table, "kill_wait_secs")?.unwrap_or(2)),
+            as_project_user: match config_str(resource, table, "run_as")? {
+                None | Some("host") => false,
+                Some("project-user") => true,
+                Some(other) => anyhow::bail!(
+                    "resource `{resource}`: compute.run_as must be \"host\" or \"project-user\", not \"{other}\""
+                ),
+            },
             hostname,
             started_at: t,
             jobs: Mutex::new(Table { next_id, jobs, running: BTreeMap::new(), stats: Stats::default(), last_update: t }),
@@ -463,7 +493,10 @@ impl SchedulerProvider for LocalScheduler {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::write(&script_path, script.as_bytes())
-                .and_then(|_| std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o700)))
+                .and_then(|_| {
+                    let mode = if s.as_project_user { 0o755 } else { 0o700 };
+                    std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(mode))
+                })
                 .map_err(|e| SchedulerError::Unavailable(format!("cannot write the job script {}: {e}", script_path.display())))?;
         }
         let record = LocalJob {
