@@ -362,7 +362,7 @@ impl Context<'_> {
         let base = format!("compute/idempotency/{}/{}/{digest}", self.principal.project.to_lowercase(), self.resource);
         let claim = format!("{base}/claim");
         let result = format!("{base}/job");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             if let Some(bytes) = bucket.get(&result).map_err(kv)? {
                 return serde_json::from_slice(&bytes)
