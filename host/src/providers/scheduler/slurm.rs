@@ -216,7 +216,7 @@ fn u32_of(v: &Value, key: &str) -> u32 {
 /// Slurm writes "no limit" as null, a negative number or NO_VAL/INFINITE (0xfffffffe/0xffffffff).
 fn limit_of(v: &Value, key: &str) -> Option<u32> {
     let n = v.get(key)?.as_i64()?;
-    if n < 0 || n >= 0xffff_fffe {
+    if !(0..0xffff_fffe).contains(&n) {
         None
     } else {
         Some(n as u32)
