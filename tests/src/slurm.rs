@@ -172,6 +172,7 @@ impl SlurmCluster {
             bail!("the Slurm test cluster needs root (slurmd runs jobs as the project users)");
         }
 
+        remove_stale_clusters();
         let dir = std::env::temp_dir().join(format!("s3m-slurm-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir)?;
         for sub in ["state", "spool", "log"] {
@@ -334,6 +335,19 @@ impl SlurmCluster {
             self.jwt_key.display(),
             self.work_dir.display()
         )
+    }
+}
+
+/// Removes the directories of clusters whose test process is gone (their
+/// daemons died with it; nothing else removes a static's directory).
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix("s3m-slurm-").and_then(|r| r.split('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

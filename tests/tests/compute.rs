@@ -24,6 +24,8 @@ struct Env {
     provider: Provider,
     /// Where job output may be written (readable by the test, writable by the job's user).
     out_dir: PathBuf,
+    /// The local provider's output directory, removed on drop.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 fn facility(compute: &str) -> String {
@@ -34,6 +36,7 @@ fn facility(compute: &str) -> String {
 }
 
 fn start(provider: Provider, projects: &[&str]) -> Result<Env> {
+    let mut tmp = None;
     let (compute, out_dir) = match provider {
         Provider::Slurm => {
             let cluster = slurm::shared();
@@ -43,16 +46,17 @@ fn start(provider: Provider, projects: &[&str]) -> Result<Env> {
             (cluster.compute_config(&cluster.restd_url), cluster.work_dir.clone())
         }
         Provider::Local => {
-            let dir = std::env::temp_dir().join(format!("s3m-compute-local-{}-{}", std::process::id(), slurm::free_port()));
-            std::fs::create_dir_all(&dir)?;
+            let dir = tempfile::Builder::new().prefix("s3m-compute-local-").tempdir()?;
+            let path = dir.path().to_path_buf();
+            tmp = Some(dir);
             (
-                format!("scheduler = \"local\"\nslots = 64\ndefault_working_directory = \"{}\"\n", dir.display()),
-                dir,
+                format!("scheduler = \"local\"\nslots = 64\ndefault_working_directory = \"{}\"\n", path.display()),
+                path,
             )
         }
     };
     let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
-    Ok(Env { app, provider, out_dir })
+    Ok(Env { app, provider, out_dir, _tmp: tmp })
 }
 
 impl Env {
@@ -579,7 +583,7 @@ async fn local_jobs_can_run_as_the_project_user() -> Result<()> {
         dir.path().display()
     );
     let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
-    let env = Env { app, provider: Provider::Local, out_dir: dir.path().to_path_buf() };
+    let env = Env { app, provider: Provider::Local, out_dir: dir.path().to_path_buf(), _tmp: None };
     let token = env.app.token(&["compute-ace"], "STF040")?;
     let id = env
         .submit(&token, json!({"script": "#!/bin/bash\nid -un\n", "standard_output": dir.path().join("who-%j.out")}))
