@@ -17,7 +17,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::WasiHttpCtx;
 
-/// How often the epoch ticks: the unit of the per-request deadline.
+/// How often the epoch ticks: a running guest yields this often, and its
+/// time limit is checked this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Limits applied to every request's Store.
@@ -218,9 +219,18 @@ impl App {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
-        store.set_epoch_deadline(ticks as u64);
-        store.epoch_deadline_trap();
+        // At every epoch tick a running guest yields to the executor, so a
+        // guest that computes for long cannot starve the other requests of a
+        // worker thread; past the request's time limit it is stopped.
+        let deadline = std::time::Instant::now() + self.limits.request_timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if std::time::Instant::now() >= deadline {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
         Ok(store)
     }
 

@@ -115,12 +115,21 @@ impl Server {
         let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = component.pre.clone();
+        // The epoch callback stops a guest that computes past the limit; this
+        // stops one that waits past it (on a slow scheduler, say).
+        let limit = self.app.limits.request_timeout;
         let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, out)
-                .await
+            let call = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, out)
+                    .await
+            };
+            match tokio::time::timeout(limit, call).await {
+                Ok(r) => r,
+                Err(_) => Err(wasmtime::Trap::Interrupt.into()),
+            }
         });
         match receiver.await {
             Ok(Ok(resp)) => Ok(resp),
