@@ -20,11 +20,18 @@ pub fn build(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
     }
     todo.retain(|c| {
         if c.build.is_none() {
-            eprintln!("component {}: no [component.{}.build] command; skipped", c.id, c.id);
+            eprintln!(
+                "component {}: no [component.{}.build] command; skipped",
+                c.id, c.id
+            );
         }
         c.build.is_some()
     });
-    if todo.iter().any(|c| c.build.as_ref().is_some_and(|b| b.command.contains("wasm32-wasip2"))) {
+    if todo.iter().any(|c| {
+        c.build
+            .as_ref()
+            .is_some_and(|b| b.command.contains("wasm32-wasip2"))
+    }) {
         ensure_wasm_target()?;
     }
     let bar = ProgressBar::new(todo.len() as u64);
@@ -59,7 +66,12 @@ pub fn build(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
             } else {
                 ""
             };
-            bail!("component {}: `{}` failed in {}{hint}", c.id, b.command, workdir.display());
+            bail!(
+                "component {}: `{}` failed in {}{hint}",
+                c.id,
+                b.command,
+                workdir.display()
+            );
         }
         bar.inc(1);
     }
@@ -77,7 +89,13 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
         .args(["target", "list", "--installed"])
         .output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") => Ok(()),
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-wasip2") =>
+        {
+            Ok(())
+        }
         Ok(_) => {
             eprintln!("adding the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
             let status = std::process::Command::new("rustup")

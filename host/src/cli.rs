@@ -9,7 +9,7 @@ use crate::state::Services;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,10 +129,15 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 fn parse_bytes(s: &str) -> Result<usize, String> {
     let s = s.trim();
-    let (num, mult) = [("GiB", 1usize << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
-        .iter()
-        .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n, *m)))
-        .unwrap_or((s, 1));
+    let (num, mult) = [
+        ("GiB", 1usize << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n, *m)))
+    .unwrap_or((s, 1));
     num.trim()
         .parse::<usize>()
         .map(|n| n * mult)
@@ -174,7 +179,8 @@ fn context(g: &Global) -> anyhow::Result<Context_> {
         .state_dir
         .clone()
         .unwrap_or_else(|| manifest.dir.join(".s3m"));
-    let (runtime_config, runtime_config_dir) = RuntimeConfig::load(g.runtime_config_file.as_deref())?;
+    let (runtime_config, runtime_config_dir) =
+        RuntimeConfig::load(g.runtime_config_file.as_deref())?;
     Ok(Context_ {
         manifest,
         state_dir,
@@ -198,10 +204,8 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
     }
     let started = std::time::Instant::now();
     let key = keys::load_or_create(&ctx.state_dir)?;
-    let host_values = BTreeMap::from([(
-        "facility_public_key".to_string(),
-        key.public_key().to_pem(),
-    )]);
+    let host_values =
+        BTreeMap::from([("facility_public_key".to_string(), key.public_key().to_pem())]);
     let cli_values: BTreeMap<String, String> = args.variables.into_iter().collect();
     let variables = engine::resolve_variables(&ctx.manifest, &host_values, &cli_values)?;
 
@@ -211,8 +215,11 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
         .runtime_config
         .key_value_stores(ctx.runtime_config_dir.as_deref(), &ctx.state_dir)
         .await?;
-    let schedulers = crate::capabilities::scheduler::Schedulers::from_facility(&facility, &ctx.state_dir).await?;
-    let brokers = crate::capabilities::brokers::Brokers::from_facility(&facility, &ctx.state_dir).await?;
+    let schedulers =
+        crate::capabilities::scheduler::Schedulers::from_facility(&facility, &ctx.state_dir)
+            .await?;
+    let brokers =
+        crate::capabilities::brokers::Brokers::from_facility(&facility, &ctx.state_dir).await?;
     let services = Arc::new(Services {
         key_value,
         schedulers,
@@ -244,9 +251,16 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}: is another s3m running? pass --listen ADDR", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another s3m running? pass --listen ADDR",
+                args.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     tracing::info!(
+        app = %ctx.manifest.name,
+        version = ctx.manifest.version.as_deref().unwrap_or("-"),
         components = app.components.len(),
         ready_ms = started.elapsed().as_millis() as u64,
         state_dir = %ctx.state_dir.display(),
@@ -272,6 +286,9 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
 }
 
 fn print_routes(manifest: &Manifest, addr: std::net::SocketAddr) {
+    if let Some(d) = &manifest.description {
+        eprintln!("{}: {d}", manifest.name);
+    }
     eprintln!("Available routes:");
     for t in &manifest.triggers {
         eprintln!("  {}: http://{addr}{}", t.component, t.route);
@@ -296,7 +313,8 @@ async fn token(ctx: Context_, cmd: TokenCommand) -> anyhow::Result<()> {
             verbose,
         } => {
             let key = keys::load_or_create(&ctx.state_dir)?;
-            let variables = engine::resolve_variables(&ctx.manifest, &BTreeMap::new(), &BTreeMap::new())?;
+            let variables =
+                engine::resolve_variables(&ctx.manifest, &BTreeMap::new(), &BTreeMap::new())?;
             let audience = variables
                 .get("token_audience")
                 .cloned()
@@ -330,11 +348,11 @@ async fn token(ctx: Context_, cmd: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke { jti } => {
             let record = tokens::revoke(store.as_ref(), &jti).await?;
-            eprintln!("revoked {} (project {}, {})", record.jti, record.project, record.description);
+            eprintln!(
+                "revoked {} (project {}, {})",
+                record.jti, record.project, record.description
+            );
         }
     }
     Ok(())
 }
-
-#[allow(dead_code)]
-fn _assert_path(_: &Path) {}

@@ -2,7 +2,10 @@
 //! links the capabilities, checks every import at start-up, pre-instantiates,
 //! and makes a fresh Store per request with its limits.
 
-use crate::capabilities::{self, outbound_http::{AllowedHost, OutboundHooks}};
+use crate::capabilities::{
+    self,
+    outbound_http::{AllowedHost, OutboundHooks},
+};
 use crate::manifest::{ComponentDecl, Manifest};
 use crate::state::{ComponentGrants, HostState, Services};
 use anyhow::{bail, Context};
@@ -12,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
+};
 use wasmtime_wasi::{FsPerms, WasiCtx};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -173,7 +178,6 @@ impl App {
                 LoadedComponent {
                     pre,
                     grants: Arc::new(ComponentGrants {
-                        id: decl.id.clone(),
                         key_value_stores: decl.key_value_stores.iter().cloned().collect(),
                         variables: vars,
                     }),
@@ -263,7 +267,10 @@ fn compile_cached(engine: &Engine, decl: &ComponentDecl) -> anyhow::Result<Compo
     })?;
     let mut hasher = Sha256::new();
     hasher.update(&bytes);
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut hasher));
+    std::hash::Hash::hash(
+        &engine.precompile_compatibility_hash(),
+        &mut HashWriter(&mut hasher),
+    );
     let key = hex::encode(hasher.finalize());
     let cache = cache_dir().map(|d| d.join(format!("{key}.cwasm")));
     if let Some(path) = &cache {
@@ -277,9 +284,15 @@ fn compile_cached(engine: &Engine, decl: &ComponentDecl) -> anyhow::Result<Compo
             }
         }
     }
-    let component = Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| {
-        format!("component {}: {} is not a valid WebAssembly component", decl.id, decl.source.display())
-    })?;
+    let component = Component::new(engine, &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "component {}: {} is not a valid WebAssembly component",
+                decl.id,
+                decl.source.display()
+            )
+        })?;
     if let Some(path) = cache {
         if let Ok(serialized) = component.serialize() {
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));

@@ -58,7 +58,10 @@ pub struct VariableDecl {
     pub default: Option<String>,
     #[serde(default)]
     pub required: bool,
+    /// Spin's flag for values that must not be shown; the host shows no
+    /// variable values at all, so it changes nothing here.
     #[serde(default)]
+    #[allow(dead_code)]
     pub secret: bool,
     #[serde(default)]
     #[allow(dead_code)]
@@ -70,6 +73,7 @@ pub struct VariableDecl {
 struct RawComponent {
     source: toml::Value,
     #[serde(default)]
+    #[allow(dead_code)]
     description: Option<String>,
     #[serde(default)]
     files: Vec<RawFileMount>,
@@ -114,7 +118,6 @@ pub struct FileMount {
 #[derive(Debug, Clone)]
 pub struct ComponentDecl {
     pub id: String,
-    pub description: Option<String>,
     pub source: PathBuf,
     pub files: Vec<FileMount>,
     pub allowed_outbound_hosts: Vec<String>,
@@ -154,7 +157,13 @@ impl Manifest {
         })?;
         let dir = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."))
             .canonicalize()?;
         Self::parse(&text, &dir).with_context(|| format!("in manifest {}", path.display()))
@@ -188,7 +197,9 @@ impl Manifest {
                         source,
                         destination,
                     } => (source, destination),
-                    RawFileMount::Pattern(p) => (p.clone(), format!("/{}", p.trim_start_matches("./"))),
+                    RawFileMount::Pattern(p) => {
+                        (p.clone(), format!("/{}", p.trim_start_matches("./")))
+                    }
                 };
                 let host_dir = dir.join(&source);
                 if host_dir.exists() && !host_dir.is_dir() {
@@ -214,7 +225,6 @@ impl Manifest {
                 id.clone(),
                 ComponentDecl {
                     id,
-                    description: c.description,
                     source,
                     files,
                     allowed_outbound_hosts: c.allowed_outbound_hosts,
@@ -275,7 +285,9 @@ pub fn render_template(
             .ok_or_else(|| anyhow::anyhow!("unclosed {{{{ in {template:?}"))?;
         let name = after[..end].trim();
         let value = values.get(name).ok_or_else(|| {
-            anyhow::anyhow!("{template:?} uses variable {name:?}, which [variables] does not declare")
+            anyhow::anyhow!(
+                "{template:?} uses variable {name:?}, which [variables] does not declare"
+            )
         })?;
         out.push_str(value);
         rest = &after[end + 2..];
@@ -300,8 +312,11 @@ mod tests {
     fn refuses_what_it_cannot_run() {
         let base = "spin_manifest_version = 2\n[application]\nname = \"a\"\n";
         let d = Path::new("/tmp");
-        let e = Manifest::parse(&format!("{base}[[trigger.http]]\nroute = \"/\"\ncomponent = \"x\"\n"), d)
-            .unwrap_err();
+        let e = Manifest::parse(
+            &format!("{base}[[trigger.http]]\nroute = \"/\"\ncomponent = \"x\"\n"),
+            d,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("[component.x]"), "{e}");
         let e = Manifest::parse(
             &format!("{base}[component.x]\nsource = {{ url = \"https://x\", digest = \"d\" }}\n"),
@@ -309,10 +324,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("local file"), "{e}");
-        let e = Manifest::parse(&format!("{base}[component.x]\nsource = \"x.wasm\"\nbogus = 1\n"), d)
-            .unwrap_err();
+        let e = Manifest::parse(
+            &format!("{base}[component.x]\nsource = \"x.wasm\"\nbogus = 1\n"),
+            d,
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
-        assert!(Manifest::parse("spin_manifest_version = 1\n[application]\nname = \"a\"\n", d).is_err());
+        assert!(Manifest::parse(
+            "spin_manifest_version = 1\n[application]\nname = \"a\"\n",
+            d
+        )
+        .is_err());
     }
 
     #[test]

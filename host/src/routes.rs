@@ -80,10 +80,9 @@ impl Router {
                 wildcard,
                 component: component.to_string(),
             };
-            if let Some(dup) = out
-                .iter()
-                .find(|r| shape(&r.segments) == shape(&route.segments) && r.wildcard == route.wildcard)
-            {
+            if let Some(dup) = out.iter().find(|r| {
+                shape(&r.segments) == shape(&route.segments) && r.wildcard == route.wildcard
+            }) {
                 bail!(
                     "duplicate route {raw:?} (component {component}) and {:?} (component {})",
                     dup.raw,
@@ -181,11 +180,31 @@ mod tests {
         ("/olcf/v1alpha/status/", "status", "", &[]),
         ("/olcf/v1alpha/status/basalt", "status", "/basalt", &[]),
         ("/olcf/v1alpha/status/downtimes", "downtimes-exact", "", &[]),
-        ("/olcf/v1alpha/status/downtimes/upcoming", "status", "/downtimes/upcoming", &[]),
-        ("/olcf/v1alpha/statusx", "fallback", "/olcf/v1alpha/statusx", &[]),
-        ("/slurm/open/v0.0.43/basalt/jobs", "compute", "/jobs", &[("version", "v0.0.43"), ("resource", "basalt")]),
+        (
+            "/olcf/v1alpha/status/downtimes/upcoming",
+            "status",
+            "/downtimes/upcoming",
+            &[],
+        ),
+        (
+            "/olcf/v1alpha/statusx",
+            "fallback",
+            "/olcf/v1alpha/statusx",
+            &[],
+        ),
+        (
+            "/slurm/open/v0.0.43/basalt/jobs",
+            "compute",
+            "/jobs",
+            &[("version", "v0.0.43"), ("resource", "basalt")],
+        ),
         ("/slurm/open/v0.0.42/special/jobs", "special", "/jobs", &[]),
-        ("/slurm/open/v0.0.42", "fallback", "/slurm/open/v0.0.42", &[]),
+        (
+            "/slurm/open/v0.0.42",
+            "fallback",
+            "/slurm/open/v0.0.42",
+            &[],
+        ),
         ("/users/42", "user", "", &[("id", "42")]),
         ("/users/me", "me", "", &[]),
         ("/users/42/more", "fallback", "/users/42/more", &[]),
@@ -198,11 +217,15 @@ mod tests {
     fn spin_matching_rules() {
         let router = Router::build(ROUTES.iter().copied()).unwrap();
         for (path, component, info, params) in CASES {
-            let m = router.route(path).unwrap_or_else(|| panic!("{path} matched nothing"));
+            let m = router
+                .route(path)
+                .unwrap_or_else(|| panic!("{path} matched nothing"));
             assert_eq!(m.component, *component, "path {path}");
             assert_eq!(m.path_info, *info, "path-info of {path}");
-            let want: Vec<(String, String)> =
-                params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let want: Vec<(String, String)> = params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             assert_eq!(m.params, want, "params of {path}");
         }
     }
@@ -220,7 +243,10 @@ mod tests {
     #[test]
     fn refuses_bad_routes() {
         for bad in ["olcf", "/a/*", "/a/{id}", "/a/.../b", "/a/:"] {
-            assert!(Router::build([(bad, "x")]).is_err(), "{bad} should be refused");
+            assert!(
+                Router::build([(bad, "x")]).is_err(),
+                "{bad} should be refused"
+            );
         }
         let e = Router::build([("/a/...", "x"), ("/a/...", "y")]).unwrap_err();
         assert!(e.to_string().contains("duplicate route"));

@@ -9,7 +9,10 @@
 //! ```
 
 use crate::capabilities::key_value::{KeyValueStores, Store};
-use crate::providers::key_value::{redis::RedisStore, sqlite::{SqliteDb, SqliteStore}};
+use crate::providers::key_value::{
+    redis::RedisStore,
+    sqlite::{SqliteDb, SqliteStore},
+};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +33,9 @@ pub enum KeyValueStoreConfig {
         #[serde(default)]
         path: Option<PathBuf>,
     },
-    Redis { url: String },
+    Redis {
+        url: String,
+    },
 }
 
 impl RuntimeConfig {
@@ -78,7 +83,11 @@ impl RuntimeConfig {
                     if url.is_empty() {
                         bail!("key_value_store.{label}: redis url is empty");
                     }
-                    Arc::new(RedisStore::connect(url).await.with_context(|| format!("key_value_store.{label}"))?)
+                    Arc::new(
+                        RedisStore::connect(url)
+                            .await
+                            .with_context(|| format!("key_value_store.{label}"))?,
+                    )
                 }
             };
             stores.insert(label.to_string(), store);
@@ -87,7 +96,10 @@ impl RuntimeConfig {
     }
 }
 
-fn open_db(dbs: &mut HashMap<PathBuf, Arc<SqliteDb>>, path: &Path) -> anyhow::Result<Arc<SqliteDb>> {
+fn open_db(
+    dbs: &mut HashMap<PathBuf, Arc<SqliteDb>>,
+    path: &Path,
+) -> anyhow::Result<Arc<SqliteDb>> {
     if let Some(db) = dbs.get(path) {
         return Ok(db.clone());
     }

@@ -27,7 +27,11 @@ pub fn error_response(status: u16, code: u32, message: &str) -> hyper::Response<
     hyper::Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync())
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        )
         .expect("a static response is valid")
 }
 
@@ -79,15 +83,23 @@ impl Server {
                 match self.run(req, m, client).await {
                     Ok(r) => r,
                     Err(e) => {
-                        let timed_out = e
-                            .chain()
-                            .any(|c| c.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt));
+                        let timed_out = e.chain().any(|c| {
+                            c.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+                        });
                         if timed_out {
                             tracing::error!(component, %path, "component ran past its time limit");
-                            error_response(504, 4, "the request ran past the component's time limit")
+                            error_response(
+                                504,
+                                4,
+                                "the request ran past the component's time limit",
+                            )
                         } else {
                             tracing::error!(component, %path, "component failed: {e:#}");
-                            error_response(500, 13, "internal error in the component; the host's log has the details")
+                            error_response(
+                                500,
+                                13,
+                                "internal error in the component; the host's log has the details",
+                            )
                         }
                     }
                 }
@@ -112,7 +124,10 @@ impl Server {
         set_spin_headers(&mut req, &m, client);
         let mut store = self.app.new_store(component)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = component.pre.clone();
         // The epoch callback stops a guest that computes past the limit; this
@@ -143,7 +158,11 @@ impl Server {
     }
 }
 
-fn set_spin_headers(req: &mut hyper::Request<hyper::body::Incoming>, m: &RouteMatch<'_>, client: SocketAddr) {
+fn set_spin_headers(
+    req: &mut hyper::Request<hyper::body::Incoming>,
+    m: &RouteMatch<'_>,
+    client: SocketAddr,
+) {
     let host = req
         .headers()
         .get(hyper::header::HOST)
@@ -166,7 +185,10 @@ fn set_spin_headers(req: &mut hyper::Request<hyper::body::Incoming>, m: &RouteMa
         ("spin-client-addr".into(), client.to_string()),
     ];
     for (name, value) in &m.params {
-        pairs.push((format!("spin-path-match-{}", name.to_ascii_lowercase()), value.clone()));
+        pairs.push((
+            format!("spin-path-match-{}", name.to_ascii_lowercase()),
+            value.clone(),
+        ));
     }
     let headers = req.headers_mut();
     for (k, v) in pairs {

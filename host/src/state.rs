@@ -24,7 +24,6 @@ pub struct Services {
 /// What the manifest grants one component, resolved once at start-up.
 #[derive(Debug, Default)]
 pub struct ComponentGrants {
-    pub id: String,
     /// Labels of `key_value_stores`.
     pub key_value_stores: HashSet<String>,
     /// Component variables, already rendered from the application variables.

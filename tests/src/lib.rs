@@ -15,8 +15,8 @@
 //! A missing `s3m` binary or component wasm makes the test fail with the command that builds
 //! it; nothing here skips.
 
-pub mod load;
 pub mod lmod;
+pub mod load;
 pub mod redis_server;
 pub mod slurm;
 pub mod streaming;
@@ -38,7 +38,10 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The repository root (the parent of this crate).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The `s3m` binary: `$S3M_BIN`, else `<repo>/target/release/s3m`. Fails, naming the build
@@ -59,7 +62,9 @@ pub fn s3m_bin() -> Result<PathBuf> {
 
 /// The wasm of component crate `name`: `<repo>/target/wasm32-wasip2/release/<name>.wasm`.
 pub fn component_wasm(name: &str) -> PathBuf {
-    repo_root().join("target/wasm32-wasip2/release").join(format!("{name}.wasm"))
+    repo_root()
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"))
 }
 
 /// Options of one test app.
@@ -83,7 +88,10 @@ pub struct AppOptions {
 impl AppOptions {
     /// Options serving only `components` (e.g. `&["tokens"]`).
     pub fn only(components: &[&str]) -> Self {
-        AppOptions { components: components.iter().map(|c| c.to_string()).collect(), ..Default::default() }
+        AppOptions {
+            components: components.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     /// These options with `config/facility.toml` replaced by `text`.
@@ -126,7 +134,8 @@ impl TestApp {
     pub fn start(opts: AppOptions) -> Result<TestApp> {
         let bin = s3m_bin()?;
         let dir = tempfile::Builder::new().prefix("s3m-test-").tempdir()?;
-        let manifest = write_manifest(dir.path(), &opts.components, opts.extra_manifest.as_deref())?;
+        let manifest =
+            write_manifest(dir.path(), &opts.components, opts.extra_manifest.as_deref())?;
         write_config(dir.path(), opts.facility_toml.as_deref())?;
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir)?;
@@ -144,8 +153,13 @@ impl TestApp {
         push_globals(&mut cmd, &manifest, &state_dir, runtime_config.as_deref());
         cmd.args(["--listen", "127.0.0.1:0"]).args(&opts.up_args);
         scrub_env(&mut cmd, &opts.env);
-        cmd.current_dir(dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("cannot run {}", bin.display()))?;
+        cmd.current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
 
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err_pipe = child.stderr.take().expect("stderr piped");
@@ -180,7 +194,9 @@ impl TestApp {
             bin,
             child,
             stderr,
-            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
         };
         let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
         loop {
@@ -198,7 +214,10 @@ impl TestApp {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     std::thread::sleep(Duration::from_millis(200));
                     let status = app.child.try_wait().ok().flatten();
-                    bail!("s3m up exited ({status:?}) before serving; its stderr:\n{}", app.stderr())
+                    bail!(
+                        "s3m up exited ({status:?}) before serving; its stderr:\n{}",
+                        app.stderr()
+                    )
                 }
             }
         }
@@ -232,14 +251,21 @@ impl TestApp {
     /// Runs `s3m <args...>` with this app's manifest, state and runtime config.
     pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
         let mut cmd = Command::new(&self.bin);
-        let (sub, rest) = args.split_first().ok_or_else(|| anyhow!("cli needs a subcommand"))?;
+        let (sub, rest) = args
+            .split_first()
+            .ok_or_else(|| anyhow!("cli needs a subcommand"))?;
         cmd.arg(sub);
         // Subcommand groups (`token create`) take the globals after their last word.
         let mut rest = rest.to_vec();
         if *sub == "token" && !rest.is_empty() {
             cmd.arg(rest.remove(0));
         }
-        push_globals(&mut cmd, &self.manifest, &self.state_dir, self.runtime_config.as_deref());
+        push_globals(
+            &mut cmd,
+            &self.manifest,
+            &self.state_dir,
+            self.runtime_config.as_deref(),
+        );
         cmd.args(&rest);
         scrub_env(&mut cmd, &self.env);
         let out = cmd
@@ -259,7 +285,13 @@ impl TestApp {
     pub fn cli_ok(&self, args: &[&str]) -> Result<CliOutput> {
         let out = self.cli(args)?;
         if !out.success {
-            bail!("s3m {} failed ({:?}):\nstdout: {}\nstderr: {}", args.join(" "), out.code, out.stdout, out.stderr);
+            bail!(
+                "s3m {} failed ({:?}):\nstdout: {}\nstderr: {}",
+                args.join(" "),
+                out.code,
+                out.stdout,
+                out.stderr
+            );
         }
         Ok(out)
     }
@@ -275,7 +307,10 @@ impl TestApp {
         let out = self.cli_ok(&args)?;
         let token = out.stdout.trim().to_string();
         if token.is_empty() || token.lines().count() != 1 {
-            bail!("s3m token create should print only the token on one line; it printed {:?}", out.stdout);
+            bail!(
+                "s3m token create should print only the token on one line; it printed {:?}",
+                out.stdout
+            );
         }
         Ok(token)
     }
@@ -320,8 +355,16 @@ impl Drop for TestApp {
     }
 }
 
-fn push_globals(cmd: &mut Command, manifest: &Path, state_dir: &Path, runtime_config: Option<&Path>) {
-    cmd.arg("--manifest").arg(manifest).arg("--state-dir").arg(state_dir);
+fn push_globals(
+    cmd: &mut Command,
+    manifest: &Path,
+    state_dir: &Path,
+    runtime_config: Option<&Path>,
+) {
+    cmd.arg("--manifest")
+        .arg(manifest)
+        .arg("--state-dir")
+        .arg(state_dir);
     if let Some(rc) = runtime_config {
         cmd.arg("--runtime-config-file").arg(rc);
     }
@@ -353,7 +396,8 @@ pub fn serving_url(line: &str) -> Option<String> {
 /// does not exist, naming the command that builds it.
 fn write_manifest(app_dir: &Path, only: &[String], extra: Option<&str>) -> Result<PathBuf> {
     let root = repo_root();
-    let text = std::fs::read_to_string(root.join("spin.toml")).context("reading the repo's spin.toml")?;
+    let text =
+        std::fs::read_to_string(root.join("spin.toml")).context("reading the repo's spin.toml")?;
     let mut manifest: toml::Table = text.parse().context("parsing the repo's spin.toml")?;
     let keep = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     if let Some(components) = manifest.get_mut("component").and_then(|c| c.as_table_mut()) {
@@ -365,13 +409,23 @@ fn write_manifest(app_dir: &Path, only: &[String], extra: Option<&str>) -> Resul
         components.retain(|name, _| keep(name));
         let mut missing = Vec::new();
         for (name, component) in components.iter_mut() {
-            let Some(source) = component.get_mut("source") else { continue };
-            let Some(rel) = source.as_str().and_then(|s| s.strip_prefix("target/")).map(str::to_string) else {
+            let Some(source) = component.get_mut("source") else {
+                continue;
+            };
+            let Some(rel) = source
+                .as_str()
+                .and_then(|s| s.strip_prefix("target/"))
+                .map(str::to_string)
+            else {
                 continue;
             };
             let abs = root.join("target").join(&rel);
             if !abs.is_file() {
-                let krate = abs.file_stem().and_then(|s| s.to_str()).unwrap_or(name.as_str()).to_string();
+                let krate = abs
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or(name.as_str())
+                    .to_string();
                 missing.push(format!(
                     "{} of component {name} (build it with `cargo build --target wasm32-wasip2 --release -p {krate}`)",
                     abs.display()
@@ -474,21 +528,34 @@ pub async fn expect_error(res: reqwest::Response, status: u16) -> Result<Value> 
     if !content_type.starts_with("application/json") {
         bail!("error content-type is {content_type:?}, not application/json: {text}");
     }
-    let body: Value = serde_json::from_str(&text).with_context(|| format!("error body is not JSON: {text}"))?;
+    let body: Value =
+        serde_json::from_str(&text).with_context(|| format!("error body is not JSON: {text}"))?;
     check_error_body(&body, status)?;
     Ok(body)
 }
 
 /// The checks of [`expect_error`] on a parsed body.
 pub fn check_error_body(body: &Value, status: u16) -> Result<()> {
-    let keys: BTreeSet<&str> = body.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    let keys: BTreeSet<&str> = body
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
     if keys != BTreeSet::from(["code", "message", "details"]) {
         bail!("error body must have exactly code, message, details: {body}");
     }
-    let code = body["code"].as_i64().ok_or_else(|| anyhow!("error code is not a number: {body}"))?;
-    let ok = if status == 409 { code == 6 || code == 10 } else { code == grpc_code(status) };
+    let code = body["code"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("error code is not a number: {body}"))?;
+    let ok = if status == 409 {
+        code == 6 || code == 10
+    } else {
+        code == grpc_code(status)
+    };
     if !ok {
-        bail!("HTTP {status} must carry gRPC code {}, got {code}: {body}", if status == 409 { 6 } else { grpc_code(status) });
+        bail!(
+            "HTTP {status} must carry gRPC code {}, got {code}: {body}",
+            if status == 409 { 6 } else { grpc_code(status) }
+        );
     }
     if body["message"].as_str().is_none_or(str::is_empty) {
         bail!("error message must be a non-empty string: {body}");
@@ -511,19 +578,29 @@ pub async fn expect_json(res: reqwest::Response) -> Result<Value> {
 
 /// The keys of a JSON object, sorted.
 pub fn keys(v: &Value) -> BTreeSet<String> {
-    v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// The decoded claims (payload) of a JWT, without verification.
 pub fn jwt_claims(token: &str) -> Result<Value> {
-    let payload = token.split('.').nth(1).ok_or_else(|| anyhow!("not a JWT"))?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).context("JWT payload is not base64url")?;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow!("not a JWT"))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .context("JWT payload is not base64url")?;
     Ok(serde_json::from_slice(&bytes)?)
 }
 
 /// The `jti` of a JWT.
 pub fn jwt_id(token: &str) -> Result<String> {
-    jwt_claims(token)?["jti"].as_str().map(str::to_string).ok_or_else(|| anyhow!("token has no jti"))
+    jwt_claims(token)?["jti"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("token has no jti"))
 }
 
 /// base64url without padding, as JWT segments are written.

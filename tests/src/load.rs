@@ -69,8 +69,9 @@ pub async fn run(
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let (mut ok, mut bad) = (0u64, 0u64);
             while Instant::now() < deadline {
-                let mut req = hyper::Request::get(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-                    .header("host", &authority);
+                let mut req =
+                    hyper::Request::get(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+                        .header("host", &authority);
                 for (k, v) in &headers {
                     req = req.header(k, v);
                 }

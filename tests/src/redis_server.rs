@@ -23,7 +23,11 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .context("redis-server is not installed: apt-get install -y redis-server (scripts/test installs it)")?;
-        let server = Self { port, child, _dir: dir };
+        let server = Self {
+            port,
+            child,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {

@@ -125,7 +125,14 @@ pub fn free_port() -> u16 {
 }
 
 fn need(binary: &str, package: &str) -> anyhow::Result<PathBuf> {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"] {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ] {
         let path = Path::new(dir).join(binary);
         if path.exists() {
             return Ok(path);
@@ -138,13 +145,24 @@ fn need(binary: &str, package: &str) -> anyhow::Result<PathBuf> {
 /// case) if it does not exist yet. Needs root.
 pub fn ensure_project_user(project: &str) -> anyhow::Result<String> {
     let user = format!("{}_auser", project.to_lowercase());
-    let exists = Command::new("id").arg("-u").arg(&user).stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(&user)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
     if !exists {
-        let out = Command::new("useradd").args(["-M", "-s", "/bin/bash", &user]).output()
+        let out = Command::new("useradd")
+            .args(["-M", "-s", "/bin/bash", &user])
+            .output()
             .context("running useradd (needs root)")?;
         // Another test binary may have created it meanwhile (exit code 9).
         if !out.status.success() && out.status.code() != Some(9) {
-            bail!("useradd {user} failed (the tests must run as root): {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "useradd {user} failed (the tests must run as root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     Ok(user)
@@ -152,7 +170,10 @@ pub fn ensure_project_user(project: &str) -> anyhow::Result<String> {
 
 /// The hostname slurmd registers under (`hostname -s`).
 fn short_hostname() -> anyhow::Result<String> {
-    let out = Command::new("hostname").arg("-s").output().context("running hostname")?;
+    let out = Command::new("hostname")
+        .arg("-s")
+        .output()
+        .context("running hostname")?;
     let name = String::from_utf8(out.stdout)?.trim().to_string();
     if name.is_empty() {
         bail!("`hostname -s` printed nothing");
@@ -173,7 +194,8 @@ impl SlurmCluster {
         }
 
         remove_stale_clusters();
-        let dir = std::env::temp_dir().join(format!("s3m-slurm-{}-{}", std::process::id(), free_port()));
+        let dir =
+            std::env::temp_dir().join(format!("s3m-slurm-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir)?;
         for sub in ["state", "spool", "log"] {
             std::fs::create_dir_all(dir.join(sub))?;
@@ -192,21 +214,31 @@ impl SlurmCluster {
 
         let socket = dir.join("munge.sock");
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--"]).arg(&munged).arg("-F")
+        cmd.args(["--pdeathsig", "KILL", "--"])
+            .arg(&munged)
+            .arg("-F")
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--key-file={}", munge_key.display()))
             .arg(format!("--pid-file={}", dir.join("munged.pid").display()))
-            .arg(format!("--log-file={}", dir.join("log/munged.log").display()))
+            .arg(format!(
+                "--log-file={}",
+                dir.join("log/munged.log").display()
+            ))
             .arg(format!("--seed-file={}", dir.join("munge.seed").display()))
-            .stdout(Stdio::null()).stderr(log_file(&dir, "munged.err")?);
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir, "munged.err")?);
         spawn_kept(cmd)?;
-        wait_for("munged socket", Duration::from_secs(10), || Ok(socket.exists()))
-            .context("munged did not start; see its log in the cluster directory")?;
+        wait_for("munged socket", Duration::from_secs(10), || {
+            Ok(socket.exists())
+        })
+        .context("munged did not start; see its log in the cluster directory")?;
 
         let host = short_hostname()?;
         let ctld_port = free_port();
         let slurmd_port = free_port();
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let cluster_name = "s3mtest".to_string();
         let partition = "debug".to_string();
         let d = dir.display();
@@ -235,22 +267,40 @@ impl SlurmCluster {
         std::fs::write(&conf, conf_text)?;
 
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--"]).arg(&slurmctld).args(["-D", "-i"])
+        cmd.args(["--pdeathsig", "KILL", "--"])
+            .arg(&slurmctld)
+            .args(["-D", "-i"])
             .env("SLURM_CONF", &conf)
-            .stdout(Stdio::null()).stderr(log_file(&dir, "slurmctld.err")?);
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir, "slurmctld.err")?);
         spawn_kept(cmd)?;
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--"]).arg(&slurmd).arg("-D")
+        cmd.args(["--pdeathsig", "KILL", "--"])
+            .arg(&slurmd)
+            .arg("-D")
             .env("SLURM_CONF", &conf)
-            .stdout(Stdio::null()).stderr(log_file(&dir, "slurmd.err")?);
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir, "slurmd.err")?);
         spawn_kept(cmd)?;
 
         let conf2 = conf.clone();
-        wait_for("the Slurm node to come up idle", Duration::from_secs(30), move || {
-            let out = Command::new("sinfo").args(["-h", "-o", "%t"]).env("SLURM_CONF", &conf2).output()?;
-            Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "idle")
-        })
-        .with_context(|| format!("slurmctld/slurmd did not come up; see the logs in {}/log", dir.display()))?;
+        wait_for(
+            "the Slurm node to come up idle",
+            Duration::from_secs(30),
+            move || {
+                let out = Command::new("sinfo")
+                    .args(["-h", "-o", "%t"])
+                    .env("SLURM_CONF", &conf2)
+                    .output()?;
+                Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "idle")
+            },
+        )
+        .with_context(|| {
+            format!(
+                "slurmctld/slurmd did not come up; see the logs in {}/log",
+                dir.display()
+            )
+        })?;
 
         let mut cluster = SlurmCluster {
             dir: dir.clone(),
@@ -272,17 +322,28 @@ impl SlurmCluster {
     /// slurmrestd refuses to run as root: it runs as the `slurm` user (or
     /// `nobody`), authenticating every request by its Slurm JWT.
     fn restd_command(&self, slurmrestd: &Path, port: u16) -> anyhow::Result<Command> {
-        let user = if user_exists("slurm") { "slurm" } else { "nobody" };
+        let user = if user_exists("slurm") {
+            "slurm"
+        } else {
+            "nobody"
+        };
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", &format!("--reuid={user}"), &format!("--regid={user}"), "--clear-groups", "--"])
-            .arg(slurmrestd)
-            .args(["-s", OPENAPI, "-a", "rest_auth/jwt"])
-            .arg(format!("127.0.0.1:{port}"))
-            .env("SLURM_CONF", &self.conf)
-            // Unused with rest_auth/jwt, but slurmrestd wants it set.
-            .env("SLURM_JWT", "daemon")
-            .stdout(Stdio::null())
-            .stderr(log_file(&self.dir, &format!("slurmrestd-{port}.err"))?);
+        cmd.args([
+            "--pdeathsig",
+            "KILL",
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(slurmrestd)
+        .args(["-s", OPENAPI, "-a", "rest_auth/jwt"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("SLURM_CONF", &self.conf)
+        // Unused with rest_auth/jwt, but slurmrestd wants it set.
+        .env("SLURM_JWT", "daemon")
+        .stdout(Stdio::null())
+        .stderr(log_file(&self.dir, &format!("slurmrestd-{port}.err"))?);
         Ok(cmd)
     }
 
@@ -291,9 +352,15 @@ impl SlurmCluster {
     pub fn start_restd(&self) -> anyhow::Result<Restd> {
         let slurmrestd = need("slurmrestd", "slurmrestd")?;
         let port = free_port();
-        let child = self.restd_command(&slurmrestd, port)?.spawn().context("spawning slurmrestd")?;
+        let child = self
+            .restd_command(&slurmrestd, port)?
+            .spawn()
+            .context("spawning slurmrestd")?;
         let url = format!("http://127.0.0.1:{port}");
-        let restd = Restd { url: url.clone(), child: Some(child) };
+        let restd = Restd {
+            url: url.clone(),
+            child: Some(child),
+        };
         wait_for_restd(&url, &self.dir)?;
         Ok(restd)
     }
@@ -306,7 +373,12 @@ impl SlurmCluster {
             sun: String,
         }
         let key = HS256Key::from_bytes(&std::fs::read(&self.jwt_key)?);
-        let claims = Claims::with_custom_claims(Sun { sun: user.to_string() }, Duration::from_secs(lifetime_secs));
+        let claims = Claims::with_custom_claims(
+            Sun {
+                sun: user.to_string(),
+            },
+            Duration::from_secs(lifetime_secs),
+        );
         key.authenticate(claims)
     }
 
@@ -319,7 +391,10 @@ impl SlurmCluster {
 
     /// A job's state as `scontrol show job` reports it, e.g. "CANCELLED".
     pub fn job_state(&self, job_id: u64) -> anyhow::Result<String> {
-        let out = self.command("scontrol").args(["show", "job", &job_id.to_string()]).output()?;
+        let out = self
+            .command("scontrol")
+            .args(["show", "job", &job_id.to_string()])
+            .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         text.split_whitespace()
             .find_map(|w| w.strip_prefix("JobState="))
@@ -341,10 +416,17 @@ impl SlurmCluster {
 /// Removes the directories of clusters whose test process is gone (their
 /// daemons died with it; nothing else removes a static's directory).
 fn remove_stale_clusters() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name.strip_prefix("s3m-slurm-").and_then(|r| r.split('-').next()) else { continue };
+        let Some(pid) = name
+            .strip_prefix("s3m-slurm-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -356,10 +438,19 @@ fn wait_for_restd(url: &str, dir: &Path) -> anyhow::Result<()> {
     wait_for("slurmrestd to listen", Duration::from_secs(20), move || {
         Ok(std::net::TcpStream::connect(&addr).is_ok())
     })
-    .with_context(|| format!("slurmrestd at {url} did not start; see {}/slurmrestd-*.err", dir.display()))
+    .with_context(|| {
+        format!(
+            "slurmrestd at {url} did not start; see {}/slurmrestd-*.err",
+            dir.display()
+        )
+    })
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         if ready().unwrap_or(false) {
@@ -373,7 +464,9 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> anyhow::Re
 }
 
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
-    Ok(Stdio::from(std::fs::File::create(dir.join("log").join(name))?))
+    Ok(Stdio::from(std::fs::File::create(
+        dir.join("log").join(name),
+    )?))
 }
 
 fn chmod(path: &Path, mode: u32) -> anyhow::Result<()> {
@@ -390,13 +483,22 @@ fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
 }
 
 fn user_exists(user: &str) -> bool {
-    Command::new("id").arg("-u").arg(user).stdout(Stdio::null()).stderr(Stdio::null())
-        .status().map(|s| s.success()).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .arg(user)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn effective_uid() -> u32 {
     // No libc dependency: `id -u` says the same.
-    Command::new("id").arg("-u").output().ok()
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(u32::MAX)

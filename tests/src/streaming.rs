@@ -44,7 +44,9 @@ impl BrokerReaper {
     pub fn new(state_dir: &Path) -> Self {
         let root = state_dir.join("brokers");
         let _ = std::fs::create_dir_all(&root);
-        Self { root: root.canonicalize().unwrap_or(root) }
+        Self {
+            root: root.canonicalize().unwrap_or(root),
+        }
     }
 }
 
@@ -70,7 +72,8 @@ impl Drop for BrokerReaper {
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !matches!(
-            stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()),
+            stat.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next()),
             Some('Z') | Some('X') | None
         ),
         Err(_) => false,
@@ -79,13 +82,17 @@ pub fn alive(pid: i32) -> bool {
 
 /// Every live process whose working directory is inside `root`.
 pub fn processes_under(root: &Path) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             alive(*pid)
-                && std::fs::read_link(format!("/proc/{pid}/cwd")).map(|c| c.starts_with(root)).unwrap_or(false)
+                && std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .map(|c| c.starts_with(root))
+                    .unwrap_or(false)
         })
         .collect()
 }
@@ -106,7 +113,12 @@ pub fn cluster_id(state_dir: &Path, name: &str) -> Result<String> {
         .iter()
         .find(|r| r["name"] == name)
         .and_then(|r| r["id"].as_str().map(String::from))
-        .with_context(|| format!("no record of cluster {name} in {}", records_file(state_dir).display()))
+        .with_context(|| {
+            format!(
+                "no record of cluster {name} in {}",
+                records_file(state_dir).display()
+            )
+        })
 }
 
 /// The directory of a cluster, and the pid its pid file names.
@@ -120,14 +132,19 @@ pub fn cluster_process(state_dir: &Path, id: &str) -> Result<(PathBuf, i32)> {
 }
 
 pub fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300))
+        .is_ok()
 }
 
 /// The port of a `scheme://user:pass@host:port/...` URL.
 pub fn url_port(url: &str) -> Result<u16> {
     let after_at = url.rsplit_once('@').map(|(_, r)| r).unwrap_or(url);
     let hostport = after_at.split('/').next().unwrap_or_default();
-    Ok(hostport.rsplit_once(':').context("no port in the URL")?.1.parse()?)
+    Ok(hostport
+        .rsplit_once(':')
+        .context("no port in the URL")?
+        .1
+        .parse()?)
 }
 
 /// Waits until no process works in `dir` and `port` is closed.
@@ -140,7 +157,11 @@ pub fn wait_gone(dir: &Path, pid: i32, port: u16, within: Duration) -> Result<()
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("after {within:?}: pid {pid} alive {}, processes {left:?}, port {port} open {}", alive(pid), port_open(port));
+            bail!(
+                "after {within:?}: pid {pid} alive {}, processes {left:?}, port {port} open {}",
+                alive(pid),
+                port_open(port)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -159,7 +180,10 @@ impl Api {
         Self {
             base_url: base_url.to_string(),
             token: token.to_string(),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
         }
     }
 
@@ -168,36 +192,70 @@ impl Api {
     }
 
     /// `method` on `BASE` + `path`; returns status and JSON body.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
-        let mut req = self.client.request(method, format!("{}{BASE}{path}", self.base_url)).header("Authorization", &self.token);
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{BASE}{path}", self.base_url))
+            .header("Authorization", &self.token);
         if let Some(b) = body {
             req = req.json(b);
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
-        let value = serde_json::from_str(&text).with_context(|| format!("HTTP {status}, not JSON: {text}"))?;
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("HTTP {status}, not JSON: {text}"))?;
         Ok((status, value))
     }
 
     pub async fn provision(&self, engine: &str, body: &Value) -> Result<(u16, Value)> {
-        self.call(reqwest::Method::POST, &format!("/{engine}/provision_cluster"), Some(body)).await
+        self.call(
+            reqwest::Method::POST,
+            &format!("/{engine}/provision_cluster"),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn get_cluster(&self, engine: &str, name: &str) -> Result<(u16, Value)> {
-        self.call(reqwest::Method::GET, &format!("/{engine}/cluster/{name}"), None).await
+        self.call(
+            reqwest::Method::GET,
+            &format!("/{engine}/cluster/{name}"),
+            None,
+        )
+        .await
     }
 
     pub async fn delete(&self, engine: &str, name: &str) -> Result<(u16, Value)> {
-        self.call(reqwest::Method::DELETE, &format!("/{engine}/cluster/{name}"), None).await
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/{engine}/cluster/{name}"),
+            None,
+        )
+        .await
     }
 
     pub async fn list(&self, engine: &str) -> Result<(u16, Value)> {
-        self.call(reqwest::Method::GET, &format!("/{engine}/list_clusters"), None).await
+        self.call(
+            reqwest::Method::GET,
+            &format!("/{engine}/list_clusters"),
+            None,
+        )
+        .await
     }
 
     pub async fn extend(&self, engine: &str, name: &str) -> Result<(u16, Value)> {
-        self.call(reqwest::Method::POST, &format!("/{engine}/extend/{name}"), None).await
+        self.call(
+            reqwest::Method::POST,
+            &format!("/{engine}/extend/{name}"),
+            None,
+        )
+        .await
     }
 
     /// Polls `GET cluster/{name}` until `healthStatus` is `healthy`; fails on
@@ -217,7 +275,11 @@ impl Api {
                 bail!("cluster {name} failed: {}", c["healthStatus"]);
             }
             if Instant::now() > deadline {
-                bail!("cluster {name} not healthy after {within:?}: {} / {}", c["syncStatus"], c["healthStatus"]);
+                bail!(
+                    "cluster {name} not healthy after {within:?}: {} / {}",
+                    c["syncStatus"],
+                    c["healthStatus"]
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -229,9 +291,20 @@ pub fn kill_host(state_dir: &Path) -> Result<()> {
     let needle = state_dir.to_string_lossy().into_owned();
     let mut killed = Vec::new();
     for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         if args.iter().any(|a| a == "up") && args.iter().any(|a| *a == needle) && alive(pid) {
             // SAFETY: a plain kill of the test's own host process.
             unsafe {
@@ -286,7 +359,10 @@ impl Host {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(url) = serving_url(&line) {
-                        return Ok(Host { base_url: url, child });
+                        return Ok(Host {
+                            base_url: url,
+                            child,
+                        });
                     }
                 }
                 Err(_) => {

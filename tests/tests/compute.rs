@@ -43,20 +43,33 @@ fn start(provider: Provider, projects: &[&str]) -> Result<Env> {
             for p in projects {
                 slurm::ensure_project_user(p)?;
             }
-            (cluster.compute_config(&cluster.restd_url), cluster.work_dir.clone())
+            (
+                cluster.compute_config(&cluster.restd_url),
+                cluster.work_dir.clone(),
+            )
         }
         Provider::Local => {
-            let dir = tempfile::Builder::new().prefix("s3m-compute-local-").tempdir()?;
+            let dir = tempfile::Builder::new()
+                .prefix("s3m-compute-local-")
+                .tempdir()?;
             let path = dir.path().to_path_buf();
             tmp = Some(dir);
             (
-                format!("scheduler = \"local\"\nslots = 64\ndefault_working_directory = \"{}\"\n", path.display()),
+                format!(
+                    "scheduler = \"local\"\nslots = 64\ndefault_working_directory = \"{}\"\n",
+                    path.display()
+                ),
                 path,
             )
         }
     };
     let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
-    Ok(Env { app, provider, out_dir, _tmp: tmp })
+    Ok(Env {
+        app,
+        provider,
+        out_dir,
+        _tmp: tmp,
+    })
 }
 
 impl Env {
@@ -69,14 +82,32 @@ impl Env {
     }
 
     async fn get(&self, token: &str, version: &str, rest: &str) -> Result<reqwest::Response> {
-        Ok(self.app.client().get(self.app.url(&self.path(version, rest))).header("Authorization", token).send().await?)
+        Ok(self
+            .app
+            .client()
+            .get(self.app.url(&self.path(version, rest)))
+            .header("Authorization", token)
+            .send()
+            .await?)
     }
 
     async fn delete(&self, token: &str, rest: &str) -> Result<reqwest::Response> {
-        Ok(self.app.client().delete(self.app.url(&self.path("v0.0.43", rest))).header("Authorization", token).send().await?)
+        Ok(self
+            .app
+            .client()
+            .delete(self.app.url(&self.path("v0.0.43", rest)))
+            .header("Authorization", token)
+            .send()
+            .await?)
     }
 
-    async fn post(&self, token: &str, version: &str, body: &Value, idempotency_key: Option<&str>) -> Result<reqwest::Response> {
+    async fn post(
+        &self,
+        token: &str,
+        version: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<reqwest::Response> {
         let mut req = self
             .app
             .client()
@@ -103,15 +134,26 @@ impl Env {
 
     /// Submits and returns the job id.
     async fn submit(&self, token: &str, job: Value) -> Result<u64> {
-        let res = self.post(token, "v0.0.43", &json!({ "job": job }), None).await?;
+        let res = self
+            .post(token, "v0.0.43", &json!({ "job": job }), None)
+            .await?;
         let body = ok_json(res).await?;
-        for key in ["meta", "errors", "warnings", "job_id", "step_id", "job_submit_user_msg"] {
+        for key in [
+            "meta",
+            "errors",
+            "warnings",
+            "job_id",
+            "step_id",
+            "job_submit_user_msg",
+        ] {
             if body.get(key).is_none() {
                 bail!("submit answer lacks `{key}`: {body}");
             }
         }
         assert_eq!(body["step_id"], "batch");
-        body["job_id"].as_u64().with_context(|| format!("job_id is not a number: {body}"))
+        body["job_id"]
+            .as_u64()
+            .with_context(|| format!("job_id is not a number: {body}"))
     }
 
     async fn job(&self, token: &str, id: u64) -> Result<Value> {
@@ -124,7 +166,13 @@ impl Env {
     }
 
     /// Polls the job until its state is one of `states`.
-    async fn wait_state(&self, token: &str, id: u64, states: &[&str], timeout: Duration) -> Result<Value> {
+    async fn wait_state(
+        &self,
+        token: &str,
+        id: u64,
+        states: &[&str],
+        timeout: Duration,
+    ) -> Result<Value> {
         let start = Instant::now();
         loop {
             let job = self.job(token, id).await?;
@@ -141,12 +189,24 @@ impl Env {
 
     async fn job_ids(&self, token: &str, version: &str) -> Result<Vec<u64>> {
         let body = ok_json(self.get(token, version, "jobs").await?).await?;
-        for key in ["jobs", "last_backfill", "last_update", "meta", "errors", "warnings"] {
+        for key in [
+            "jobs",
+            "last_backfill",
+            "last_update",
+            "meta",
+            "errors",
+            "warnings",
+        ] {
             if body.get(key).is_none() {
                 bail!("jobs answer lacks `{key}`: {body}");
             }
         }
-        Ok(body["jobs"].as_array().context("jobs is not an array")?.iter().filter_map(|j| j["job_id"].as_u64()).collect())
+        Ok(body["jobs"]
+            .as_array()
+            .context("jobs is not an array")?
+            .iter()
+            .filter_map(|j| j["job_id"].as_u64())
+            .collect())
     }
 }
 
@@ -210,15 +270,31 @@ async fn job_runs_to_completion_with_its_output(provider: Provider) -> Result<()
             }),
         )
         .await?;
-    let job = env.wait_state(&token, id, &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"], Duration::from_secs(60)).await?;
+    let job = env
+        .wait_state(
+            &token,
+            id,
+            &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"],
+            Duration::from_secs(60),
+        )
+        .await?;
     assert_eq!(job["job_state"][0], "COMPLETED", "{job}");
     assert_eq!(job["state"]["current"][0], "COMPLETED", "{job}");
     assert_eq!(job["exit_code"]["return_code"]["number"], 0, "{job}");
     assert_eq!(job["exit_code"]["status"][0], "SUCCESS", "{job}");
     assert_eq!(job["name"], "hello");
-    assert!(job["account"].as_str().unwrap().eq_ignore_ascii_case("STF040"), "{job}");
+    assert!(
+        job["account"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("STF040"),
+        "{job}"
+    );
     if provider == Provider::Slurm {
-        assert_eq!(job["user_name"], "stf040_auser", "jobs run as the project's user: {job}");
+        assert_eq!(
+            job["user_name"], "stf040_auser",
+            "jobs run as the project's user: {job}"
+        );
     }
     let path = out.to_string_lossy().replace("%j", &id.to_string());
     assert_eq!(job["standard_output"], path.as_str(), "{job}");
@@ -235,10 +311,20 @@ async fn job_runs_to_completion_with_its_output(provider: Provider) -> Result<()
 
     // A failing script reads FAILED with its exit code.
     let id = env
-        .submit(&token, json!({"script": "#!/bin/bash\nexit 3\n", "current_working_directory": env.out_dir,
-                               "standard_output": env.out_dir.join("fail-%j.out")}))
+        .submit(
+            &token,
+            json!({"script": "#!/bin/bash\nexit 3\n", "current_working_directory": env.out_dir,
+                               "standard_output": env.out_dir.join("fail-%j.out")}),
+        )
         .await?;
-    let job = env.wait_state(&token, id, &["COMPLETED", "FAILED"], Duration::from_secs(60)).await?;
+    let job = env
+        .wait_state(
+            &token,
+            id,
+            &["COMPLETED", "FAILED"],
+            Duration::from_secs(60),
+        )
+        .await?;
     assert_eq!(job["job_state"][0], "FAILED", "{job}");
     assert_eq!(job["exit_code"]["return_code"]["number"], 3, "{job}");
     Ok(())
@@ -249,11 +335,21 @@ async fn job_over_its_time_limit_times_out(provider: Provider) -> Result<()> {
     let env = start(provider, &["STF040"])?;
     let token = env.app.token(&["compute-ace"], "STF040")?;
     let id = env
-        .submit(&token, json!({"name": "overtime", "script": "#!/bin/bash\nsleep 600\n", "time_limit": 1,
+        .submit(
+            &token,
+            json!({"name": "overtime", "script": "#!/bin/bash\nsleep 600\n", "time_limit": 1,
                                "current_working_directory": env.out_dir,
-                               "standard_output": env.out_dir.join("overtime-%j.out")}))
+                               "standard_output": env.out_dir.join("overtime-%j.out")}),
+        )
         .await?;
-    let job = env.wait_state(&token, id, &["TIMEOUT", "FAILED", "CANCELLED", "COMPLETED"], Duration::from_secs(240)).await?;
+    let job = env
+        .wait_state(
+            &token,
+            id,
+            &["TIMEOUT", "FAILED", "CANCELLED", "COMPLETED"],
+            Duration::from_secs(240),
+        )
+        .await?;
     assert_eq!(job["job_state"][0], "TIMEOUT", "{job}");
     assert_eq!(job["time_limit"]["number"], 1, "{job}");
     Ok(())
@@ -263,25 +359,48 @@ async fn sleeping_job_is_cancelled(provider: Provider) -> Result<()> {
     let env = start(provider, &["STF040"])?;
     let token = env.app.token(&["compute-ace"], "STF040")?;
     let id = env
-        .submit(&token, json!({"name": "sleeper", "script": "#!/bin/bash\nsleep 300\n",
+        .submit(
+            &token,
+            json!({"name": "sleeper", "script": "#!/bin/bash\nsleep 300\n",
                                "current_working_directory": env.out_dir,
-                               "standard_output": env.out_dir.join("sleeper-%j.out")}))
+                               "standard_output": env.out_dir.join("sleeper-%j.out")}),
+        )
         .await?;
-    env.wait_state(&token, id, &["RUNNING"], Duration::from_secs(60)).await?;
-    let body = ok_json(env.delete(&token, &format!("job/{id}?signal=SIGTERM")).await?).await?;
+    env.wait_state(&token, id, &["RUNNING"], Duration::from_secs(60))
+        .await?;
+    let body = ok_json(
+        env.delete(&token, &format!("job/{id}?signal=SIGTERM"))
+            .await?,
+    )
+    .await?;
     assert!(body["status"].is_array(), "{body}");
-    let job = env.wait_state(&token, id, &["CANCELLED", "FAILED", "COMPLETED"], Duration::from_secs(30)).await?;
+    let job = env
+        .wait_state(
+            &token,
+            id,
+            &["CANCELLED", "FAILED", "COMPLETED"],
+            Duration::from_secs(30),
+        )
+        .await?;
     assert_eq!(job["job_state"][0], "CANCELLED", "{job}");
     if provider == Provider::Slurm {
         let state = slurm::shared().job_state(id)?;
-        assert_eq!(state, "CANCELLED", "Slurm itself (scontrol) reports job {id} as {state}");
+        assert_eq!(
+            state, "CANCELLED",
+            "Slurm itself (scontrol) reports job {id} as {state}"
+        );
     }
     // Cancelling an ended job is refused, not a 500.
     expect_error(env.delete(&token, &format!("job/{id}")).await?, 400).await?;
     // A signal that does not exist.
-    let res = env.delete(&token, &format!("job/{id}?signal=SIGNOPE")).await?;
+    let res = env
+        .delete(&token, &format!("job/{id}?signal=SIGNOPE"))
+        .await?;
     let err = expect_error(res, 400).await?;
-    assert!(err["message"].as_str().unwrap().contains("SIGNOPE"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("SIGNOPE"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -297,17 +416,34 @@ async fn projects_see_only_their_own_jobs(provider: Provider) -> Result<()> {
     let jb = env.submit(&b, job("theirs")).await?;
     for version in ["v0.0.42", "v0.0.43", "v0.0.44", "legacy"] {
         let ids_a = env.job_ids(&a, version).await?;
-        assert!(ids_a.contains(&ja), "{version}: project A's list lacks its job {ja}: {ids_a:?}");
-        assert!(!ids_a.contains(&jb), "{version}: project A's list shows B's job {jb}: {ids_a:?}");
+        assert!(
+            ids_a.contains(&ja),
+            "{version}: project A's list lacks its job {ja}: {ids_a:?}"
+        );
+        assert!(
+            !ids_a.contains(&jb),
+            "{version}: project A's list shows B's job {jb}: {ids_a:?}"
+        );
         let ids_b = env.job_ids(&b, version).await?;
-        assert!(ids_b.contains(&jb) && !ids_b.contains(&ja), "{version}: B's list {ids_b:?}");
+        assert!(
+            ids_b.contains(&jb) && !ids_b.contains(&ja),
+            "{version}: B's list {ids_b:?}"
+        );
     }
     // Another project's job reads as missing, and cannot be cancelled.
     expect_error(env.get(&a, "v0.0.43", &format!("job/{jb}")).await?, 404).await?;
     expect_error(env.delete(&a, &format!("job/{jb}")).await?, 404).await?;
-    env.wait_state(&b, jb, &["PENDING", "RUNNING"], Duration::from_secs(5)).await?;
+    env.wait_state(&b, jb, &["PENDING", "RUNNING"], Duration::from_secs(5))
+        .await?;
     // A job cannot be submitted under another project's account.
-    let res = env.post(&a, "v0.0.43", &json!({"job": {"account": "PRJ202", "script": "#!/bin/bash\ntrue\n"}}), None).await?;
+    let res = env
+        .post(
+            &a,
+            "v0.0.43",
+            &json!({"job": {"account": "PRJ202", "script": "#!/bin/bash\ntrue\n"}}),
+            None,
+        )
+        .await?;
     expect_error(res, 403).await?;
     for (t, id) in [(&a, ja), (&b, jb)] {
         ok_json(env.delete(t, &format!("job/{id}")).await?).await?;
@@ -321,21 +457,39 @@ async fn readonly_token_reads_but_cannot_submit_or_cancel(provider: Provider) ->
     let ro = env.app.token(&["compute-ace-readonly"], "STF040")?;
     let other = env.app.token(&["data-streaming"], "STF040")?;
     let id = env
-        .submit(&full, json!({"script": "#!/bin/bash\nsleep 60\n", "current_working_directory": env.out_dir,
-                              "standard_output": env.out_dir.join("ro-%j.out")}))
+        .submit(
+            &full,
+            json!({"script": "#!/bin/bash\nsleep 60\n", "current_working_directory": env.out_dir,
+                              "standard_output": env.out_dir.join("ro-%j.out")}),
+        )
         .await?;
     assert!(env.job_ids(&ro, "v0.0.43").await?.contains(&id));
     env.job(&ro, id).await?;
     let err = expect_error(
-        env.post(&ro, "v0.0.43", &json!({"job": {"script": "#!/bin/bash\ntrue\n"}}), None).await?,
+        env.post(
+            &ro,
+            "v0.0.43",
+            &json!({"job": {"script": "#!/bin/bash\ntrue\n"}}),
+            None,
+        )
+        .await?,
         403,
     )
     .await?;
-    assert!(err["message"].as_str().unwrap().contains("compute-ace"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("compute-ace"),
+        "{err}"
+    );
     expect_error(env.delete(&ro, &format!("job/{id}")).await?, 403).await?;
     expect_error(env.get(&other, "v0.0.43", "jobs").await?, 403).await?;
     expect_error(env.app.get(&env.path("v0.0.43", "jobs"), None).await?, 401).await?;
-    expect_error(env.app.get(&env.path("v0.0.43", "jobs"), Some("garbage")).await?, 401).await?;
+    expect_error(
+        env.app
+            .get(&env.path("v0.0.43", "jobs"), Some("garbage"))
+            .await?,
+        401,
+    )
+    .await?;
     ok_json(env.delete(&full, &format!("job/{id}")).await?).await?;
     Ok(())
 }
@@ -351,11 +505,19 @@ async fn unknown_resource_is_404(provider: Provider) -> Result<()> {
         "/slurm/open/v0.0.43/cedar/nothing",
     ] {
         let res = env.app.get(path, Some(&token)).await?;
-        expect_error(res, 404).await.with_context(|| path.to_string())?;
+        expect_error(res, 404)
+            .await
+            .with_context(|| path.to_string())?;
     }
-    let res = env.app.get("/slurm/open/v0.0.43/nosuch/jobs", Some(&token)).await?;
+    let res = env
+        .app
+        .get("/slurm/open/v0.0.43/nosuch/jobs", Some(&token))
+        .await?;
     let err = expect_error(res, 404).await?;
-    assert!(err["message"].as_str().unwrap().contains("cedar"), "the 404 names the resources there are: {err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("cedar"),
+        "the 404 names the resources there are: {err}"
+    );
     Ok(())
 }
 
@@ -364,43 +526,92 @@ async fn bad_bodies_and_job_ids_are_400(provider: Provider) -> Result<()> {
     let token = env.app.token(&["compute-ace"], "STF040")?;
     let before = env.job_ids(&token, "v0.0.43").await?.len();
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "rm_rf": true}}), "rm_rf"),
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "rm_rf": true}}),
+            "rm_rf",
+        ),
         (json!({"job": {"name": "no script"}}), "script"),
-        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "tasks": "two"}}), "tasks"),
-        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "time_limit": -5}}), "time_limit"),
-        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "environment": "PATH=/bin"}}), "environment"),
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "tasks": "two"}}),
+            "tasks",
+        ),
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "time_limit": -5}}),
+            "time_limit",
+        ),
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "environment": "PATH=/bin"}}),
+            "environment",
+        ),
         (json!({"job": {"script": 42}}), "script"),
         (json!({"job": "echo hi"}), "job"),
         (json!({"script": "#!/bin/bash\ntrue\n"}), "job"),
-        (json!({"job": {"script": "#!/bin/bash\ntrue\n"}, "extra": 1}), "extra"),
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n"}, "extra": 1}),
+            "extra",
+        ),
         (json!({"jobs": [{"script": "#!/bin/bash\ntrue\n"}]}), "jobs"),
-        (json!({"job": {"script": "echo no interpreter line"}}), "script"),
-        (json!({"job": {"script": "#!/bin/bash\ntrue\n", "nodes": "lots"}}), "nodes"),
+        (
+            json!({"job": {"script": "echo no interpreter line"}}),
+            "script",
+        ),
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "nodes": "lots"}}),
+            "nodes",
+        ),
     ];
     for (body, needle) in cases {
         let res = env.post(&token, "v0.0.43", &body, None).await?;
-        let err = expect_error(res, 400).await.with_context(|| format!("body {body}"))?;
+        let err = expect_error(res, 400)
+            .await
+            .with_context(|| format!("body {body}"))?;
         let message = err["message"].as_str().unwrap();
-        assert!(message.contains(needle), "the 400 for {body} should name `{needle}`: {message}");
+        assert!(
+            message.contains(needle),
+            "the 400 for {body} should name `{needle}`: {message}"
+        );
     }
     // v0.0.44 takes `jobs`, but not both forms at once, and one job only.
     let res = env.post(&token, "v0.0.44", &json!({"job": {"script": "#!/bin/bash\ntrue\n"}, "jobs": [{}], "script": "#!/bin/bash\ntrue\n"}), None).await?;
     expect_error(res, 400).await?;
-    let res = env.post(&token, "v0.0.44", &json!({"jobs": [{}, {}], "script": "#!/bin/bash\ntrue\n"}), None).await?;
+    let res = env
+        .post(
+            &token,
+            "v0.0.44",
+            &json!({"jobs": [{}, {}], "script": "#!/bin/bash\ntrue\n"}),
+            None,
+        )
+        .await?;
     expect_error(res, 400).await?;
     for raw in ["", "{not json", "[1,2]", "null"] {
-        expect_error(env.post_raw(&token, raw).await?, 400).await.with_context(|| format!("raw body {raw:?}"))?;
+        expect_error(env.post_raw(&token, raw).await?, 400)
+            .await
+            .with_context(|| format!("raw body {raw:?}"))?;
     }
     for id in ["abc", "12345678901", "1234567890", "-1", "1.5", "0x10"] {
-        let err = expect_error(env.get(&token, "v0.0.43", &format!("job/{id}")).await?, 400).await.with_context(|| id.to_string())?;
+        let err = expect_error(env.get(&token, "v0.0.43", &format!("job/{id}")).await?, 400)
+            .await
+            .with_context(|| id.to_string())?;
         assert!(err["message"].as_str().unwrap().contains("job_id"), "{err}");
-        expect_error(env.delete(&token, &format!("job/{id}")).await?, 400).await.with_context(|| id.to_string())?;
+        expect_error(env.delete(&token, &format!("job/{id}")).await?, 400)
+            .await
+            .with_context(|| id.to_string())?;
     }
     // A well-formed id that no job has.
     expect_error(env.get(&token, "v0.0.43", "job/999999999").await?, 404).await?;
-    let res = env.app.client().put(env.app.url(&env.path("v0.0.43", "jobs"))).header("Authorization", &token).send().await?;
+    let res = env
+        .app
+        .client()
+        .put(env.app.url(&env.path("v0.0.43", "jobs")))
+        .header("Authorization", &token)
+        .send()
+        .await?;
     expect_error(res, 405).await?;
-    assert_eq!(env.job_ids(&token, "v0.0.43").await?.len(), before, "a refused body must submit nothing");
+    assert_eq!(
+        env.job_ids(&token, "v0.0.43").await?.len(),
+        before,
+        "a refused body must submit nothing"
+    );
     Ok(())
 }
 
@@ -410,7 +621,12 @@ async fn cluster_endpoints_answer_in_each_version(provider: Provider) -> Result<
     for version in ["v0.0.42", "v0.0.43", "v0.0.44", "legacy"] {
         let ping = ok_json(env.get(&token, version, "ping").await?).await?;
         assert_eq!(ping["pings"][0]["pinged"], "UP", "{ping}");
-        assert!(ping["meta"].is_object() && ping["errors"] == json!([]) && ping["warnings"] == json!([]), "{ping}");
+        assert!(
+            ping["meta"].is_object()
+                && ping["errors"] == json!([])
+                && ping["warnings"] == json!([]),
+            "{ping}"
+        );
         let diag = ok_json(env.get(&token, version, "diag").await?).await?;
         assert!(diag["statistics"]["jobs_submitted"].is_u64(), "{diag}");
         let nodes = ok_json(env.get(&token, version, "nodes").await?).await?;
@@ -420,20 +636,38 @@ async fn cluster_endpoints_answer_in_each_version(provider: Provider) -> Result<
         assert!(res["reservations"].is_array(), "{res}");
         let parts = ok_json(env.get(&token, version, "partitions").await?).await?;
         let p = &parts["partitions"][0];
-        assert!(p["name"].is_string() && p["nodes"]["total"].as_u64().unwrap() >= 1, "{parts}");
-        assert!(p["defaults"]["time"]["number"].as_u64().unwrap() > 0, "{parts}");
+        assert!(
+            p["name"].is_string() && p["nodes"]["total"].as_u64().unwrap() >= 1,
+            "{parts}"
+        );
+        assert!(
+            p["defaults"]["time"]["number"].as_u64().unwrap() > 0,
+            "{parts}"
+        );
         assert_eq!(p["cluster"], RESOURCE);
         if version == "v0.0.44" {
-            assert!(p["nodes"].get("allowed_allocation").is_some() && p.get("topology").is_some(), "{parts}");
+            assert!(
+                p["nodes"].get("allowed_allocation").is_some() && p.get("topology").is_some(),
+                "{parts}"
+            );
             assert!(p["nodes"].get("allowed_configuration").is_none(), "{parts}");
         } else {
-            assert!(p["nodes"].get("allowed_configuration").is_some() && p.get("topology").is_none(), "{parts}");
+            assert!(
+                p["nodes"].get("allowed_configuration").is_some() && p.get("topology").is_none(),
+                "{parts}"
+            );
         }
     }
     if provider == Provider::Slurm {
         let parts = ok_json(env.get(&token, "v0.0.43", "partitions").await?).await?;
-        assert_eq!(parts["partitions"][0]["name"], slurm::shared().partition.as_str());
-        assert_eq!(parts["partitions"][0]["maximums"]["time"]["number"], 60, "{parts}");
+        assert_eq!(
+            parts["partitions"][0]["name"],
+            slurm::shared().partition.as_str()
+        );
+        assert_eq!(
+            parts["partitions"][0]["maximums"]["time"]["number"], 60,
+            "{parts}"
+        );
     }
     Ok(())
 }
@@ -444,7 +678,8 @@ async fn idempotency_key_submits_once_under_concurrency(provider: Provider) -> R
     let token = env.app.token(&["compute-ace"], project)?;
     let job = json!({"job": {"name": "idem", "script": "#!/bin/bash\ntrue\n", "current_working_directory": env.out_dir,
                               "standard_output": env.out_dir.join("idem-%j.out")}});
-    let before: std::collections::HashSet<u64> = env.job_ids(&token, "v0.0.43").await?.into_iter().collect();
+    let before: std::collections::HashSet<u64> =
+        env.job_ids(&token, "v0.0.43").await?.into_iter().collect();
 
     let submit_all = |keys: Vec<String>| {
         let env = env.clone();
@@ -458,7 +693,8 @@ async fn idempotency_key_submits_once_under_concurrency(provider: Provider) -> R
                     let token = token.clone();
                     let job = job.clone();
                     tokio::spawn(async move {
-                        let body = ok_json(env.post(&token, "v0.0.43", &job, Some(&key)).await?).await?;
+                        let body =
+                            ok_json(env.post(&token, "v0.0.43", &job, Some(&key)).await?).await?;
                         body["job_id"].as_u64().context("no job_id")
                     })
                 })
@@ -474,25 +710,50 @@ async fn idempotency_key_submits_once_under_concurrency(provider: Provider) -> R
     let run = unique("idem");
     let distinct = submit_all((0..50).map(|i| format!("{run}-{i}")).collect()).await?;
     let distinct_set: std::collections::HashSet<u64> = distinct.iter().copied().collect();
-    assert_eq!(distinct_set.len(), 50, "50 distinct keys must make 50 jobs: {distinct:?}");
+    assert_eq!(
+        distinct_set.len(),
+        50,
+        "50 distinct keys must make 50 jobs: {distinct:?}"
+    );
 
     let same = submit_all(vec![format!("{run}-same"); 50]).await?;
     let same_set: std::collections::HashSet<u64> = same.iter().copied().collect();
-    assert_eq!(same_set.len(), 1, "50 submits with one key must all return one job: {same:?}");
+    assert_eq!(
+        same_set.len(),
+        1,
+        "50 submits with one key must all return one job: {same:?}"
+    );
     // A later repeat still returns it.
-    let again = ok_json(env.post(&token, "v0.0.43", &job, Some(&format!("{run}-same"))).await?).await?;
+    let again = ok_json(
+        env.post(&token, "v0.0.43", &job, Some(&format!("{run}-same")))
+            .await?,
+    )
+    .await?;
     assert_eq!(again["job_id"].as_u64(), same.first().copied());
 
-    let after: std::collections::HashSet<u64> = env.job_ids(&token, "v0.0.43").await?.into_iter().collect();
+    let after: std::collections::HashSet<u64> =
+        env.job_ids(&token, "v0.0.43").await?.into_iter().collect();
     let new: Vec<u64> = after.difference(&before).copied().collect();
-    assert_eq!(new.len(), 51, "the scheduler must hold exactly 50 + 1 new jobs, got {}", new.len());
+    assert_eq!(
+        new.len(),
+        51,
+        "the scheduler must hold exactly 50 + 1 new jobs, got {}",
+        new.len()
+    );
     // The same key in another project is another job.
     let other = env.app.token(&["compute-ace"], "STF040")?;
     if env.provider == Provider::Slurm {
         slurm::ensure_project_user("STF040")?;
     }
-    let theirs = ok_json(env.post(&other, "v0.0.43", &job, Some(&format!("{run}-same"))).await?).await?;
-    assert!(!same_set.contains(&theirs["job_id"].as_u64().unwrap()), "keys are per project");
+    let theirs = ok_json(
+        env.post(&other, "v0.0.43", &job, Some(&format!("{run}-same")))
+            .await?,
+    )
+    .await?;
+    assert!(
+        !same_set.contains(&theirs["job_id"].as_u64().unwrap()),
+        "keys are per project"
+    );
     // A bad key is refused.
     expect_error(env.post(&token, "v0.0.43", &job, Some("")).await?, 400).await?;
     Ok(())
@@ -504,15 +765,26 @@ async fn slurmrestd_stopped_is_503() -> Result<()> {
     let cluster = slurm::shared();
     slurm::ensure_project_user("STF040")?;
     let mut restd = cluster.start_restd()?;
-    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&cluster.compute_config(&restd.url))))?;
+    let app = TestApp::start(
+        AppOptions::only(&["compute"]).with_facility(facility(&cluster.compute_config(&restd.url))),
+    )?;
     let token = app.token(&["compute-ace"], "STF040")?;
     let ping = format!("/slurm/open/v0.0.43/{RESOURCE}/ping");
     ok_json(app.get(&ping, Some(&token)).await?).await?;
     restd.stop();
-    for path in [ping.clone(), format!("/slurm/open/v0.0.43/{RESOURCE}/jobs"), format!("/slurm/open/v0.0.43/{RESOURCE}/job/1")] {
-        let err = expect_error(app.get(&path, Some(&token)).await?, 503).await.with_context(|| path.clone())?;
+    for path in [
+        ping.clone(),
+        format!("/slurm/open/v0.0.43/{RESOURCE}/jobs"),
+        format!("/slurm/open/v0.0.43/{RESOURCE}/job/1"),
+    ] {
+        let err = expect_error(app.get(&path, Some(&token)).await?, 503)
+            .await
+            .with_context(|| path.clone())?;
         let message = err["message"].as_str().unwrap();
-        assert!(message.contains("slurmrestd") && message.contains(&restd.url.replace("http://", "")), "{message}");
+        assert!(
+            message.contains("slurmrestd") && message.contains(&restd.url.replace("http://", "")),
+            "{message}"
+        );
     }
     let res = app
         .client()
@@ -544,7 +816,9 @@ async fn local_jobs_survive_a_host_restart() -> Result<()> {
             .json(&json!({"job": {"script": "#!/bin/bash\necho kept\n"}}))
             .send()
     };
-    let id = ok_json(submit(&app, &token).await?).await?["job_id"].as_u64().context("job_id")?;
+    let id = ok_json(submit(&app, &token).await?).await?["job_id"]
+        .as_u64()
+        .context("job_id")?;
     let job_path = format!("/slurm/open/v0.0.43/{RESOURCE}/job/{id}");
     let start = Instant::now();
     loop {
@@ -563,8 +837,13 @@ async fn local_jobs_survive_a_host_restart() -> Result<()> {
     let token = app.token(&["compute-ace"], "STF040")?;
     let body = ok_json(app.get(&job_path, Some(&token)).await?).await?;
     assert_eq!(body["jobs"][0]["job_state"][0], "COMPLETED", "{body}");
-    assert_eq!(body["jobs"][0]["exit_code"]["return_code"]["number"], 0, "{body}");
-    let next = ok_json(submit(&app, &token).await?).await?["job_id"].as_u64().context("job_id")?;
+    assert_eq!(
+        body["jobs"][0]["exit_code"]["return_code"]["number"], 0,
+        "{body}"
+    );
+    let next = ok_json(submit(&app, &token).await?).await?["job_id"]
+        .as_u64()
+        .context("job_id")?;
     assert!(next > id, "new jobs must not reuse ids: {next} after {id}");
     Ok(())
 }
@@ -583,12 +862,24 @@ async fn local_jobs_can_run_as_the_project_user() -> Result<()> {
         dir.path().display()
     );
     let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
-    let env = Env { app, provider: Provider::Local, out_dir: dir.path().to_path_buf(), _tmp: None };
+    let env = Env {
+        app,
+        provider: Provider::Local,
+        out_dir: dir.path().to_path_buf(),
+        _tmp: None,
+    };
     let token = env.app.token(&["compute-ace"], "STF040")?;
     let id = env
         .submit(&token, json!({"script": "#!/bin/bash\nid -un\n", "standard_output": dir.path().join("who-%j.out")}))
         .await?;
-    let job = env.wait_state(&token, id, &["COMPLETED", "FAILED"], Duration::from_secs(30)).await?;
+    let job = env
+        .wait_state(
+            &token,
+            id,
+            &["COMPLETED", "FAILED"],
+            Duration::from_secs(30),
+        )
+        .await?;
     assert_eq!(job["job_state"][0], "COMPLETED", "{job}");
     let text = std::fs::read_to_string(dir.path().join(format!("who-{id}.out")))?;
     assert_eq!(text.trim(), "stf040_auser");

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-
 use anyhow::{bail, Context, Result};
 use s3m_tests::lmod::module_tree;
 use s3m_tests::{expect_error, expect_json, keys, slurm, AppOptions, TestApp};
@@ -48,16 +47,30 @@ fn facility(compute: &str, modulepath: &Path) -> String {
 }
 
 /// `scontrol show partition -o` as name -> field -> value.
-fn slurm_partitions(cluster: &slurm::SlurmCluster) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
-    let out = cluster.command("scontrol").args(["show", "partition", "-o"]).output()?;
+fn slurm_partitions(
+    cluster: &slurm::SlurmCluster,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let out = cluster
+        .command("scontrol")
+        .args(["show", "partition", "-o"])
+        .output()?;
     if !out.status.success() {
-        bail!("scontrol show partition failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "scontrol show partition failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut partitions = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
         let fields: BTreeMap<String, String> = line
             .split_whitespace()
-            .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|w| {
+                w.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect();
         partitions.insert(fields["PartitionName"].clone(), fields);
     }
@@ -103,10 +116,22 @@ fn add_long_partition(cluster: &slurm::SlurmCluster) -> Result<()> {
     }
     let out = cluster
         .command("scontrol")
-        .args(["create", "PartitionName=envlong", "Nodes=ALL", "MaxTime=2-00:00:00", "DefaultTime=90", "MaxNodes=1", "PriorityTier=3", "State=UP"])
+        .args([
+            "create",
+            "PartitionName=envlong",
+            "Nodes=ALL",
+            "MaxTime=2-00:00:00",
+            "DefaultTime=90",
+            "MaxNodes=1",
+            "PriorityTier=3",
+            "State=UP",
+        ])
         .output()?;
     if !out.status.success() {
-        bail!("scontrol create partition failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "scontrol create partition failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     *created = true;
     Ok(())
@@ -115,7 +140,10 @@ fn add_long_partition(cluster: &slurm::SlurmCluster) -> Result<()> {
 fn slurm_version(cluster: &slurm::SlurmCluster) -> Result<String> {
     let out = cluster.command("sinfo").arg("--version").output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace().nth(1).map(str::to_string).context("sinfo --version printed no version")
+    text.split_whitespace()
+        .nth(1)
+        .map(str::to_string)
+        .context("sinfo --version printed no version")
 }
 
 /// The environment component, and tokens for revoking.
@@ -135,10 +163,18 @@ fn start_on_slurm() -> Result<SlurmApp> {
     add_long_partition(cluster)?;
     let tree = module_tree()?;
     let modulepath = tree.path().to_path_buf();
-    let app = TestApp::start(serving().with_facility(facility(&cluster.compute_config(&cluster.restd_url), &modulepath)))?;
+    let app = TestApp::start(serving().with_facility(facility(
+        &cluster.compute_config(&cluster.restd_url),
+        &modulepath,
+    )))?;
     // A token with no compute permission: the environment needs none.
     let token = app.token(&["data-streaming"], "STF040")?;
-    Ok(SlurmApp { app, token, _tree: tree, modulepath })
+    Ok(SlurmApp {
+        app,
+        token,
+        _tree: tree,
+        modulepath,
+    })
 }
 
 #[tokio::test]
@@ -161,19 +197,55 @@ async fn partitions_are_the_ones_slurm_has_with_their_limits() -> Result<()> {
         .iter()
         .map(|p| (p["name"].as_str().unwrap_or_default().to_string(), p))
         .collect();
-    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{env:#}");
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{env:#}"
+    );
     assert!(got.contains_key("envlong") && got.contains_key(&cluster.partition));
     for (name, fields) in &want {
         let p = got[name];
-        assert_eq!(p["maxTimeMinutes"], minutes(&fields["MaxTime"]), "{name}: {p}");
-        assert_eq!(p["defaultTimeMinutes"], minutes(&fields["DefaultTime"]), "{name}: {p}");
-        assert_eq!(p["maxNodes"], count_or_null(&fields["MaxNodes"]), "{name}: {p}");
-        assert_eq!(p["minNodes"], json!(fields["MinNodes"].parse::<u64>()?), "{name}: {p}");
-        assert_eq!(p["totalNodes"], json!(fields["TotalNodes"].parse::<u64>()?), "{name}: {p}");
-        assert_eq!(p["totalCpus"], json!(fields["TotalCPUs"].parse::<u64>()?), "{name}: {p}");
-        assert_eq!(p["isDefault"], json!(fields["Default"] == "YES"), "{name}: {p}");
+        assert_eq!(
+            p["maxTimeMinutes"],
+            minutes(&fields["MaxTime"]),
+            "{name}: {p}"
+        );
+        assert_eq!(
+            p["defaultTimeMinutes"],
+            minutes(&fields["DefaultTime"]),
+            "{name}: {p}"
+        );
+        assert_eq!(
+            p["maxNodes"],
+            count_or_null(&fields["MaxNodes"]),
+            "{name}: {p}"
+        );
+        assert_eq!(
+            p["minNodes"],
+            json!(fields["MinNodes"].parse::<u64>()?),
+            "{name}: {p}"
+        );
+        assert_eq!(
+            p["totalNodes"],
+            json!(fields["TotalNodes"].parse::<u64>()?),
+            "{name}: {p}"
+        );
+        assert_eq!(
+            p["totalCpus"],
+            json!(fields["TotalCPUs"].parse::<u64>()?),
+            "{name}: {p}"
+        );
+        assert_eq!(
+            p["isDefault"],
+            json!(fields["Default"] == "YES"),
+            "{name}: {p}"
+        );
         assert_eq!(p["state"], fields["State"].as_str(), "{name}: {p}");
-        assert_eq!(p["priorityTier"], json!(fields["PriorityTier"].parse::<u64>()?), "{name}: {p}");
+        assert_eq!(
+            p["priorityTier"],
+            json!(fields["PriorityTier"].parse::<u64>()?),
+            "{name}: {p}"
+        );
     }
     // The limits set above, spelled out, so a parser bug on both sides cannot hide.
     assert_eq!(got["envlong"]["maxTimeMinutes"], 2 * 24 * 60);
@@ -206,7 +278,10 @@ async fn modules_are_what_lmod_finds_plus_the_configured_ones() -> Result<()> {
     // Lmod is asked again once its answer expires (60 s by default), not on
     // every request: a module installed now shows up no sooner.
     std::fs::create_dir_all(s.modulepath.join("cmake"))?;
-    std::fs::write(s.modulepath.join("cmake/3.27.9.lua"), "whatis(\"Description: CMake\")\n")?;
+    std::fs::write(
+        s.modulepath.join("cmake/3.27.9.lua"),
+        "whatis(\"Description: CMake\")\n",
+    )?;
     let again = expect_json(s.app.get(&format!("{BASE}/basalt"), Some(&s.token)).await?).await?;
     assert_eq!(again["modules"], env["modules"], "cached");
     Ok(())
@@ -218,8 +293,18 @@ async fn runtimes_filesystems_and_variables_come_from_the_configuration() -> Res
     let env = expect_json(s.app.get(&format!("{BASE}/basalt"), Some(&s.token)).await?).await?;
     assert_eq!(
         keys(&env).into_iter().collect::<Vec<_>>(),
-        ["containerRuntimes", "description", "filesystems", "modules", "name", "partitions",
-         "retrievedAt", "scheduler", "variables", "warnings"]
+        [
+            "containerRuntimes",
+            "description",
+            "filesystems",
+            "modules",
+            "name",
+            "partitions",
+            "retrievedAt",
+            "scheduler",
+            "variables",
+            "warnings"
+        ]
     );
     assert_eq!(env["name"], "basalt");
     assert_eq!(env["description"], "Basalt cluster");
@@ -234,8 +319,16 @@ async fn runtimes_filesystems_and_variables_come_from_the_configuration() -> Res
             {"name": "scratch", "mountPath": "/lustre/scratch", "purpose": "job I/O", "purgePolicy": "files unused for 90 days"},
         ])
     );
-    assert_eq!(env["variables"], json!({"OMP_NUM_THREADS": "1", "SCRATCH": "/lustre/scratch"}));
-    assert!(env["retrievedAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{env}");
+    assert_eq!(
+        env["variables"],
+        json!({"OMP_NUM_THREADS": "1", "SCRATCH": "/lustre/scratch"})
+    );
+    assert!(
+        env["retrievedAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{env}"
+    );
     Ok(())
 }
 
@@ -244,8 +337,13 @@ async fn the_list_has_every_resource_and_one_that_runs_no_jobs_has_no_scheduler(
     let s = start_on_slurm()?;
     let all = expect_json(s.app.get(BASE, Some(&s.token)).await?).await?;
     assert_eq!(keys(&all).into_iter().collect::<Vec<_>>(), ["environments"]);
-    let envs = all["environments"].as_array().context("environments is a list")?;
-    let names: Vec<&str> = envs.iter().map(|e| e["name"].as_str().unwrap_or_default()).collect();
+    let envs = all["environments"]
+        .as_array()
+        .context("environments is a list")?;
+    let names: Vec<&str> = envs
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default())
+        .collect();
     assert_eq!(names, ["basalt", "shale-archive"]);
     assert_eq!(envs[0]["scheduler"]["kind"], "slurm");
     assert!(!envs[0]["partitions"].as_array().unwrap().is_empty());
@@ -258,7 +356,12 @@ async fn the_list_has_every_resource_and_one_that_runs_no_jobs_has_no_scheduler(
     assert_eq!(archive["variables"], json!({}));
     assert_eq!(archive["warnings"], json!([]));
     // The one-resource answer is the list's entry.
-    let one = expect_json(s.app.get(&format!("{BASE}/shale-archive"), Some(&s.token)).await?).await?;
+    let one = expect_json(
+        s.app
+            .get(&format!("{BASE}/shale-archive"), Some(&s.token))
+            .await?,
+    )
+    .await?;
     assert_eq!(one["name"], "shale-archive");
     assert_eq!(one["scheduler"], Value::Null);
     Ok(())
@@ -270,22 +373,58 @@ async fn refusals_are_the_apis_errors() -> Result<()> {
     // No token, or a token that is not one: 401, for the list and for one resource.
     for path in [BASE.to_string(), format!("{BASE}/basalt")] {
         let body = expect_error(s.app.get(&path, None).await?, 401).await?;
-        assert!(body["message"].as_str().unwrap().to_lowercase().contains("token"), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("token"),
+            "{body}"
+        );
         expect_error(s.app.get(&path, Some("not-a-token")).await?, 401).await?;
     }
     // An unknown resource: 404 saying where the list is. Checked after auth:
     // without a token it is 401, so names cannot be probed.
-    let body = expect_error(s.app.get(&format!("{BASE}/nosuch"), Some(&s.token)).await?, 404).await?;
-    assert!(body["message"].as_str().unwrap().contains("nosuch"), "{body}");
+    let body = expect_error(
+        s.app.get(&format!("{BASE}/nosuch"), Some(&s.token)).await?,
+        404,
+    )
+    .await?;
+    assert!(
+        body["message"].as_str().unwrap().contains("nosuch"),
+        "{body}"
+    );
     expect_error(s.app.get(&format!("{BASE}/nosuch"), None).await?, 401).await?;
     // Deeper paths are no route; other methods are refused.
-    expect_error(s.app.get(&format!("{BASE}/basalt/extra"), Some(&s.token)).await?, 404).await?;
-    let res = s.app.client().post(s.app.url(&format!("{BASE}/basalt"))).header("Authorization", &s.token).send().await?;
+    expect_error(
+        s.app
+            .get(&format!("{BASE}/basalt/extra"), Some(&s.token))
+            .await?,
+        404,
+    )
+    .await?;
+    let res = s
+        .app
+        .client()
+        .post(s.app.url(&format!("{BASE}/basalt")))
+        .header("Authorization", &s.token)
+        .send()
+        .await?;
     expect_error(res, 405).await?;
     // A revoked token is refused as well.
-    let res = s.app.client().delete(s.app.url("/olcf/v1/token/ctls/revoke")).header("Authorization", &s.token).send().await?;
+    let res = s
+        .app
+        .client()
+        .delete(s.app.url("/olcf/v1/token/ctls/revoke"))
+        .header("Authorization", &s.token)
+        .send()
+        .await?;
     assert_eq!(res.status(), 200);
-    expect_error(s.app.get(&format!("{BASE}/basalt"), Some(&s.token)).await?, 401).await?;
+    expect_error(
+        s.app.get(&format!("{BASE}/basalt"), Some(&s.token)).await?,
+        401,
+    )
+    .await?;
     Ok(())
 }
 
@@ -304,9 +443,20 @@ async fn a_scheduler_or_lmod_that_fails_is_a_warning_not_an_error() -> Result<()
     let env = expect_json(app.get(&format!("{BASE}/basalt"), Some(&token)).await?).await?;
     assert_eq!(env["scheduler"]["reachable"], false, "{env:#}");
     assert_eq!(env["partitions"], json!([]), "{env:#}");
-    let warnings: Vec<&str> = env["warnings"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(warnings.iter().any(|w| w.contains("scheduler")), "{warnings:?}");
-    assert!(warnings.iter().any(|w| w.contains("no-such-dir")), "the module warning names the directory: {warnings:?}");
+    let warnings: Vec<&str> = env["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("scheduler")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("no-such-dir")),
+        "the module warning names the directory: {warnings:?}"
+    );
     // The configured modules still show.
     assert_eq!(env["modules"][0]["name"], "site-tools", "{env:#}");
     assert_eq!(env["filesystems"].as_array().map(Vec::len), Some(2));
@@ -316,7 +466,8 @@ async fn a_scheduler_or_lmod_that_fails_is_a_warning_not_an_error() -> Result<()
 #[tokio::test]
 async fn the_local_scheduler_is_reported_too() -> Result<()> {
     let tree = module_tree()?;
-    let app = TestApp::start(serving().with_facility(facility("scheduler = \"local\"", tree.path())))?;
+    let app =
+        TestApp::start(serving().with_facility(facility("scheduler = \"local\"", tree.path())))?;
     let token = app.token(&["data-streaming"], "STF040")?;
     let env = expect_json(app.get(&format!("{BASE}/basalt"), Some(&token)).await?).await?;
     assert_eq!(env["scheduler"]["kind"], "local", "{env:#}");

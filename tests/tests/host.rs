@@ -53,11 +53,20 @@ async fn a_looping_component_gets_a_5xx_and_the_host_goes_on_serving() -> Result
     let t = Instant::now();
     let ok = app.client().get(app.url("/looper/ok")).send().await?;
     assert_eq!(ok.status(), 200);
-    assert!(t.elapsed() < Duration::from_secs(1), "a spinning request held up another one");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "a spinning request held up another one"
+    );
 
     let res = spin.await??;
     let body = expect_error(res, 504).await?;
-    assert!(body["message"].as_str().unwrap_or("").contains("time limit"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("time limit"),
+        "{body}"
+    );
     let ok = app.client().get(app.url("/looper/ok")).send().await?;
     assert_eq!(ok.status(), 200);
     Ok(())
@@ -84,7 +93,8 @@ fn tiny_server() -> Result<(u16, std::sync::mpsc::Receiver<()>)> {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
             let _ = tx.send(());
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi");
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi");
         }
     });
     Ok((port, rx))
@@ -96,17 +106,27 @@ async fn outbound_http_reaches_only_the_allowed_hosts() -> Result<()> {
     let (other_port, other_hits) = tiny_server()?;
     let app = app_with_looper(&[], &[format!("http://127.0.0.1:{allowed_port}")])?;
 
-    let url = app.url(&format!("/looper/outbound?url=http://127.0.0.1:{allowed_port}/"));
+    let url = app.url(&format!(
+        "/looper/outbound?url=http://127.0.0.1:{allowed_port}/"
+    ));
     let text = app.client().get(url).send().await?.text().await?;
     assert_eq!(text, "sent: 200");
-    assert!(allowed_hits.try_recv().is_ok(), "the allowed server saw no request");
+    assert!(
+        allowed_hits.try_recv().is_ok(),
+        "the allowed server saw no request"
+    );
 
-    let url = app.url(&format!("/looper/outbound?url=http://127.0.0.1:{other_port}/"));
+    let url = app.url(&format!(
+        "/looper/outbound?url=http://127.0.0.1:{other_port}/"
+    ));
     let text = app.client().get(url).send().await?.text().await?;
     assert!(text.starts_with("refused"), "{text}");
     assert!(text.contains("HttpRequestDenied"), "{text}");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(other_hits.try_recv().is_err(), "a host outside allowed_outbound_hosts was contacted");
+    assert!(
+        other_hits.try_recv().is_err(),
+        "a host outside allowed_outbound_hosts was contacted"
+    );
     Ok(())
 }
 
@@ -121,7 +141,10 @@ fn refused(manifest: &str) -> Result<String> {
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .output()?;
-    assert!(!out.status.success(), "s3m up started on a manifest it should refuse");
+    assert!(
+        !out.status.success(),
+        "s3m up started on a manifest it should refuse"
+    );
     Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -139,12 +162,18 @@ fn refuses_to_start_and_names_the_problem() -> Result<()> {
     let e = refused(&format!(
         "{APP}[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"missing.wasm\"\n[component.c.build]\ncommand = \"cargo build -p c\"\n"
     ))?;
-    assert!(e.contains("missing.wasm") && e.contains("s3m build") && e.contains("cargo build -p c"), "{e}");
+    assert!(
+        e.contains("missing.wasm") && e.contains("s3m build") && e.contains("cargo build -p c"),
+        "{e}"
+    );
 
     // A component importing an interface this host does not give.
     let dir = tempfile::tempdir()?;
     let wat = dir.path().join("llm.wasm");
-    std::fs::write(&wat, "(component (import \"fermyon:spin/llm@2.0.0\" (instance (export \"infer\" (func)))))")?;
+    std::fs::write(
+        &wat,
+        "(component (import \"fermyon:spin/llm@2.0.0\" (instance (export \"infer\" (func)))))",
+    )?;
     let e = refused(&format!(
         "{APP}[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"{}\"\n",
         wat.display()
@@ -169,16 +198,24 @@ async fn variables_reach_components_from_the_command_line() -> Result<()> {
         ..Default::default()
     })?;
     let token = app.token(&["compute-ace"], "AUD001")?;
-    let res = app.get("/olcf/v1/token/ctls/introspect", Some(&token)).await?;
+    let res = app
+        .get("/olcf/v1/token/ctls/introspect", Some(&token))
+        .await?;
     let body = expect_error(res, 401).await?;
-    assert!(body["message"].as_str().unwrap_or("").contains("audience"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("audience"),
+        "{body}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn two_hosts_on_one_redis_share_tokens() -> Result<()> {
     let redis = RedisServer::start()?;
-    let runtime_config = format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let runtime_config = format!(
+        "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+        redis.url()
+    );
     let opts = AppOptions {
         components: vec!["tokens".into()],
         runtime_config: Some(runtime_config),
@@ -190,7 +227,9 @@ async fn two_hosts_on_one_redis_share_tokens() -> Result<()> {
 
     // Minted through the first host's CLI, usable on the second.
     let token = first.token(&["data-streaming"], "RED001")?;
-    let res = second.get("/olcf/v1/token/ctls/introspect", Some(&token)).await?;
+    let res = second
+        .get("/olcf/v1/token/ctls/introspect", Some(&token))
+        .await?;
     let body = expect_json(res).await?;
     assert_eq!(body["token"]["project"], "RED001");
 
@@ -202,7 +241,9 @@ async fn two_hosts_on_one_redis_share_tokens() -> Result<()> {
         .send()
         .await?;
     assert_eq!(res.status(), 200);
-    let res = first.get("/olcf/v1/token/ctls/introspect", Some(&token)).await?;
+    let res = first
+        .get("/olcf/v1/token/ctls/introspect", Some(&token))
+        .await?;
     expect_error(res, 401).await?;
 
     // A one-time token raced on both hosts works exactly once.
@@ -216,7 +257,12 @@ async fn two_hosts_on_one_redis_share_tokens() -> Result<()> {
             once.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            client.get(url).header("authorization", once).send().await.map(|r| r.status().as_u16())
+            client
+                .get(url)
+                .header("authorization", once)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
         }));
     }
     let mut ok = 0;

@@ -11,8 +11,16 @@ const STATUS: &str = "/olcf/v1alpha/status";
 
 fn resource_fields() -> BTreeSet<String> {
     [
-        "name", "description", "systemType", "securityEnclave", "organization", "status", "annotations",
-        "downtimeScheduleAvailable", "upcomingDowntimes", "retrievedAt",
+        "name",
+        "description",
+        "systemType",
+        "securityEnclave",
+        "organization",
+        "status",
+        "annotations",
+        "downtimeScheduleAvailable",
+        "upcomingDowntimes",
+        "retrievedAt",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -20,16 +28,28 @@ fn resource_fields() -> BTreeSet<String> {
 }
 
 fn downtime_fields() -> BTreeSet<String> {
-    ["resourceName", "status", "start", "end", "description", "attributes", "updatedAt"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "resourceName",
+        "status",
+        "start",
+        "end",
+        "description",
+        "attributes",
+        "updatedAt",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn check_downtime(d: &Value) {
     assert_eq!(keys(d), downtime_fields(), "{d}");
     assert_eq!(d["status"], "UNAVAILABLE", "{d}");
-    assert_eq!(keys(&d["attributes"]), BTreeSet::from(["scheduled".to_string(), "reboot".to_string()]), "{d}");
+    assert_eq!(
+        keys(&d["attributes"]),
+        BTreeSet::from(["scheduled".to_string(), "reboot".to_string()]),
+        "{d}"
+    );
     for t in ["start", "end", "updatedAt"] {
         let s = d[t].as_str().unwrap_or_default();
         assert!(chrono_like(s), "{t} is not RFC 3339 UTC: {d}");
@@ -40,11 +60,21 @@ fn check_resource(r: &Value) {
     assert_eq!(keys(r), resource_fields(), "{r}");
     assert_eq!(r["systemType"], "resource");
     assert_eq!(r["securityEnclave"], "open");
-    assert!(["OPERATIONAL", "UNAVAILABLE", "UNSPECIFIED"].contains(&r["status"].as_str().unwrap_or_default()), "{r}");
+    assert!(
+        ["OPERATIONAL", "UNAVAILABLE", "UNSPECIFIED"]
+            .contains(&r["status"].as_str().unwrap_or_default()),
+        "{r}"
+    );
     assert!(r["annotations"].is_object(), "{r}");
     assert!(r["downtimeScheduleAvailable"].is_boolean(), "{r}");
-    assert!(chrono_like(r["retrievedAt"].as_str().unwrap_or_default()), "{r}");
-    for d in r["upcomingDowntimes"].as_array().expect("upcomingDowntimes is a list") {
+    assert!(
+        chrono_like(r["retrievedAt"].as_str().unwrap_or_default()),
+        "{r}"
+    );
+    for d in r["upcomingDowntimes"]
+        .as_array()
+        .expect("upcomingDowntimes is a list")
+    {
         check_downtime(d);
     }
 }
@@ -52,20 +82,40 @@ fn check_resource(r: &Value) {
 /// `YYYY-MM-DDTHH:MM:SS[.frac]Z`.
 fn chrono_like(s: &str) -> bool {
     let b = s.as_bytes();
-    s.len() >= 20 && s.ends_with('Z') && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':'
+    s.len() >= 20
+        && s.ends_with('Z')
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
 }
 
 fn names(list: &Value) -> Vec<String> {
-    list.as_array().map(|a| a.iter().filter_map(|r| r["name"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// RFC 3339 `now + secs`, computed from the system clock.
 fn at(secs: i64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let t = now + secs;
     let (days, rem) = (t.div_euclid(86400), t.rem_euclid(86400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
@@ -147,11 +197,18 @@ description = "far away"
 async fn lists_the_sample_resources_without_a_token() -> Result<()> {
     let app = TestApp::start_only(&["status"])?;
     let body = expect_json(app.get(STATUS, None).await?).await?;
-    assert_eq!(keys(&body), BTreeSet::from(["resources".to_string()]), "{body}");
+    assert_eq!(
+        keys(&body),
+        BTreeSet::from(["resources".to_string()]),
+        "{body}"
+    );
     let list = &body["resources"];
     let got = names(list);
     for expected in ["basalt", "granite", "quartz-dtn", "shale-archive"] {
-        assert!(got.iter().any(|n| n == expected), "{expected} missing from {got:?}");
+        assert!(
+            got.iter().any(|n| n == expected),
+            "{expected} missing from {got:?}"
+        );
     }
     for r in list.as_array().unwrap() {
         check_resource(r);
@@ -171,17 +228,29 @@ async fn one_resource_by_name_and_unknown_is_404() -> Result<()> {
     let r = expect_json(app.get(&format!("{STATUS}/basalt"), None).await?).await?;
     check_resource(&r);
     assert_eq!(r["name"], "basalt");
-    assert!(r["description"].as_str().is_some_and(|d| !d.is_empty()), "{r}");
+    assert!(
+        r["description"].as_str().is_some_and(|d| !d.is_empty()),
+        "{r}"
+    );
     let r = expect_json(app.get(&format!("{STATUS}/granite/"), None).await?).await?;
     assert_eq!(r["name"], "granite");
 
-    let body = expect_error(app.get(&format!("{STATUS}/no-such-system"), None).await?, 404).await?;
-    assert!(body["message"].as_str().unwrap().contains("no-such-system"), "{body}");
+    let body = expect_error(
+        app.get(&format!("{STATUS}/no-such-system"), None).await?,
+        404,
+    )
+    .await?;
+    assert!(
+        body["message"].as_str().unwrap().contains("no-such-system"),
+        "{body}"
+    );
     expect_error(app.get(&format!("{STATUS}/basalt/extra"), None).await?, 404).await?;
     let res = app.client().post(app.url(STATUS)).send().await?;
     expect_error(res, 405).await?;
     // A token is not needed, and one does not hurt.
-    let res = app.get(&format!("{STATUS}/basalt"), Some("garbage")).await?;
+    let res = app
+        .get(&format!("{STATUS}/basalt"), Some("garbage"))
+        .await?;
     assert_eq!(res.status(), 200);
     Ok(())
 }
@@ -191,14 +260,19 @@ async fn sample_has_no_current_downtime() -> Result<()> {
     let app = TestApp::start_only(&["status"])?;
     let body = expect_json(app.get(&format!("{STATUS}/downtimes"), None).await?).await?;
     assert_eq!(body, serde_json::json!({"downtimes": []}));
-    let body = expect_json(app.get(&format!("{STATUS}/downtimes/upcoming"), None).await?).await?;
+    let body = expect_json(
+        app.get(&format!("{STATUS}/downtimes/upcoming"), None)
+            .await?,
+    )
+    .await?;
     assert!(body["downtimes"].is_array(), "{body}");
     Ok(())
 }
 
 #[tokio::test]
 async fn downtimes_current_and_upcoming() -> Result<()> {
-    let app = TestApp::start(AppOptions::only(&["status"]).with_facility(facility_with_downtimes()))?;
+    let app =
+        TestApp::start(AppOptions::only(&["status"]).with_facility(facility_with_downtimes()))?;
 
     // basalt is in a current downtime: UNAVAILABLE whatever its configured status.
     let basalt = expect_json(app.get(&format!("{STATUS}/basalt"), None).await?).await?;
@@ -210,38 +284,70 @@ async fn downtimes_current_and_upcoming() -> Result<()> {
     assert_eq!(granite["organization"], "GRANITE-ORG");
     assert_eq!(granite["annotations"], serde_json::json!({"site": "east"}));
     let upcoming = granite["upcomingDowntimes"].as_array().unwrap();
-    assert_eq!(upcoming.len(), 1, "only the downtime in 2 days is upcoming: {granite}");
+    assert_eq!(
+        upcoming.len(),
+        1,
+        "only the downtime in 2 days is upcoming: {granite}"
+    );
     assert_eq!(upcoming[0]["description"], "filesystem upgrade");
     let basalt_in_list = expect_json(app.get(STATUS, None).await?).await?;
-    let b = basalt_in_list["resources"].as_array().unwrap().iter().find(|r| r["name"] == "basalt").cloned().unwrap();
+    let b = basalt_in_list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "basalt")
+        .cloned()
+        .unwrap();
     assert_eq!(b["status"], "UNAVAILABLE");
 
     // Current downtimes: basalt's only.
     let current = expect_json(app.get(&format!("{STATUS}/downtimes"), None).await?).await?;
-    assert_eq!(keys(&current), BTreeSet::from(["downtimes".to_string()]), "{current}");
+    assert_eq!(
+        keys(&current),
+        BTreeSet::from(["downtimes".to_string()]),
+        "{current}"
+    );
     let list = current["downtimes"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{current}");
     check_downtime(&list[0]);
     assert_eq!(list[0]["resourceName"], "basalt");
-    assert_eq!(list[0]["attributes"], serde_json::json!({"scheduled": true, "reboot": true}));
-    assert_eq!(list[0]["updatedAt"], list[0]["start"], "updatedAt defaults to start");
+    assert_eq!(
+        list[0]["attributes"],
+        serde_json::json!({"scheduled": true, "reboot": true})
+    );
+    assert_eq!(
+        list[0]["updatedAt"], list[0]["start"],
+        "updatedAt defaults to start"
+    );
 
     // Upcoming: the one in 2 days, not the one in 20 days, not the current one.
-    let upcoming = expect_json(app.get(&format!("{STATUS}/downtimes/upcoming/"), None).await?).await?;
+    let upcoming = expect_json(
+        app.get(&format!("{STATUS}/downtimes/upcoming/"), None)
+            .await?,
+    )
+    .await?;
     let list = upcoming["downtimes"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{upcoming}");
     check_downtime(&list[0]);
     assert_eq!(list[0]["resourceName"], "granite");
     assert_eq!(list[0]["description"], "filesystem upgrade");
-    assert_eq!(list[0]["attributes"], serde_json::json!({"scheduled": true, "reboot": false}));
+    assert_eq!(
+        list[0]["attributes"],
+        serde_json::json!({"scheduled": true, "reboot": false})
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn downtimes_endpoint_wins_over_a_resource_named_downtimes() -> Result<()> {
-    let app = TestApp::start(AppOptions::only(&["status"]).with_facility(facility_with_downtimes()))?;
+    let app =
+        TestApp::start(AppOptions::only(&["status"]).with_facility(facility_with_downtimes()))?;
     let body = expect_json(app.get(&format!("{STATUS}/downtimes"), None).await?).await?;
-    assert_eq!(keys(&body), BTreeSet::from(["downtimes".to_string()]), "the endpoint, not the resource: {body}");
+    assert_eq!(
+        keys(&body),
+        BTreeSet::from(["downtimes".to_string()]),
+        "the endpoint, not the resource: {body}"
+    );
     // The resource is still listed.
     let all = expect_json(app.get(STATUS, None).await?).await?;
     assert!(names(&all["resources"]).iter().any(|n| n == "downtimes"));
@@ -261,7 +367,10 @@ async fn configuration_edits_show_at_once_and_a_broken_file_is_503() -> Result<(
     // The host checks the file at start; an operator may still break it while it serves.
     std::fs::write(&file, "[facility\nname = ")?;
     let body = expect_error(app.get(STATUS, None).await?, 503).await?;
-    assert!(body["message"].as_str().unwrap().contains("facility.toml"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("facility.toml"),
+        "{body}"
+    );
     expect_error(app.get(&format!("{STATUS}/downtimes"), None).await?, 503).await?;
     expect_error(app.get(&format!("{STATUS}/basalt"), None).await?, 503).await?;
     Ok(())

@@ -23,8 +23,15 @@ fn error_code(body: &Value) -> i64 {
 async fn redis_set_get(url: &str) -> Result<String> {
     let client = redis::Client::open(url)?;
     let mut con = client.get_multiplexed_async_connection().await?;
-    redis::cmd("SET").arg("greeting").arg("hello from s3m").query_async::<()>(&mut con).await?;
-    Ok(redis::cmd("GET").arg("greeting").query_async::<String>(&mut con).await?)
+    redis::cmd("SET")
+        .arg("greeting")
+        .arg("hello from s3m")
+        .query_async::<()>(&mut con)
+        .await?;
+    Ok(redis::cmd("GET")
+        .arg("greeting")
+        .query_async::<String>(&mut con)
+        .await?)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -40,16 +47,27 @@ async fn redis_cluster_serves_a_real_client_and_only_its_project() -> Result<()>
     assert_eq!(status, 200, "{creds}");
     let url = creds["url"].as_str().context("url")?.to_string();
     let password = creds["password"].as_str().context("password")?.to_string();
-    assert!(password.len() >= 32, "at least 128 bits of password: {password:?}");
+    assert!(
+        password.len() >= 32,
+        "at least 128 bits of password: {password:?}"
+    );
     assert_eq!(creds["username"], "s3m-cache");
-    assert!(url.starts_with("redis://s3m-cache:") && url.contains(&password), "{url}");
+    assert!(
+        url.starts_with("redis://s3m-cache:") && url.contains(&password),
+        "{url}"
+    );
 
     // Not usable at once, but soon.
-    let cluster = api.wait_healthy("redis", "cache", Duration::from_secs(30)).await?;
+    let cluster = api
+        .wait_healthy("redis", "cache", Duration::from_secs(30))
+        .await?;
     assert_eq!(cluster["syncStatus"], "synced");
     assert_eq!(cluster["redisUrl"], url.as_str());
     assert_eq!(cluster["password"], password.as_str());
-    assert_eq!(cluster["resourceSettings"], json!({"cpus": 1, "ram-gbs": 1}));
+    assert_eq!(
+        cluster["resourceSettings"],
+        json!({"cpus": 1, "ram-gbs": 1})
+    );
     assert_eq!(cluster["featureFlags"], json!({"persistence": false}));
     assert_eq!(cluster["lifetime"]["secondsLifetime"], 7 * 24 * 3600);
 
@@ -59,7 +77,10 @@ async fn redis_cluster_serves_a_real_client_and_only_its_project() -> Result<()>
     let refused = redis_set_get(&wrong).await;
     assert!(refused.is_err(), "a wrong password must be refused");
     let no_password = format!("redis://127.0.0.1:{}", st::url_port(&url)?);
-    assert!(redis_set_get(&no_password).await.is_err(), "no password must be refused");
+    assert!(
+        redis_set_get(&no_password).await.is_err(),
+        "no password must be refused"
+    );
 
     // Listed, without credentials.
     let (status, list) = api.list("redis").await?;
@@ -69,7 +90,12 @@ async fn redis_cluster_serves_a_real_client_and_only_its_project() -> Result<()>
     assert_eq!(clusters[0]["name"], "cache");
     assert_eq!(clusters[0]["healthStatus"], "healthy");
     assert!(clusters[0].get("password").is_none());
-    assert!(list["clusters"][0]["lifetime"]["secondsRemaining"].as_u64().unwrap() > 7 * 24 * 3600 - 60);
+    assert!(
+        list["clusters"][0]["lifetime"]["secondsRemaining"]
+            .as_u64()
+            .unwrap()
+            > 7 * 24 * 3600 - 60
+    );
     // Same answer on the legacy path.
     let legacy = app
         .client()
@@ -96,12 +122,21 @@ async fn redis_cluster_serves_a_real_client_and_only_its_project() -> Result<()>
     // ... and may use the same name for its own.
     let (status, _) = other.provision("redis", &body).await?;
     assert_eq!(status, 200);
-    other.wait_healthy("redis", "cache", Duration::from_secs(30)).await?;
-    assert_eq!(redis_set_get(&url).await?, "hello from s3m", "the first one still works");
+    other
+        .wait_healthy("redis", "cache", Duration::from_secs(30))
+        .await?;
+    assert_eq!(
+        redis_set_get(&url).await?,
+        "hello from s3m",
+        "the first one still works"
+    );
 
     // Delete: the process is gone and the port closed.
     let records = st::records(&app.state_dir)?;
-    let mine = records.iter().find(|r| r["project"] == PROJECT).context("record")?;
+    let mine = records
+        .iter()
+        .find(|r| r["project"] == PROJECT)
+        .context("record")?;
     let id = mine["id"].as_str().context("id")?.to_string();
     let (dir, pid) = st::cluster_process(&app.state_dir, &id)?;
     assert!(st::alive(pid));
@@ -112,18 +147,28 @@ async fn redis_cluster_serves_a_real_client_and_only_its_project() -> Result<()>
     assert!(!dir.exists(), "the cluster's data directory is removed");
     let (status, _) = api.get_cluster("redis", "cache").await?;
     assert_eq!(status, 404);
-    assert_eq!(other.list("redis").await?.1["clusters"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        other.list("redis").await?.1["clusters"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     other.delete("redis", "cache").await?;
 
     // Passwords never reach the host's logs.
     let logs = app.stderr();
-    assert!(!logs.contains(&password), "the password is in the host's logs");
+    assert!(
+        !logs.contains(&password),
+        "the password is in the host's logs"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
-    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
+    };
     use lapin::types::FieldTable;
     use lapin::{BasicProperties, Connection, ConnectionProperties};
 
@@ -133,25 +178,50 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
     let api = Api::of(&app, &app.token(&["data-streaming"], PROJECT)?);
 
     let (status, creds) = api
-        .provision("rabbitmq", &json!({"kind": "general", "name": "events", "resourceSettings": {"ram-gbs": 1}}))
+        .provision(
+            "rabbitmq",
+            &json!({"kind": "general", "name": "events", "resourceSettings": {"ram-gbs": 1}}),
+        )
         .await?;
     assert_eq!(status, 200, "{creds}");
     let url = creds["amqpsUrl"].as_str().context("amqpsUrl")?.to_string();
     let password = creds["password"].as_str().context("password")?.to_string();
-    assert!(url.contains(&password) && url.starts_with("amqp://s3m-events:"), "{url}");
+    assert!(
+        url.contains(&password) && url.starts_with("amqp://s3m-events:"),
+        "{url}"
+    );
 
-    let cluster = api.wait_healthy("rabbitmq", "events", Duration::from_secs(120)).await?;
+    let cluster = api
+        .wait_healthy("rabbitmq", "events", Duration::from_secs(120))
+        .await?;
     assert_eq!(cluster["amqpsUrl"], url.as_str());
     assert_eq!(cluster["resourceSettings"]["nodes"], 1);
 
     let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
-    channel.queue_declare("s3m-test".into(), QueueDeclareOptions::default(), FieldTable::default()).await?;
+    channel
+        .queue_declare(
+            "s3m-test".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     let mut consumer = channel
-        .basic_consume("s3m-test".into(), "tester".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            "s3m-test".into(),
+            "tester".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .basic_publish("".into(), "s3m-test".into(), BasicPublishOptions::default(), b"hello through amqp", BasicProperties::default())
+        .basic_publish(
+            "".into(),
+            "s3m-test".into(),
+            BasicPublishOptions::default(),
+            b"hello through amqp",
+            BasicProperties::default(),
+        )
         .await?
         .await?;
     let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
@@ -164,7 +234,9 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
 
     // A wrong password is refused.
     let wrong = url.replace(&password, "0123456789abcdef0123456789abcdef");
-    assert!(Connection::connect(&wrong, ConnectionProperties::default()).await.is_err());
+    assert!(Connection::connect(&wrong, ConnectionProperties::default())
+        .await
+        .is_err());
 
     // The management API answers with the same credentials, when it is there.
     if let Some(mgmt) = creds["mgmtUrl"].as_str() {
@@ -182,12 +254,24 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
     st::kill_host(&app.state_dir)?;
     let host = st::Host::start(&app.manifest, &app.state_dir, app.dir.path())?;
     let api = Api::new(&host.base_url, &api.token);
-    let cluster = api.wait_healthy("rabbitmq", "events", Duration::from_secs(30)).await?;
+    let cluster = api
+        .wait_healthy("rabbitmq", "events", Duration::from_secs(30))
+        .await?;
     assert_eq!(cluster["amqpsUrl"], url.as_str());
-    assert_eq!(st::cluster_process(&app.state_dir, &id)?.1, pid, "the same broker process");
+    assert_eq!(
+        st::cluster_process(&app.state_dir, &id)?.1,
+        pid,
+        "the same broker process"
+    );
     let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
-    let q = channel.queue_declare("s3m-test".into(), QueueDeclareOptions::default(), FieldTable::default()).await?;
+    let q = channel
+        .queue_declare(
+            "s3m-test".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     assert_eq!(q.message_count(), 0);
     conn.close(200, "bye".into()).await?;
 
@@ -195,7 +279,10 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
     assert_eq!(status, 200);
     st::wait_gone(&dir, pid, st::url_port(&url)?, Duration::from_secs(10))?;
     assert!(!dir.exists());
-    assert!(!app.stderr().contains(&password), "the password is in the host's logs");
+    assert!(
+        !app.stderr().contains(&password),
+        "the password is in the host's logs"
+    );
     Ok(())
 }
 
@@ -209,16 +296,26 @@ async fn requests_are_checked_and_errors_name_the_field() -> Result<()> {
     let none = app.get(&format!("{BASE}/list_backends"), None).await?;
     assert_eq!(none.status(), 401);
     let compute = app.token(&["compute-ace"], PROJECT)?;
-    let res = app.get(&format!("{BASE}/list_backends"), Some(&compute)).await?;
+    let res = app
+        .get(&format!("{BASE}/list_backends"), Some(&compute))
+        .await?;
     assert_eq!(res.status(), 403);
     assert_eq!(error_code(&res.json().await?), 7);
 
     // Backends as API.md shows them.
-    let (status, backends) = api.call(reqwest::Method::GET, "/list_backends", None).await?;
+    let (status, backends) = api
+        .call(reqwest::Method::GET, "/list_backends", None)
+        .await?;
     assert_eq!(status, 200);
     let list = backends["backends"].as_array().context("backends")?;
-    let redis = list.iter().find(|b| b["engine"] == "redis").context("redis backend")?;
-    let rabbit = list.iter().find(|b| b["engine"] == "rabbitmq").context("rabbitmq backend")?;
+    let redis = list
+        .iter()
+        .find(|b| b["engine"] == "redis")
+        .context("redis backend")?;
+    let rabbit = list
+        .iter()
+        .find(|b| b["engine"] == "rabbitmq")
+        .context("rabbitmq backend")?;
     assert_eq!(redis["kind"], "general");
     for b in [redis, rabbit] {
         for o in b["resourceOptions"].as_array().unwrap() {
@@ -228,33 +325,92 @@ async fn requests_are_checked_and_errors_name_the_field() -> Result<()> {
         }
         assert!(b["featureFlags"].is_array());
     }
-    assert!(redis["resourceOptions"].as_array().unwrap().iter().all(|o| o["key"] != "nodes"));
+    assert!(redis["resourceOptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["key"] != "nodes"));
 
     let cases: Vec<(&str, Value, &str)> = vec![
         ("redis", json!({"name": "a"}), "kind"),
         ("redis", json!({"kind": "huge", "name": "a"}), "kind"),
         ("redis", json!({"kind": "general"}), "name"),
-        ("redis", json!({"kind": "general", "name": "Bad_Name"}), "name"),
-        ("redis", json!({"kind": "general", "name": "x".repeat(41)}), "name"),
+        (
+            "redis",
+            json!({"kind": "general", "name": "Bad_Name"}),
+            "name",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "x".repeat(41)}),
+            "name",
+        ),
         ("redis", json!({"kind": "general", "name": "-a"}), "name"),
-        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"nodes": 2}}), "resourceSettings.nodes"),
-        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": 0}}), "resourceSettings.ram-gbs"),
-        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": -1}}), "resourceSettings.ram-gbs"),
-        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": 1.5}}), "resourceSettings.ram-gbs"),
-        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": 100000}}), "resourceSettings.ram-gbs"),
-        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": {"cpus": "2"}}), "resourceSettings.cpus"),
-        ("redis", json!({"kind": "general", "name": "a", "resourceSettings": [1]}), "resourceSettings"),
-        ("redis", json!({"kind": "general", "name": "a", "featureFlags": {"warp": true}}), "featureFlags.warp"),
-        ("redis", json!({"kind": "general", "name": "a", "featureFlags": {"persistence": "yes"}}), "featureFlags.persistence"),
-        ("redis", json!({"kind": "general", "name": "a", "colour": "red"}), "colour"),
-        ("rabbitmq", json!({"kind": "general", "name": "a", "resourceSettings": {"nodes": 0}}), "resourceSettings.nodes"),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "resourceSettings": {"nodes": 2}}),
+            "resourceSettings.nodes",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": 0}}),
+            "resourceSettings.ram-gbs",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": -1}}),
+            "resourceSettings.ram-gbs",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": 1.5}}),
+            "resourceSettings.ram-gbs",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "resourceSettings": {"ram-gbs": 100000}}),
+            "resourceSettings.ram-gbs",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "resourceSettings": {"cpus": "2"}}),
+            "resourceSettings.cpus",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "resourceSettings": [1]}),
+            "resourceSettings",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "featureFlags": {"warp": true}}),
+            "featureFlags.warp",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "featureFlags": {"persistence": "yes"}}),
+            "featureFlags.persistence",
+        ),
+        (
+            "redis",
+            json!({"kind": "general", "name": "a", "colour": "red"}),
+            "colour",
+        ),
+        (
+            "rabbitmq",
+            json!({"kind": "general", "name": "a", "resourceSettings": {"nodes": 0}}),
+            "resourceSettings.nodes",
+        ),
         ("redis", json!([1, 2]), "body"),
     ];
     for (engine, body, field) in cases {
         let (status, err) = api.provision(engine, &body).await?;
         assert_eq!((status, error_code(&err)), (400, 3), "{body} -> {err}");
         let message = err["message"].as_str().unwrap_or_default();
-        assert!(message.starts_with(&format!("{field}:")), "{body}: the message should name {field}: {message}");
+        assert!(
+            message.starts_with(&format!("{field}:")),
+            "{body}: the message should name {field}: {message}"
+        );
         assert_eq!(err["details"], json!([]));
     }
     let bad_json = app
@@ -269,7 +425,9 @@ async fn requests_are_checked_and_errors_name_the_field() -> Result<()> {
     // Unknown engines and paths are 404, wrong methods 405, bad names 400.
     let (status, _) = api.list("kafka").await?;
     assert_eq!(status, 404);
-    let (status, _) = api.call(reqwest::Method::GET, "/redis/provision_cluster", None).await?;
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/redis/provision_cluster", None)
+        .await?;
     assert_eq!(status, 405);
     let (status, err) = api.get_cluster("redis", "Not_A_Label").await?;
     assert_eq!(status, 400, "{err}");
@@ -287,20 +445,30 @@ async fn extend_resets_the_countdown_and_expired_clusters_are_deleted() -> Resul
     let app = app("lifetime_seconds = 6\ncheck_interval_ms = 200")?;
     let _reaper = BrokerReaper::new(&app.state_dir);
     let api = Api::of(&app, &app.token(&["data-streaming"], PROJECT)?);
-    let (status, creds) = api.provision("redis", &json!({"kind": "general", "name": "short"})).await?;
+    let (status, creds) = api
+        .provision("redis", &json!({"kind": "general", "name": "short"}))
+        .await?;
     assert_eq!(status, 200, "{creds}");
-    api.wait_healthy("redis", "short", Duration::from_secs(5)).await?;
+    api.wait_healthy("redis", "short", Duration::from_secs(5))
+        .await?;
     let id = st::cluster_id(&app.state_dir, "short")?;
     let (dir, pid) = st::cluster_process(&app.state_dir, &id)?;
 
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (_, list) = api.list("redis").await?;
-    let before = list["clusters"][0]["lifetime"]["secondsRemaining"].as_u64().context("remaining")?;
+    let before = list["clusters"][0]["lifetime"]["secondsRemaining"]
+        .as_u64()
+        .context("remaining")?;
     assert!(before <= 4, "{before}");
     let (status, extended) = api.extend("redis", "short").await?;
     assert_eq!(status, 200, "{extended}");
-    let after = extended["lifetime"]["secondsRemaining"].as_u64().context("remaining")?;
-    assert!(after >= 5 && after > before, "extend moves secondsRemaining back up: {before} -> {after}");
+    let after = extended["lifetime"]["secondsRemaining"]
+        .as_u64()
+        .context("remaining")?;
+    assert!(
+        after >= 5 && after > before,
+        "extend moves secondsRemaining back up: {before} -> {after}"
+    );
     assert_eq!(extended["lifetime"]["secondsLifetime"], 6);
     assert!(extended["lifetime"]["extendedAt"].is_string());
 
@@ -314,7 +482,12 @@ async fn extend_resets_the_countdown_and_expired_clusters_are_deleted() -> Resul
         assert!(std::time::Instant::now() < deadline, "not reaped: {list}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    st::wait_gone(&dir, pid, st::url_port(creds["url"].as_str().unwrap())?, Duration::from_secs(5))?;
+    st::wait_gone(
+        &dir,
+        pid,
+        st::url_port(creds["url"].as_str().unwrap())?,
+        Duration::from_secs(5),
+    )?;
     let (status, _) = api.get_cluster("redis", "short").await?;
     assert_eq!(status, 404);
     Ok(())
@@ -329,9 +502,12 @@ async fn a_killed_host_comes_back_with_its_clusters_and_no_orphans() -> Result<(
     let api = Api::of(&app, &token);
     let mut urls = Vec::new();
     for name in ["kept", "dropped"] {
-        let (status, creds) = api.provision("redis", &json!({"kind": "general", "name": name})).await?;
+        let (status, creds) = api
+            .provision("redis", &json!({"kind": "general", "name": name}))
+            .await?;
         assert_eq!(status, 200, "{creds}");
-        api.wait_healthy("redis", name, Duration::from_secs(30)).await?;
+        api.wait_healthy("redis", name, Duration::from_secs(30))
+            .await?;
         urls.push(creds["url"].as_str().unwrap().to_string());
     }
     assert_eq!(redis_set_get(&urls[0]).await?, "hello from s3m");
@@ -341,7 +517,10 @@ async fn a_killed_host_comes_back_with_its_clusters_and_no_orphans() -> Result<(
     // Crash the host; while it is down, the record of one cluster is deleted.
     st::kill_host(&app.state_dir)?;
     let file = st::records_file(&app.state_dir);
-    let kept: Vec<Value> = st::records(&app.state_dir)?.into_iter().filter(|r| r["name"] != "dropped").collect();
+    let kept: Vec<Value> = st::records(&app.state_dir)?
+        .into_iter()
+        .filter(|r| r["name"] != "dropped")
+        .collect();
     std::fs::write(&file, serde_json::to_vec_pretty(&kept)?)?;
     assert!(st::alive(dropped_pid), "brokers outlive a crashed host");
 
@@ -349,14 +528,30 @@ async fn a_killed_host_comes_back_with_its_clusters_and_no_orphans() -> Result<(
     let api = Api::new(&host.base_url, &token);
     let (status, list) = api.list("redis").await?;
     assert_eq!(status, 200);
-    let names: Vec<&str> = list["clusters"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["kept"]);
-    let cluster = api.wait_healthy("redis", "kept", Duration::from_secs(10)).await?;
+    let cluster = api
+        .wait_healthy("redis", "kept", Duration::from_secs(10))
+        .await?;
     assert_eq!(cluster["redisUrl"], urls[0].as_str());
-    assert_eq!(redis_set_get(&urls[0]).await?, "hello from s3m", "still reachable with the same URL");
+    assert_eq!(
+        redis_set_get(&urls[0]).await?,
+        "hello from s3m",
+        "still reachable with the same URL"
+    );
 
     // The unclaimed one leaves nothing behind.
-    st::wait_gone(&dropped_dir, dropped_pid, st::url_port(&urls[1])?, Duration::from_secs(5))?;
+    st::wait_gone(
+        &dropped_dir,
+        dropped_pid,
+        st::url_port(&urls[1])?,
+        Duration::from_secs(5),
+    )?;
     assert!(!dropped_dir.exists());
     api.delete("redis", "kept").await?;
     Ok(())
@@ -369,9 +564,12 @@ async fn a_recorded_cluster_whose_process_died_is_started_again() -> Result<()> 
     let _reaper = BrokerReaper::new(&app.state_dir);
     let token = app.token(&["data-streaming"], PROJECT)?;
     let api = Api::of(&app, &token);
-    let (status, creds) = api.provision("redis", &json!({"kind": "general", "name": "phoenix"})).await?;
+    let (status, creds) = api
+        .provision("redis", &json!({"kind": "general", "name": "phoenix"}))
+        .await?;
     assert_eq!(status, 200);
-    api.wait_healthy("redis", "phoenix", Duration::from_secs(30)).await?;
+    api.wait_healthy("redis", "phoenix", Duration::from_secs(30))
+        .await?;
     let url = creds["url"].as_str().unwrap().to_string();
     let id = st::cluster_id(&app.state_dir, "phoenix")?;
     let (_, pid) = st::cluster_process(&app.state_dir, &id)?;
@@ -387,10 +585,15 @@ async fn a_recorded_cluster_whose_process_died_is_started_again() -> Result<()> 
     }
     let host = st::Host::start(&app.manifest, &app.state_dir, app.dir.path())?;
     let api = Api::new(&host.base_url, &token);
-    api.wait_healthy("redis", "phoenix", Duration::from_secs(10)).await?;
+    api.wait_healthy("redis", "phoenix", Duration::from_secs(10))
+        .await?;
     let (_, new_pid) = st::cluster_process(&app.state_dir, &id)?;
     assert_ne!(new_pid, pid);
-    assert_eq!(redis_set_get(&url).await?, "hello from s3m", "the same URL and credentials work again");
+    assert_eq!(
+        redis_set_get(&url).await?,
+        "hello from s3m",
+        "the same URL and credentials work again"
+    );
     api.delete("redis", "phoenix").await?;
     Ok(())
 }

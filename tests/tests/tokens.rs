@@ -13,7 +13,12 @@ const REVOKE: &str = "/olcf/v1/token/ctls/revoke";
 
 /// Introspect with `Authorization: <value>`.
 async fn introspect(app: &TestApp, authorization: &str) -> Result<reqwest::Response> {
-    Ok(app.client().get(app.url(INTROSPECT)).header("Authorization", authorization).send().await?)
+    Ok(app
+        .client()
+        .get(app.url(INTROSPECT))
+        .header("Authorization", authorization)
+        .send()
+        .await?)
 }
 
 /// Expects a 401 error JSON that does not echo `token`; returns its message.
@@ -25,7 +30,10 @@ async fn refused(app: &TestApp, token: &str) -> Result<String> {
         assert!(!text.contains(token), "the error echoes the token: {text}");
         // Nor any of its segments.
         for part in token.split('.').filter(|p| p.len() >= 16) {
-            assert!(!text.contains(part), "the error echoes part of the token: {text}");
+            assert!(
+                !text.contains(part),
+                "the error echoes part of the token: {text}"
+            );
         }
     }
     Ok(body["message"].as_str().unwrap_or_default().to_string())
@@ -43,7 +51,10 @@ struct Opat {
 fn forge(claims_of: &Value, kind: &str, aud: &str) -> String {
     let key = Ed25519KeyPair::generate();
     let mut claims = Claims::with_custom_claims(
-        Opat { description: claims_of["description"].as_str().unwrap_or_default().into(), kind: kind.into() },
+        Opat {
+            description: claims_of["description"].as_str().unwrap_or_default().into(),
+            kind: kind.into(),
+        },
         Duration::from_hours(1),
     )
     .with_audience(aud)
@@ -66,8 +77,18 @@ async fn introspect_shows_the_exact_record() -> Result<()> {
     assert_eq!(keys(&body), BTreeSet::from(["token".to_string()]), "{body}");
     let t = &body["token"];
     let expected: BTreeSet<String> = [
-        "username", "project", "permissions", "plannedExpiration", "securityEnclave", "description",
-        "oneTimeToken", "delayedStart", "delayDate", "ownerName", "grpcPermissions", "extensions",
+        "username",
+        "project",
+        "permissions",
+        "plannedExpiration",
+        "securityEnclave",
+        "description",
+        "oneTimeToken",
+        "delayedStart",
+        "delayDate",
+        "ownerName",
+        "grpcPermissions",
+        "extensions",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -75,7 +96,12 @@ async fn introspect_shows_the_exact_record() -> Result<()> {
     assert_eq!(keys(t), expected, "{t}");
     assert_eq!(t["username"], "stf040_auser");
     assert_eq!(t["project"], "STF040");
-    let perms: HashSet<&str> = t["permissions"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let perms: HashSet<&str> = t["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert_eq!(perms, HashSet::from(["compute-ace", "data-streaming"]));
     assert_eq!(t["description"], "docs-example-01");
     assert_eq!(t["ownerName"], "jdoe");
@@ -87,14 +113,26 @@ async fn introspect_shows_the_exact_record() -> Result<()> {
     assert_eq!(t["extensions"], 0);
     // RFC 3339 UTC with microseconds and Z, about 30 days ahead (the default lifetime).
     let exp = t["plannedExpiration"].as_str().unwrap();
-    assert!(exp.ends_with('Z') && exp.len() == "2024-11-08T14:45:38.756330Z".len(), "{exp}");
-    assert!(!body.to_string().contains(&token), "introspect must not echo the token");
+    assert!(
+        exp.ends_with('Z') && exp.len() == "2024-11-08T14:45:38.756330Z".len(),
+        "{exp}"
+    );
+    assert!(
+        !body.to_string().contains(&token),
+        "introspect must not echo the token"
+    );
 
     // The JWT itself: OLCF's claims.
     let claims = jwt_claims(&token)?;
     assert_eq!(claims["type"], "opat");
-    assert!(claims["aud"] == "s3m" || claims["aud"] == serde_json::json!(["s3m"]), "{claims}");
-    assert!(claims["jti"].is_string() && claims["nbf"].is_u64() && claims["iat"].is_u64(), "{claims}");
+    assert!(
+        claims["aud"] == "s3m" || claims["aud"] == serde_json::json!(["s3m"]),
+        "{claims}"
+    );
+    assert!(
+        claims["jti"].is_string() && claims["nbf"].is_u64() && claims["iat"].is_u64(),
+        "{claims}"
+    );
     Ok(())
 }
 
@@ -102,9 +140,19 @@ async fn introspect_shows_the_exact_record() -> Result<()> {
 async fn bearer_and_raw_forms_both_work() -> Result<()> {
     let app = TestApp::start_only(&["tokens"])?;
     let token = app.token(&["compute-ace"], "STF040")?;
-    for auth in [token.clone(), format!("Bearer {token}"), format!("bearer {token}"), format!("BEARER {token}")] {
+    for auth in [
+        token.clone(),
+        format!("Bearer {token}"),
+        format!("bearer {token}"),
+        format!("BEARER {token}"),
+    ] {
         let res = introspect(&app, &auth).await?;
-        assert_eq!(res.status(), 200, "Authorization form {:?}", auth.split(' ').next());
+        assert_eq!(
+            res.status(),
+            200,
+            "Authorization form {:?}",
+            auth.split(' ').next()
+        );
     }
     Ok(())
 }
@@ -113,13 +161,23 @@ async fn bearer_and_raw_forms_both_work() -> Result<()> {
 async fn revoke_ends_the_token() -> Result<()> {
     let app = TestApp::start_only(&["tokens"])?;
     let token = app.token(&["compute-ace"], "STF040")?;
-    let res = app.client().delete(app.url(REVOKE)).header("Authorization", &token).send().await?;
+    let res = app
+        .client()
+        .delete(app.url(REVOKE))
+        .header("Authorization", &token)
+        .send()
+        .await?;
     let body = expect_json(res).await?;
     assert_eq!(body, serde_json::json!({}));
     let message = refused(&app, &token).await?;
     assert!(message.contains("revoked"), "{message}");
     // A second revoke is refused too: the token is dead.
-    let res = app.client().delete(app.url(REVOKE)).header("Authorization", &token).send().await?;
+    let res = app
+        .client()
+        .delete(app.url(REVOKE))
+        .header("Authorization", &token)
+        .send()
+        .await?;
     expect_error(res, 401).await?;
     // Other tokens are untouched.
     let other = app.token(&["compute-ace"], "STF040")?;
@@ -153,9 +211,15 @@ async fn token_minted_while_serving_works_at_once_and_is_listed() -> Result<()> 
     let records = list.as_array().expect("token list prints a JSON array");
     let jti = jwt_id(&token)?;
     assert!(records.iter().any(|r| r["jti"] == jti.as_str()), "{list}");
-    assert!(!out.stdout.contains(&token), "token list must not print tokens");
+    assert!(
+        !out.stdout.contains(&token),
+        "token list must not print tokens"
+    );
     for r in records {
-        assert!(r.get("tokenSha256").is_none(), "token list must not print hashes: {r}");
+        assert!(
+            r.get("tokenSha256").is_none(),
+            "token list must not print hashes: {r}"
+        );
     }
     Ok(())
 }
@@ -176,7 +240,10 @@ async fn delayed_token_is_refused_until_its_start() -> Result<()> {
     let token = app.mint("STF040", &["compute-ace"], &["--delay", "1h"])?;
     let message = refused(&app, &token).await?;
     // The JWT's nbf or the record's delayDate, whichever is checked first, refuses it.
-    assert!(message.contains("not active until") || message.contains("not yet valid"), "{message}");
+    assert!(
+        message.contains("not active until") || message.contains("not yet valid"),
+        "{message}"
+    );
     Ok(())
 }
 
@@ -208,7 +275,12 @@ async fn forged_and_tampered_tokens_are_refused() -> Result<()> {
     // Payload altered (description), original header and signature kept.
     let mut altered_claims = claims.clone();
     altered_claims["description"] = Value::String("altered".into());
-    let altered = format!("{}.{}.{}", parts[0], b64url(altered_claims.to_string().as_bytes()), parts[2]);
+    let altered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64url(altered_claims.to_string().as_bytes()),
+        parts[2]
+    );
     refused(&app, &altered).await?;
 
     // Truncated signature, garbage, and structurally broken tokens.
@@ -227,7 +299,10 @@ async fn forged_and_tampered_tokens_are_refused() -> Result<()> {
 async fn missing_or_empty_authorization_is_refused() -> Result<()> {
     let app = TestApp::start_only(&["tokens"])?;
     let body = expect_error(app.get(INTROSPECT, None).await?, 401).await?;
-    assert!(body["message"].as_str().unwrap().contains("missing token"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("missing token"),
+        "{body}"
+    );
     expect_error(introspect(&app, "").await?, 401).await?;
     expect_error(introspect(&app, "Bearer ").await?, 401).await?;
     expect_error(introspect(&app, "Bearer").await?, 401).await?;
@@ -250,13 +325,20 @@ async fn one_time_token_works_exactly_once_under_concurrency() -> Result<()> {
             200 => ok += 1,
             401 => {
                 let body = expect_error(res, 401).await?;
-                assert!(body["message"].as_str().unwrap().contains("already used"), "{body}");
+                assert!(
+                    body["message"].as_str().unwrap().contains("already used"),
+                    "{body}"
+                );
                 refused_count += 1;
             }
             other => panic!("unexpected status {other}: {}", res.text().await?),
         }
     }
-    assert_eq!((ok, refused_count), (1, 19), "exactly one of 20 concurrent uses may succeed");
+    assert_eq!(
+        (ok, refused_count),
+        (1, 19),
+        "exactly one of 20 concurrent uses may succeed"
+    );
     refused(&app, &token).await?;
     Ok(())
 }
@@ -265,11 +347,26 @@ async fn one_time_token_works_exactly_once_under_concurrency() -> Result<()> {
 async fn unknown_paths_and_wrong_methods() -> Result<()> {
     let app = TestApp::start_only(&["tokens"])?;
     let token = app.token(&["compute-ace"], "STF040")?;
-    let res = app.client().get(app.url("/olcf/v1/token/ctls/nothing")).header("Authorization", &token).send().await?;
+    let res = app
+        .client()
+        .get(app.url("/olcf/v1/token/ctls/nothing"))
+        .header("Authorization", &token)
+        .send()
+        .await?;
     expect_error(res, 404).await?;
-    let res = app.client().post(app.url(INTROSPECT)).header("Authorization", &token).send().await?;
+    let res = app
+        .client()
+        .post(app.url(INTROSPECT))
+        .header("Authorization", &token)
+        .send()
+        .await?;
     expect_error(res, 405).await?;
-    let res = app.client().get(app.url(REVOKE)).header("Authorization", &token).send().await?;
+    let res = app
+        .client()
+        .get(app.url(REVOKE))
+        .header("Authorization", &token)
+        .send()
+        .await?;
     expect_error(res, 405).await?;
     // The wrong method revoked nothing.
     assert_eq!(introspect(&app, &token).await?.status(), 200);

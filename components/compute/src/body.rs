@@ -64,9 +64,12 @@ fn kind(v: &Value) -> &'static str {
 }
 
 fn string(field: &str, v: &Value) -> Result<String, ApiError> {
-    v.as_str()
-        .map(str::to_string)
-        .ok_or_else(|| bad(format!("job field `{field}` must be a string, not {}", kind(v))))
+    v.as_str().map(str::to_string).ok_or_else(|| {
+        bad(format!(
+            "job field `{field}` must be a string, not {}",
+            kind(v)
+        ))
+    })
 }
 
 /// A number, or Slurm's `{"number": n, "set": true, "infinite": false}`.
@@ -82,18 +85,27 @@ fn number(field: &str, v: &Value, max: u64) -> Result<Option<u64>, ApiError> {
         ))
     };
     match v {
-        Value::Number(n) => n.as_u64().filter(|n| *n <= max).map(Some).ok_or_else(expect),
+        Value::Number(n) => n
+            .as_u64()
+            .filter(|n| *n <= max)
+            .map(Some)
+            .ok_or_else(expect),
         Value::Object(m) => {
             for key in m.keys() {
                 if !matches!(key.as_str(), "number" | "set" | "infinite") {
-                    return Err(bad(format!("job field `{field}` has an unknown key `{key}`; use number, set, infinite")));
+                    return Err(bad(format!(
+                        "job field `{field}` has an unknown key `{key}`; use number, set, infinite"
+                    )));
                 }
             }
             let flag = |k: &str| -> Result<bool, ApiError> {
                 match m.get(k) {
                     None => Ok(k == "set"),
                     Some(Value::Bool(b)) => Ok(*b),
-                    Some(other) => Err(bad(format!("job field `{field}.{k}` must be true or false, not {}", kind(other)))),
+                    Some(other) => Err(bad(format!(
+                        "job field `{field}.{k}` must be true or false, not {}",
+                        kind(other)
+                    ))),
                 }
             };
             let (set, infinite) = (flag("set")?, flag("infinite")?);
@@ -102,7 +114,9 @@ fn number(field: &str, v: &Value, max: u64) -> Result<Option<u64>, ApiError> {
             }
             match m.get("number") {
                 Some(n) => number(field, n, max),
-                None => Err(bad(format!("job field `{field}` is set but has no `number`"))),
+                None => Err(bad(format!(
+                    "job field `{field}` is set but has no `number`"
+                ))),
             }
         }
         _ => Err(expect()),
@@ -119,8 +133,13 @@ fn environment(v: &Value) -> Result<Vec<String>, ApiError> {
             .iter()
             .map(|item| match item.as_str() {
                 Some(s) if s.contains('=') && !s.starts_with('=') => Ok(s.to_string()),
-                Some(s) => Err(bad(format!("job field `environment`: entry `{s}` is not NAME=value"))),
-                None => Err(bad(format!("job field `environment` must hold strings \"NAME=value\", not {}", kind(item)))),
+                Some(s) => Err(bad(format!(
+                    "job field `environment`: entry `{s}` is not NAME=value"
+                ))),
+                None => Err(bad(format!(
+                    "job field `environment` must hold strings \"NAME=value\", not {}",
+                    kind(item)
+                ))),
             })
             .collect(),
         // slurmrestd v0.0.38's form.
@@ -128,14 +147,21 @@ fn environment(v: &Value) -> Result<Vec<String>, ApiError> {
             .iter()
             .map(|(k, v)| match v.as_str() {
                 Some(s) => Ok(format!("{k}={s}")),
-                None => Err(bad(format!("job field `environment`: the value of `{k}` must be a string"))),
+                None => Err(bad(format!(
+                    "job field `environment`: the value of `{k}` must be a string"
+                ))),
             })
             .collect(),
-        other => Err(bad(format!("job field `environment` must be an array of \"NAME=value\" strings, not {}", kind(other)))),
+        other => Err(bad(format!(
+            "job field `environment` must be an array of \"NAME=value\" strings, not {}",
+            kind(other)
+        ))),
     }
 }
 
-fn job_description(job: &Map<String, Value>) -> Result<(JobDescription, Option<String>, Option<String>), ApiError> {
+fn job_description(
+    job: &Map<String, Value>,
+) -> Result<(JobDescription, Option<String>, Option<String>), ApiError> {
     let mut d = JobDescription {
         name: None,
         partition: None,
@@ -202,13 +228,17 @@ fn job_description(job: &Map<String, Value>) -> Result<(JobDescription, Option<S
                     Value::Number(n) if n.is_u64() => n.to_string(),
                     Value::String(s) => {
                         let ok = !s.is_empty()
-                            && s.splitn(2, '-').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+                            && s.splitn(2, '-')
+                                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
                         if !ok {
                             return Err(bad(format!("job field `nodes` must be a node count such as \"2\" or \"1-4\", not `{s}`")));
                         }
                         s.clone()
                     }
-                    other => return Err(bad(format!("job field `nodes` must be a number or a string such as \"1-4\", not {}", kind(other)))),
+                    other => return Err(bad(format!(
+                        "job field `nodes` must be a number or a string such as \"1-4\", not {}",
+                        kind(other)
+                    ))),
                 })
             }
             "environment" => d.environment = environment(v)?,
@@ -226,30 +256,64 @@ fn job_description(job: &Map<String, Value>) -> Result<(JobDescription, Option<S
 /// Parses and checks a submit body for `version`.
 pub fn parse(body: &[u8], version: Version) -> Result<Submit, ApiError> {
     if body.is_empty() {
-        return Err(bad("the submit body is empty; send {\"job\": {\"script\": \"#!/bin/bash\\n...\", ...}}".into()));
+        return Err(bad(
+            "the submit body is empty; send {\"job\": {\"script\": \"#!/bin/bash\\n...\", ...}}"
+                .into(),
+        ));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| bad(format!("the submit body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the submit body is not valid JSON: {e}")))?;
     let Value::Object(top) = value else {
-        return Err(bad(format!("the submit body must be a JSON object, not {}", kind(&value))));
+        return Err(bad(format!(
+            "the submit body must be a JSON object, not {}",
+            kind(&value)
+        )));
     };
     for key in top.keys() {
-        let known = matches!(key.as_str(), "job" | "script") || (key == "jobs" && version == Version::V44);
+        let known =
+            matches!(key.as_str(), "job" | "script") || (key == "jobs" && version == Version::V44);
         if !known {
-            let allowed = if version == Version::V44 { "job, jobs, script" } else { "job, script" };
-            return Err(bad(format!("unknown field `{key}` in the submit body; allowed: {allowed}")));
+            let allowed = if version == Version::V44 {
+                "job, jobs, script"
+            } else {
+                "job, script"
+            };
+            return Err(bad(format!(
+                "unknown field `{key}` in the submit body; allowed: {allowed}"
+            )));
         }
     }
     let job = match (top.get("job"), top.get("jobs")) {
         (Some(_), Some(_)) => return Err(bad("give either `job` or `jobs`, not both".into())),
         (Some(Value::Object(job)), None) => job,
-        (Some(other), None) => return Err(bad(format!("field `job` must be an object, not {}", kind(other)))),
+        (Some(other), None) => {
+            return Err(bad(format!(
+                "field `job` must be an object, not {}",
+                kind(other)
+            )))
+        }
         (None, Some(Value::Array(jobs))) => match jobs.as_slice() {
             [Value::Object(job)] => job,
             [_] => return Err(bad("`jobs` must hold one job object".into())),
-            _ => return Err(bad(format!("`jobs` holds {} jobs; heterogeneous jobs are not supported, send one", jobs.len()))),
+            _ => {
+                return Err(bad(format!(
+                    "`jobs` holds {} jobs; heterogeneous jobs are not supported, send one",
+                    jobs.len()
+                )))
+            }
         },
-        (None, Some(other)) => return Err(bad(format!("field `jobs` must be an array, not {}", kind(other)))),
-        (None, None) => return Err(bad("field `job` is required: {\"job\": {\"script\": \"#!/bin/bash\\n...\", ...}}".into())),
+        (None, Some(other)) => {
+            return Err(bad(format!(
+                "field `jobs` must be an array, not {}",
+                kind(other)
+            )))
+        }
+        (None, None) => {
+            return Err(bad(
+                "field `job` is required: {\"job\": {\"script\": \"#!/bin/bash\\n...\", ...}}"
+                    .into(),
+            ))
+        }
     };
     let (job, inner_script, account) = job_description(job)?;
     let outer_script = match top.get("script") {
@@ -257,15 +321,29 @@ pub fn parse(body: &[u8], version: Version) -> Result<Submit, ApiError> {
         Some(v) => Some(string("script", v)?),
     };
     let script = match (inner_script, outer_script) {
-        (Some(a), Some(b)) if a != b => return Err(bad("the body gives two different scripts (`job.script` and `script`); give one".into())),
+        (Some(a), Some(b)) if a != b => {
+            return Err(bad(
+                "the body gives two different scripts (`job.script` and `script`); give one".into(),
+            ))
+        }
         (Some(s), _) | (None, Some(s)) => s,
-        (None, None) => return Err(bad("job field `script` is required: the batch script, starting with #!".into())),
+        (None, None) => {
+            return Err(bad(
+                "job field `script` is required: the batch script, starting with #!".into(),
+            ))
+        }
     };
     if script.trim().is_empty() {
         return Err(bad("job field `script` is empty".into()));
     }
     if !script.starts_with("#!") {
-        return Err(bad("job field `script` must start with an interpreter line such as #!/bin/bash".into()));
+        return Err(bad(
+            "job field `script` must start with an interpreter line such as #!/bin/bash".into(),
+        ));
     }
-    Ok(Submit { job, script, account })
+    Ok(Submit {
+        job,
+        script,
+        account,
+    })
 }

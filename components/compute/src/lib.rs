@@ -132,7 +132,9 @@ fn parse_path(path: &str) -> Option<(Version, &str, Endpoint)> {
         "nodes" => Endpoint::Nodes,
         "partitions" => Endpoint::Partitions,
         "reservations" => Endpoint::Reservations,
-        job if job.starts_with("job/") && !job[4..].contains('/') => Endpoint::Job(job[4..].to_string()),
+        job if job.starts_with("job/") && !job[4..].contains('/') => {
+            Endpoint::Job(job[4..].to_string())
+        }
         _ => return None,
     };
     Some((version, resource, endpoint))
@@ -165,12 +167,18 @@ fn route(req: &Request) -> Result<Response, ApiError> {
         _ => None,
     };
     check_resource(resource)?;
-    let cx = Context { version, resource, principal: &principal };
+    let cx = Context {
+        version,
+        resource,
+        principal: &principal,
+    };
     match endpoint {
         Endpoint::Ping => cx.ping(),
         Endpoint::Diag => cx.diag(),
         Endpoint::Jobs => cx.jobs(),
-        Endpoint::Job(_) if method == Method::Delete => cx.cancel(job_id.unwrap_or_default(), req.query()),
+        Endpoint::Job(_) if method == Method::Delete => {
+            cx.cancel(job_id.unwrap_or_default(), req.query())
+        }
         Endpoint::Job(_) => cx.job(job_id.unwrap_or_default()),
         Endpoint::Submit => cx.submit(req),
         Endpoint::Nodes => cx.nodes(),
@@ -187,7 +195,8 @@ fn parse_job_id(text: &str) -> Result<u32, ApiError> {
             "job_id `{shown}` is not a job id: it must be a number of 1 to 9 digits"
         )));
     }
-    text.parse().map_err(|_| ApiError::bad_request(format!("job_id `{text}` is out of range")))
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("job_id `{text}` is out of range")))
 }
 
 #[derive(Deserialize)]
@@ -208,18 +217,36 @@ fn check_resource(resource: &str) -> Result<(), ApiError> {
     let text = match std::fs::read_to_string(CONFIG_FILE) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(ApiError::unavailable(format!("cannot read the facility configuration: {e}"))),
+        Err(e) => {
+            return Err(ApiError::unavailable(format!(
+                "cannot read the facility configuration: {e}"
+            )))
+        }
     };
-    let facility: Facility = toml::from_str(&text)
-        .map_err(|e| ApiError::unavailable(format!("the facility configuration is not valid TOML: {e}")))?;
-    if facility.resources.iter().any(|r| r.name == resource && r.compute.is_some()) {
+    let facility: Facility = toml::from_str(&text).map_err(|e| {
+        ApiError::unavailable(format!("the facility configuration is not valid TOML: {e}"))
+    })?;
+    if facility
+        .resources
+        .iter()
+        .any(|r| r.name == resource && r.compute.is_some())
+    {
         return Ok(());
     }
-    let names: Vec<&str> = facility.resources.iter().filter(|r| r.compute.is_some()).map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = facility
+        .resources
+        .iter()
+        .filter(|r| r.compute.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
     let shown: String = resource.chars().take(64).collect();
     Err(ApiError::not_found(format!(
         "no compute resource named `{shown}`; this facility's compute resources: {}",
-        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
     )))
 }
 
@@ -249,17 +276,24 @@ impl Context<'_> {
     }
 
     fn caller(&self) -> Caller {
-        Caller { project: self.principal.project.clone(), username: self.principal.username.clone() }
+        Caller {
+            project: self.principal.project.clone(),
+            username: self.principal.username.clone(),
+        }
     }
 
     fn ping(&self) -> Result<Response, ApiError> {
         let pings = scheduler::ping(self.resource).map_err(scheduler_error)?;
-        self.answer(Pings { pings: pings.into_iter().map(Ping::from).collect() })
+        self.answer(Pings {
+            pings: pings.into_iter().map(Ping::from).collect(),
+        })
     }
 
     fn diag(&self) -> Result<Response, ApiError> {
         let d = scheduler::diag(self.resource).map_err(scheduler_error)?;
-        self.answer(Statistics { statistics: d.into() })
+        self.answer(Statistics {
+            statistics: d.into(),
+        })
     }
 
     fn jobs(&self) -> Result<Response, ApiError> {
@@ -282,9 +316,14 @@ impl Context<'_> {
     fn job(&self, job_id: u32) -> Result<Response, ApiError> {
         let job = scheduler::get(self.resource, &self.caller(), job_id).map_err(scheduler_error)?;
         if !job.account.eq_ignore_ascii_case(&self.principal.project) {
-            return Err(ApiError::not_found(format!("no job {job_id} in project {}", self.principal.project)));
+            return Err(ApiError::not_found(format!(
+                "no job {job_id} in project {}",
+                self.principal.project
+            )));
         }
-        self.answer(JobOnly { jobs: vec![Job::from(job, self.resource)] })
+        self.answer(JobOnly {
+            jobs: vec![Job::from(job, self.resource)],
+        })
     }
 
     fn cancel(&self, job_id: u32, query: &str) -> Result<Response, ApiError> {
@@ -311,7 +350,8 @@ impl Context<'_> {
                 }
             }
         }
-        scheduler::cancel(self.resource, &self.caller(), job_id, signal).map_err(scheduler_error)?;
+        scheduler::cancel(self.resource, &self.caller(), job_id, signal)
+            .map_err(scheduler_error)?;
         self.answer(Cancelled {
             status: vec![CancelStatus {
                 error: String::new(),
@@ -346,8 +386,13 @@ impl Context<'_> {
     }
 
     fn submit_now(&self, submit: body::Submit) -> Result<SubmitAnswer, ApiError> {
-        let done = scheduler::submit(self.resource, &self.caller(), &submit.job, &submit.script).map_err(scheduler_error)?;
-        Ok(SubmitAnswer { job_id: done.job_id, step_id: done.step_id, job_submit_user_msg: done.user_message })
+        let done = scheduler::submit(self.resource, &self.caller(), &submit.job, &submit.script)
+            .map_err(scheduler_error)?;
+        Ok(SubmitAnswer {
+            job_id: done.job_id,
+            step_id: done.step_id,
+            job_submit_user_msg: done.user_message,
+        })
     }
 
     /// A submit guarded by an idempotency key: whoever increments the
@@ -356,17 +401,26 @@ impl Context<'_> {
     fn submit_once(&self, key: &str, submit: body::Submit) -> Result<SubmitAnswer, ApiError> {
         use sha2::{Digest, Sha256};
         use spin_sdk::wit::wasi::keyvalue::{atomics, store};
-        let kv = |e: store::Error| ApiError::unavailable(format!("key-value store failed on an idempotent submit: {e:?}"));
+        let kv = |e: store::Error| {
+            ApiError::unavailable(format!(
+                "key-value store failed on an idempotent submit: {e:?}"
+            ))
+        };
         let bucket = store::open("default").map_err(kv)?;
         let digest = hex::encode(Sha256::digest(key.as_bytes()));
-        let base = format!("compute/idempotency/{}/{}/{digest}", self.principal.project.to_lowercase(), self.resource);
+        let base = format!(
+            "compute/idempotency/{}/{}/{digest}",
+            self.principal.project.to_lowercase(),
+            self.resource
+        );
         let claim = format!("{base}/claim");
         let result = format!("{base}/job");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             if let Some(bytes) = bucket.get(&result).map_err(kv)? {
-                return serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::internal(format!("stored idempotent submit is unreadable: {e}")));
+                return serde_json::from_slice(&bytes).map_err(|e| {
+                    ApiError::internal(format!("stored idempotent submit is unreadable: {e}"))
+                });
             }
             if atomics::increment(&bucket, &claim, 1).map_err(kv)? == 1 {
                 return match self.submit_now(submit) {
@@ -399,25 +453,36 @@ impl Context<'_> {
 
     fn nodes(&self) -> Result<Response, ApiError> {
         let nodes = scheduler::nodes(self.resource).map_err(scheduler_error)?;
-        self.answer(Nodes { nodes: nodes.into_iter().map(Node::from).collect() })
+        self.answer(Nodes {
+            nodes: nodes.into_iter().map(Node::from).collect(),
+        })
     }
 
     fn partitions(&self) -> Result<Response, ApiError> {
         let parts = scheduler::partitions(self.resource).map_err(scheduler_error)?;
         self.answer(Partitions {
-            partitions: parts.into_iter().map(|p| Partition::from(p, self.resource, self.version)).collect(),
+            partitions: parts
+                .into_iter()
+                .map(|p| Partition::from(p, self.resource, self.version))
+                .collect(),
         })
     }
 
     fn reservations(&self) -> Result<Response, ApiError> {
         let rs = scheduler::reservations(self.resource).map_err(scheduler_error)?;
-        self.answer(Reservations { reservations: rs.into_iter().map(Reservation::from).collect() })
+        self.answer(Reservations {
+            reservations: rs.into_iter().map(Reservation::from).collect(),
+        })
     }
 }
 
 fn idempotency_key(value: Option<&str>) -> Result<String, ApiError> {
     match value {
-        Some(k) if !k.trim().is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic() || c == ' ') => {
+        Some(k)
+            if !k.trim().is_empty()
+                && k.len() <= 255
+                && k.chars().all(|c| c.is_ascii_graphic() || c == ' ') =>
+        {
             Ok(k.trim().to_string())
         }
         _ => Err(ApiError::bad_request(
@@ -435,13 +500,21 @@ fn parse_signal(text: &str) -> Result<u32, ApiError> {
     }
     let upper = t.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, num)| *num).ok_or_else(|| {
-        let shown: String = t.chars().take(20).collect();
-        ApiError::bad_request(format!(
-            "unknown signal `{shown}`; use one of {}",
-            SIGNALS.iter().map(|(n, _)| format!("SIG{n}")).collect::<Vec<_>>().join(", ")
-        ))
-    })
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, num)| *num)
+        .ok_or_else(|| {
+            let shown: String = t.chars().take(20).collect();
+            ApiError::bad_request(format!(
+                "unknown signal `{shown}`; use one of {}",
+                SIGNALS
+                    .iter()
+                    .map(|(n, _)| format!("SIG{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -451,7 +524,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 3;

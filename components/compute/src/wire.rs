@@ -4,7 +4,8 @@
 //! and `warnings`.
 
 use crate::bindings::s3m::facility::scheduler::{
-    Diagnostics, JobInfo, JobState, NodeInfo, PartitionInfo, PartitionState, PingInfo, ReservationInfo,
+    Diagnostics, JobInfo, JobState, NodeInfo, PartitionInfo, PartitionState, PingInfo,
+    ReservationInfo,
 };
 use crate::Version;
 use serde::Serialize;
@@ -19,20 +20,33 @@ pub struct NoVal {
 
 impl NoVal {
     pub fn some(n: i64) -> Self {
-        Self { set: true, infinite: false, number: n }
+        Self {
+            set: true,
+            infinite: false,
+            number: n,
+        }
     }
     pub fn unset() -> Self {
-        Self { set: false, infinite: false, number: 0 }
+        Self {
+            set: false,
+            infinite: false,
+            number: 0,
+        }
     }
     pub fn infinite() -> Self {
-        Self { set: false, infinite: true, number: 0 }
+        Self {
+            set: false,
+            infinite: true,
+            number: 0,
+        }
     }
     pub fn opt(n: Option<i64>) -> Self {
         n.map(Self::some).unwrap_or_else(Self::unset)
     }
     /// A limit: none is infinite.
     pub fn limit(n: Option<u32>) -> Self {
-        n.map(|n| Self::some(n as i64)).unwrap_or_else(Self::infinite)
+        n.map(|n| Self::some(n as i64))
+            .unwrap_or_else(Self::infinite)
     }
 }
 
@@ -74,9 +88,15 @@ impl Meta {
                 data_parser: format!("data_parser/{}", version.as_str()),
                 accounting_storage: String::new(),
             },
-            client: Client { source: "s3m".into(), user: user.into(), group: user.into() },
+            client: Client {
+                source: "s3m".into(),
+                user: user.into(),
+                group: user.into(),
+            },
             command: Vec::new(),
-            slurm: SlurmMeta { cluster: resource.into() },
+            slurm: SlurmMeta {
+                cluster: resource.into(),
+            },
         }
     }
 }
@@ -159,7 +179,11 @@ pub struct Job {
 }
 
 pub fn signal_name(n: u32) -> String {
-    crate::SIGNALS.iter().find(|(_, num)| *num == n).map(|(name, _)| format!("SIG{name}")).unwrap_or_default()
+    crate::SIGNALS
+        .iter()
+        .find(|(_, num)| *num == n)
+        .map(|(name, _)| format!("SIG{name}"))
+        .unwrap_or_default()
 }
 
 impl Job {
@@ -181,7 +205,10 @@ impl Job {
             partition: j.partition,
             cluster: cluster.to_string(),
             job_state: current.clone(),
-            state: JobStateInfo { current, reason: j.state_reason.clone() },
+            state: JobStateInfo {
+                current,
+                reason: j.state_reason.clone(),
+            },
             state_reason: j.state_reason,
             exit_code: ExitCode {
                 status: vec![status.to_string()],
@@ -456,11 +483,20 @@ impl Partition {
                 configured: p.nodes,
                 total: p.total_nodes,
             },
-            cpus: PartitionCpus { total: p.total_cpus },
-            defaults: PartitionTime { time: NoVal::opt(p.default_time.map(|t| t as i64)) },
-            maximums: PartitionMaximums { nodes: NoVal::limit(p.max_nodes), time: NoVal::limit(p.max_time) },
+            cpus: PartitionCpus {
+                total: p.total_cpus,
+            },
+            defaults: PartitionTime {
+                time: NoVal::opt(p.default_time.map(|t| t as i64)),
+            },
+            maximums: PartitionMaximums {
+                nodes: NoVal::limit(p.max_nodes),
+                time: NoVal::limit(p.max_time),
+            },
             minimums: PartitionMinimums { nodes: p.min_nodes },
-            priority: PartitionPriority { tier: p.priority_tier },
+            priority: PartitionPriority {
+                tier: p.priority_tier,
+            },
             partition: PartitionStateInfo { state },
             topology: v44.then(String::new),
         }

@@ -58,7 +58,11 @@ fn route(req: &Request) -> Result<Response, ApiError> {
     let facility = Facility::load()?;
     Ok(match resource {
         None => json(&EnvironmentsAnswer {
-            environments: facility.resources.iter().map(environment).collect::<Result<_, _>>()?,
+            environments: facility
+                .resources
+                .iter()
+                .map(environment)
+                .collect::<Result<_, _>>()?,
         }),
         Some(name) => {
             let Some(r) = facility.resources.iter().find(|r| r.name == name) else {
@@ -224,7 +228,9 @@ impl Facility {
 
     fn parse(text: &str) -> Result<Self, ApiError> {
         toml::from_str(text).map_err(|e| {
-            ApiError::internal(format!("the facility configuration {CONFIG_FILE} is not valid: {e}"))
+            ApiError::internal(format!(
+                "the facility configuration {CONFIG_FILE} is not valid: {e}"
+            ))
         })
     }
 }
@@ -241,16 +247,20 @@ fn environment(r: &ResourceConfig) -> Result<Environment, ApiError> {
     };
     let modules = match software::modules(&r.name) {
         Ok(list) => {
-            warnings.extend(list.warnings.into_iter().map(|w| format!("software modules: {w}")));
+            warnings.extend(
+                list.warnings
+                    .into_iter()
+                    .map(|w| format!("software modules: {w}")),
+            );
             list.modules
-            .into_iter()
-            .map(|m| Module {
-                name: m.name,
-                versions: m.versions,
-                default_version: m.default_version,
-                description: m.description,
-            })
-            .collect()
+                .into_iter()
+                .map(|m| Module {
+                    name: m.name,
+                    versions: m.versions,
+                    default_version: m.default_version,
+                    description: m.description,
+                })
+                .collect()
         }
         Err(SoftwareError::NotFound(m) | SoftwareError::Unavailable(m)) => {
             warnings.push(format!("software modules unavailable: {m}"));
@@ -302,7 +312,12 @@ fn scheduler_error(e: SchedulerError) -> String {
 /// The scheduler and its partitions; what fails becomes a warning, so that
 /// a scheduler that is down still leaves the rest of the environment readable.
 fn scheduler_of(resource: &str, warnings: &mut Vec<String>) -> (Scheduler, Vec<Partition>) {
-    let mut s = Scheduler { kind: String::new(), version: String::new(), cluster: String::new(), reachable: false };
+    let mut s = Scheduler {
+        kind: String::new(),
+        version: String::new(),
+        cluster: String::new(),
+        reachable: false,
+    };
     match scheduler::about(resource) {
         Ok(a) => {
             s.kind = a.kind;
@@ -389,6 +404,10 @@ mod tests {
         ) else {
             panic!("accepted")
         };
-        assert!(e.message.contains("mount_path") || e.message.contains("path"), "{}", e.message);
+        assert!(
+            e.message.contains("mount_path") || e.message.contains("path"),
+            "{}",
+            e.message
+        );
     }
 }

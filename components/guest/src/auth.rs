@@ -111,7 +111,10 @@ impl Principal {
 
     /// Ok when the token holds any of `permissions`; else 403 naming them.
     pub fn require_any(&self, permissions: &[&str]) -> Result<(), ApiError> {
-        if permissions.iter().any(|p| self.permissions.iter().any(|q| q == p)) {
+        if permissions
+            .iter()
+            .any(|p| self.permissions.iter().any(|q| q == p))
+        {
             Ok(())
         } else {
             Err(ApiError::permission_denied(format!(
@@ -163,11 +166,14 @@ impl Audience {
 
 /// The token in the `Authorization` header: raw, or after a case-insensitive `Bearer `.
 pub fn bearer_token(req: &Request) -> Result<String, ApiError> {
-    let missing = || ApiError::unauthenticated("missing token: send the header Authorization: <token>");
+    let missing =
+        || ApiError::unauthenticated("missing token: send the header Authorization: <token>");
     let value = req.header("authorization").ok_or_else(missing)?;
     let value = value
         .as_str()
-        .ok_or_else(|| ApiError::unauthenticated("malformed token: the Authorization header is not text"))?
+        .ok_or_else(|| {
+            ApiError::unauthenticated("malformed token: the Authorization header is not text")
+        })?
         .trim();
     let token = match value.split_once(char::is_whitespace) {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
@@ -180,7 +186,9 @@ pub fn bearer_token(req: &Request) -> Result<String, ApiError> {
 }
 
 fn malformed() -> ApiError {
-    ApiError::unauthenticated("malformed token: expected a project access token (a JWT: header.payload.signature)")
+    ApiError::unauthenticated(
+        "malformed token: expected a project access token (a JWT: header.payload.signature)",
+    )
 }
 
 fn b64url() -> GeneralPurpose {
@@ -203,7 +211,8 @@ fn decode_claims(token: &str) -> Result<Claims, ApiError> {
     };
     let engine = b64url();
     let header = engine.decode(header).map_err(|_| malformed())?;
-    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&header).map_err(|_| malformed())?;
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&header)
+        .map_err(|_| malformed())?;
     let payload = engine.decode(payload).map_err(|_| malformed())?;
     serde_json::from_slice::<Claims>(&payload).map_err(|_| malformed())
 }
@@ -217,11 +226,17 @@ fn required_audience() -> String {
 }
 
 fn is_plain_jti(jti: &str) -> bool {
-    !jti.is_empty() && jti.len() <= 128 && jti.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !jti.is_empty()
+        && jti.len() <= 128
+        && jti
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn kv_unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable(format!("key-value store '{STORE}' unavailable while {what}: {e}"))
+    ApiError::unavailable(format!(
+        "key-value store '{STORE}' unavailable while {what}: {e}"
+    ))
 }
 
 /// Opens the key-value store of token records.
@@ -231,7 +246,10 @@ pub fn open_store() -> Result<Store, ApiError> {
 
 /// Loads the record of `jti`, `None` when there is none.
 pub fn load_record(store: &Store, jti: &str) -> Result<Option<TokenRecord>, ApiError> {
-    let Some(bytes) = store.get(&record_key(jti)).map_err(|e| kv_unavailable("reading a token record", e))? else {
+    let Some(bytes) = store
+        .get(&record_key(jti))
+        .map_err(|e| kv_unavailable("reading a token record", e))?
+    else {
         return Ok(None);
     };
     serde_json::from_slice(&bytes)
@@ -241,14 +259,17 @@ pub fn load_record(store: &Store, jti: &str) -> Result<Option<TokenRecord>, ApiE
 
 fn record_time(jti: &str, field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     parse_rfc3339(value).ok_or_else(|| {
-        ApiError::internal(format!("the record of token {jti} has an invalid {field}: {value:?}"))
+        ApiError::internal(format!(
+            "the record of token {jti} has an invalid {field}: {value:?}"
+        ))
     })
 }
 
 /// Consumes one-time token `jti`: true for exactly one caller, ever (atomic in the host).
 fn consume_once(jti: &str) -> Result<bool, ApiError> {
     use spin_sdk::wit::wasi::keyvalue::{atomics, store};
-    let bucket = store::open(STORE).map_err(|e| kv_unavailable("opening it for atomics", format!("{e:?}")))?;
+    let bucket = store::open(STORE)
+        .map_err(|e| kv_unavailable("opening it for atomics", format!("{e:?}")))?;
     let count = atomics::increment(&bucket, &used_key(jti), 1)
         .map_err(|e| kv_unavailable("consuming a one-time token", format!("{e:?}")))?;
     Ok(count == 1)
@@ -273,15 +294,21 @@ pub fn authenticate(req: &Request) -> Result<Principal, ApiError> {
     let now = Utc::now();
     if let Some(nbf) = claims.nbf {
         if nbf > now.timestamp() {
-            let from = DateTime::<Utc>::from_timestamp(nbf, 0).map(|t| format!(" (not before {})", crate::time::rfc3339(&t)));
-            return Err(ApiError::unauthenticated(format!("token not yet valid{}", from.unwrap_or_default())));
+            let from = DateTime::<Utc>::from_timestamp(nbf, 0)
+                .map(|t| format!(" (not before {})", crate::time::rfc3339(&t)));
+            return Err(ApiError::unauthenticated(format!(
+                "token not yet valid{}",
+                from.unwrap_or_default()
+            )));
         }
     }
     let jti = claims.jti.unwrap_or_default();
     if !is_plain_jti(&jti) {
         return Err(malformed());
     }
-    let unknown = || ApiError::unauthenticated("invalid token: this facility did not mint it, or it was deleted");
+    let unknown = || {
+        ApiError::unauthenticated("invalid token: this facility did not mint it, or it was deleted")
+    };
     let store = open_store()?;
     let record = load_record(&store, &jti)?.ok_or_else(unknown)?;
 
@@ -331,17 +358,26 @@ mod tests {
 
     #[test]
     fn decodes_olcf_claims_with_list_or_string_audience() {
-        let t = jwt(r#"{"alg":"EdDSA"}"#, r#"{"description":"d","type":"opat","aud":["s3m"],"nbf":1,"iat":1,"jti":"abc-1"}"#);
+        let t = jwt(
+            r#"{"alg":"EdDSA"}"#,
+            r#"{"description":"d","type":"opat","aud":["s3m"],"nbf":1,"iat":1,"jti":"abc-1"}"#,
+        );
         let c = decode_claims(&t).unwrap();
         assert_eq!(c.token_type.as_deref(), Some("opat"));
         assert!(c.aud.unwrap().contains("s3m"));
-        let t = jwt(r#"{"alg":"EdDSA"}"#, r#"{"type":"opat","aud":"s3m","jti":"x"}"#);
+        let t = jwt(
+            r#"{"alg":"EdDSA"}"#,
+            r#"{"type":"opat","aud":"s3m","jti":"x"}"#,
+        );
         assert!(decode_claims(&t).unwrap().aud.unwrap().contains("s3m"));
     }
 
     #[test]
     fn refuses_malformed_tokens_without_echoing_them() {
-        let good = jwt(r#"{"alg":"EdDSA"}"#, r#"{"type":"opat","aud":"s3m","jti":"x"}"#);
+        let good = jwt(
+            r#"{"alg":"EdDSA"}"#,
+            r#"{"type":"opat","aud":"s3m","jti":"x"}"#,
+        );
         for bad in [
             "",
             "garbage",
@@ -376,9 +412,18 @@ mod tests {
     fn errors_have_the_one_shape() {
         let e = ApiError::permission_denied("no");
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
-        assert_eq!(v, serde_json::json!({"code": 7, "message": "no", "details": []}));
+        assert_eq!(
+            v,
+            serde_json::json!({"code": 7, "message": "no", "details": []})
+        );
         assert_eq!(ApiError::method_not_allowed("m").code, 12);
-        assert_eq!((ApiError::unavailable("u").status, ApiError::unavailable("u").code), (503, 14));
+        assert_eq!(
+            (
+                ApiError::unavailable("u").status,
+                ApiError::unavailable("u").code
+            ),
+            (503, 14)
+        );
     }
 
     #[test]

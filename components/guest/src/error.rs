@@ -28,7 +28,11 @@ struct ErrorBody<'a> {
 impl ApiError {
     /// An error with an explicit status and gRPC code.
     pub fn new(status: u16, code: i32, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     /// 400, InvalidArgument (3).
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -86,9 +90,14 @@ impl ApiError {
 
     /// The JSON body of this error.
     pub fn body(&self) -> Vec<u8> {
-        let body = ErrorBody { code: self.code, message: &self.message, details: [] };
+        let body = ErrorBody {
+            code: self.code,
+            message: &self.message,
+            details: [],
+        };
         // Serialising a struct of an integer and a string cannot fail.
-        serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":13,\"message\":\"\",\"details\":[]}".to_vec())
+        serde_json::to_vec(&body)
+            .unwrap_or_else(|_| b"{\"code\":13,\"message\":\"\",\"details\":[]}".to_vec())
     }
 
     /// This error as an HTTP response.
@@ -103,7 +112,11 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (HTTP {}, code {})", self.message, self.status, self.code)
+        write!(
+            f,
+            "{} (HTTP {}, code {})",
+            self.message, self.status, self.code
+        )
     }
 }
 

@@ -45,10 +45,16 @@ fn route(req: &Request) -> Result<Response, ApiError> {
     let facility = Facility::load()?;
     let now = now();
     Ok(match endpoint {
-        Endpoint::Resources => json(&ResourcesAnswer { resources: facility.resources(now) }),
+        Endpoint::Resources => json(&ResourcesAnswer {
+            resources: facility.resources(now),
+        }),
         Endpoint::Resource(name) => json(&facility.resource(name, now)?),
-        Endpoint::CurrentDowntimes => json(&DowntimesAnswer { downtimes: facility.current_downtimes(now) }),
-        Endpoint::UpcomingDowntimes => json(&DowntimesAnswer { downtimes: facility.upcoming_downtimes(now, None) }),
+        Endpoint::CurrentDowntimes => json(&DowntimesAnswer {
+            downtimes: facility.current_downtimes(now),
+        }),
+        Endpoint::UpcomingDowntimes => json(&DowntimesAnswer {
+            downtimes: facility.upcoming_downtimes(now, None),
+        }),
     })
 }
 
@@ -126,7 +132,11 @@ struct FacilitySection {
 
 impl Default for FacilitySection {
     fn default() -> Self {
-        Self { name: String::new(), organization: String::new(), security_enclave: "open".into() }
+        Self {
+            name: String::new(),
+            organization: String::new(),
+            security_enclave: "open".into(),
+        }
     }
 }
 
@@ -181,21 +191,32 @@ fn config_time(value: &toml::Value, what: &str) -> Result<DateTime<Utc>, ApiErro
     let text = match value {
         toml::Value::String(s) => s.clone(),
         toml::Value::Datetime(d) => d.to_string(),
-        other => return Err(config_error(format!("{what} must be an RFC 3339 time, not {other}"))),
+        other => {
+            return Err(config_error(format!(
+                "{what} must be an RFC 3339 time, not {other}"
+            )))
+        }
     };
-    parse_rfc3339(&text)
-        .ok_or_else(|| config_error(format!("{what} = {text:?} is not an RFC 3339 time with an offset (e.g. 2026-01-01T00:00:00Z)")))
+    parse_rfc3339(&text).ok_or_else(|| {
+        config_error(format!(
+            "{what} = {text:?} is not an RFC 3339 time with an offset (e.g. 2026-01-01T00:00:00Z)"
+        ))
+    })
 }
 
 impl Facility {
     fn load() -> Result<Self, ApiError> {
-        let text = std::fs::read_to_string(CONFIG_FILE)
-            .map_err(|e| config_error(format!("cannot be read ({e}); the app's config/ directory must hold facility.toml")))?;
+        let text = std::fs::read_to_string(CONFIG_FILE).map_err(|e| {
+            config_error(format!(
+                "cannot be read ({e}); the app's config/ directory must hold facility.toml"
+            ))
+        })?;
         Self::parse(&text)
     }
 
     fn parse(text: &str) -> Result<Self, ApiError> {
-        let file: FacilityFile = toml::from_str(text).map_err(|e| config_error(format!("is not valid: {e}")))?;
+        let file: FacilityFile =
+            toml::from_str(text).map_err(|e| config_error(format!("is not valid: {e}")))?;
         for r in &file.resources {
             if let Some(status) = &r.status {
                 if !STATUSES.contains(&status.as_str()) {
@@ -220,7 +241,10 @@ impl Facility {
             let start = config_time(&d.start, &what("start"))?;
             let end = config_time(&d.end, &what("end"))?;
             if end <= start {
-                return Err(config_error(format!("{} ends before it starts", what("end"))));
+                return Err(config_error(format!(
+                    "{} ends before it starts",
+                    what("end")
+                )));
             }
             let updated_at = match &d.updated_at {
                 Some(v) => config_time(v, &what("updated_at"))?,
@@ -246,7 +270,11 @@ impl Facility {
     }
 
     fn current_downtimes(&self, now: DateTime<Utc>) -> Vec<Downtime> {
-        self.downtimes.iter().filter(|d| d.start <= now && now < d.end).map(Downtime::from).collect()
+        self.downtimes
+            .iter()
+            .filter(|d| d.start <= now && now < d.end)
+            .map(Downtime::from)
+            .collect()
     }
 
     /// Downtimes starting within the next [`UPCOMING_DAYS`], of one resource or all.
@@ -261,7 +289,10 @@ impl Facility {
     }
 
     fn resources(&self, now: DateTime<Utc>) -> Vec<Resource> {
-        self.resources.iter().map(|r| self.describe(r, now)).collect()
+        self.resources
+            .iter()
+            .map(|r| self.describe(r, now))
+            .collect()
     }
 
     fn resource(&self, name: &str, now: DateTime<Utc>) -> Result<Resource, ApiError> {
@@ -269,22 +300,32 @@ impl Facility {
             .iter()
             .find(|r| r.name == name)
             .map(|r| self.describe(r, now))
-            .ok_or_else(|| ApiError::not_found(format!("no resource named {name:?}; GET {BASE} lists them")))
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no resource named {name:?}; GET {BASE} lists them"))
+            })
     }
 
     fn describe(&self, r: &ResourceSection, now: DateTime<Utc>) -> Resource {
-        let down = self.downtimes.iter().any(|d| d.resource == r.name && d.start <= now && now < d.end);
+        let down = self
+            .downtimes
+            .iter()
+            .any(|d| d.resource == r.name && d.start <= now && now < d.end);
         let status = if down {
             "UNAVAILABLE".to_string()
         } else {
-            r.status.clone().unwrap_or_else(|| "OPERATIONAL".to_string())
+            r.status
+                .clone()
+                .unwrap_or_else(|| "OPERATIONAL".to_string())
         };
         Resource {
             name: r.name.clone(),
             description: r.description.clone(),
             system_type: "resource",
             security_enclave: self.security_enclave.clone(),
-            organization: r.organization.clone().unwrap_or_else(|| self.organization.clone()),
+            organization: r
+                .organization
+                .clone()
+                .unwrap_or_else(|| self.organization.clone()),
             status,
             annotations: r.annotations.clone(),
             downtime_schedule_available: r.downtime_schedule_available.unwrap_or(true),
@@ -302,7 +343,10 @@ impl From<&ScheduledDowntime> for Downtime {
             start: rfc3339(&d.start),
             end: rfc3339(&d.end),
             description: d.description.clone(),
-            attributes: DowntimeAttributes { scheduled: d.scheduled, reboot: d.reboot },
+            attributes: DowntimeAttributes {
+                scheduled: d.scheduled,
+                reboot: d.reboot,
+            },
             updated_at: rfc3339(&d.updated_at),
         }
     }
@@ -325,7 +369,10 @@ mod tests {
         assert_eq!(names, ["basalt", "granite", "quartz-dtn", "shale-archive"]);
         let now = t("2026-11-22T00:00:00Z");
         assert!(f.current_downtimes(now).is_empty());
-        assert!(f.resources(now).iter().all(|r| r.status == "OPERATIONAL" && r.organization == "CRCF"));
+        assert!(f
+            .resources(now)
+            .iter()
+            .all(|r| r.status == "OPERATIONAL" && r.organization == "CRCF"));
     }
 
     #[test]

@@ -26,8 +26,8 @@ mod bindings {
 }
 
 use bindings::s3m::facility::brokers::{
-    self, Backend, BrokerError, Cluster, ClusterSpec, ClusterSummary, Engine, FeatureFlagSetting, HealthStatus,
-    Lifetime, ResourceSetting, SyncStatus,
+    self, Backend, BrokerError, Cluster, ClusterSpec, ClusterSummary, Engine, FeatureFlagSetting,
+    HealthStatus, Lifetime, ResourceSetting, SyncStatus,
 };
 use bindings::s3m::facility::types::Caller;
 
@@ -53,14 +53,20 @@ fn route(req: &Request) -> Result<Response, ApiError> {
     let path = route_path(req);
     let rest = BASES
         .iter()
-        .find_map(|b| path.strip_prefix(b).filter(|r| r.is_empty() || r.starts_with('/')))
+        .find_map(|b| {
+            path.strip_prefix(b)
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+        })
         .ok_or_else(|| ApiError::no_route(&path))?;
     let parts: Vec<&str> = rest.split('/').skip(1).collect();
     let (route, methods): (Route, &[&str]) = match parts.as_slice() {
         ["list_backends"] => (Route::ListBackends, &["GET"]),
         [engine, "provision_cluster"] => (Route::Provision(engine_of(engine, &path)?), &["POST"]),
         [engine, "list_clusters"] => (Route::ListClusters(engine_of(engine, &path)?), &["GET"]),
-        [engine, "cluster", name] => (Route::Cluster(engine_of(engine, &path)?, name), &["GET", "DELETE"]),
+        [engine, "cluster", name] => (
+            Route::Cluster(engine_of(engine, &path)?, name),
+            &["GET", "DELETE"],
+        ),
         [engine, "extend", name] => (Route::Extend(engine_of(engine, &path)?, name), &["POST"]),
         _ => return Err(ApiError::no_route(&path)),
     };
@@ -70,15 +76,23 @@ fn route(req: &Request) -> Result<Response, ApiError> {
     }
     let principal = authenticate(req)?;
     principal.require(PERMISSION)?;
-    let caller = Caller { project: principal.project.clone(), username: principal.username.clone() };
+    let caller = Caller {
+        project: principal.project.clone(),
+        username: principal.username.clone(),
+    };
     match route {
         Route::ListBackends => Ok(json(&BackendsAnswer {
-            backends: brokers::backends(&caller).iter().map(backend_json).collect(),
+            backends: brokers::backends(&caller)
+                .iter()
+                .map(backend_json)
+                .collect(),
         })),
         Route::Provision(engine) => provision(&caller, engine, req.body()),
         Route::ListClusters(engine) => {
             let clusters = brokers::list(&caller, engine).map_err(broker_error)?;
-            Ok(json(&ClustersAnswer { clusters: clusters.iter().map(summary_json).collect() }))
+            Ok(json(&ClustersAnswer {
+                clusters: clusters.iter().map(summary_json).collect(),
+            }))
         }
         Route::Cluster(engine, name) => {
             check_name(name)?;
@@ -87,13 +101,17 @@ fn route(req: &Request) -> Result<Response, ApiError> {
                 Ok(json(&SuccessAnswer { success: true }))
             } else {
                 let cluster = brokers::get(&caller, engine, name).map_err(broker_error)?;
-                Ok(json(&ClusterAnswer { cluster: cluster_json(&cluster) }))
+                Ok(json(&ClusterAnswer {
+                    cluster: cluster_json(&cluster),
+                }))
             }
         }
         Route::Extend(engine, name) => {
             check_name(name)?;
             let lifetime = brokers::extend(&caller, engine, name).map_err(broker_error)?;
-            Ok(json(&LifetimeAnswer { lifetime: lifetime_json(&lifetime) }))
+            Ok(json(&LifetimeAnswer {
+                lifetime: lifetime_json(&lifetime),
+            }))
         }
     }
 }
@@ -129,7 +147,8 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     let b = name.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 40
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-';
     if ok {
@@ -186,7 +205,9 @@ fn parse_spec(engine: Engine, body: &[u8], backends: &[Backend]) -> Result<Clust
     let kind = match fields.get("kind") {
         Some(Value::String(k)) => k.as_str(),
         None | Some(Value::Null) => {
-            return Err(ApiError::bad_request(format!("kind: required; {e} offers {kinds:?}")))
+            return Err(ApiError::bad_request(format!(
+                "kind: required; {e} offers {kinds:?}"
+            )))
         }
         Some(_) => return Err(ApiError::bad_request("kind: must be a string")),
     };
@@ -208,8 +229,14 @@ fn parse_spec(engine: Engine, body: &[u8], backends: &[Backend]) -> Result<Clust
             for (key, value) in settings {
                 let field = format!("resourceSettings.{key}");
                 let Some(option) = backend.resource_options.iter().find(|o| &o.key == key) else {
-                    let keys: Vec<&str> = backend.resource_options.iter().map(|o| o.key.as_str()).collect();
-                    return Err(ApiError::bad_request(format!("{field}: {e} {kind} takes only {keys:?}")));
+                    let keys: Vec<&str> = backend
+                        .resource_options
+                        .iter()
+                        .map(|o| o.key.as_str())
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{field}: {e} {kind} takes only {keys:?}"
+                    )));
                 };
                 let number = value.as_u64().filter(|n| *n > 0).ok_or_else(|| {
                     ApiError::bad_request(format!("{field}: must be a whole number greater than 0"))
@@ -220,10 +247,17 @@ fn parse_spec(engine: Engine, body: &[u8], backends: &[Backend]) -> Result<Clust
                         option.min, option.max
                     )));
                 }
-                resource_settings.push(ResourceSetting { key: key.clone(), value: number as u32 });
+                resource_settings.push(ResourceSetting {
+                    key: key.clone(),
+                    value: number as u32,
+                });
             }
         }
-        Some(_) => return Err(ApiError::bad_request("resourceSettings: must be an object, e.g. {\"cpus\": 1}")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "resourceSettings: must be an object, e.g. {\"cpus\": 1}",
+            ))
+        }
     }
     let mut feature_flags = Vec::new();
     match fields.get("featureFlags") {
@@ -232,18 +266,37 @@ fn parse_spec(engine: Engine, body: &[u8], backends: &[Backend]) -> Result<Clust
             for (key, value) in flags {
                 let field = format!("featureFlags.{key}");
                 if !backend.feature_flags.iter().any(|f| &f.key == key) {
-                    let keys: Vec<&str> = backend.feature_flags.iter().map(|f| f.key.as_str()).collect();
-                    return Err(ApiError::bad_request(format!("{field}: {e} {kind} takes only {keys:?}")));
+                    let keys: Vec<&str> = backend
+                        .feature_flags
+                        .iter()
+                        .map(|f| f.key.as_str())
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{field}: {e} {kind} takes only {keys:?}"
+                    )));
                 }
-                let enabled = value
-                    .as_bool()
-                    .ok_or_else(|| ApiError::bad_request(format!("{field}: must be true or false")))?;
-                feature_flags.push(FeatureFlagSetting { key: key.clone(), enabled });
+                let enabled = value.as_bool().ok_or_else(|| {
+                    ApiError::bad_request(format!("{field}: must be true or false"))
+                })?;
+                feature_flags.push(FeatureFlagSetting {
+                    key: key.clone(),
+                    enabled,
+                });
             }
         }
-        Some(_) => return Err(ApiError::bad_request("featureFlags: must be an object, e.g. {}")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "featureFlags: must be an object, e.g. {}",
+            ))
+        }
     }
-    Ok(ClusterSpec { engine, kind: kind.to_string(), name: name.to_string(), resource_settings, feature_flags })
+    Ok(ClusterSpec {
+        engine,
+        kind: kind.to_string(),
+        name: name.to_string(),
+        resource_settings,
+        feature_flags,
+    })
 }
 
 // ---- wire shapes ----
@@ -371,7 +424,11 @@ fn backend_json(b: &Backend) -> BackendJson {
         feature_flags: b
             .feature_flags
             .iter()
-            .map(|f| FeatureFlagJson { key: f.key.clone(), description: f.description.clone(), default: f.default })
+            .map(|f| FeatureFlagJson {
+                key: f.key.clone(),
+                description: f.description.clone(),
+                default: f.default,
+            })
             .collect(),
     }
 }
@@ -407,12 +464,20 @@ fn cluster_json(c: &Cluster) -> ClusterJson {
     let rabbit = c.summary.engine == Engine::Rabbitmq;
     ClusterJson {
         summary: summary_json(&c.summary),
-        resource_settings: c.resource_settings.iter().map(|s| (s.key.clone(), s.value)).collect(),
+        resource_settings: c
+            .resource_settings
+            .iter()
+            .map(|s| (s.key.clone(), s.value))
+            .collect(),
         username: c.credentials.username.clone(),
         password: c.credentials.password.clone(),
         amqps_url: rabbit.then(|| c.credentials.url.clone()),
         mgmt_url: rabbit.then(|| c.credentials.mgmt_url.clone()),
         redis_url: (!rabbit).then(|| c.credentials.url.clone()),
-        feature_flags: c.feature_flags.iter().map(|f| (f.key.clone(), f.enabled)).collect(),
+        feature_flags: c
+            .feature_flags
+            .iter()
+            .map(|f| (f.key.clone(), f.enabled))
+            .collect(),
     }
 }

@@ -64,7 +64,9 @@ struct RevokeAnswer {}
 /// GET introspect: the record of the presented token, in OLCF's shape.
 fn introspect(req: &Request) -> Result<Response, ApiError> {
     let principal = authenticate(req)?;
-    Ok(json(&IntrospectAnswer { token: token_info(principal) }))
+    Ok(json(&IntrospectAnswer {
+        token: token_info(principal),
+    }))
 }
 
 /// DELETE revoke: marks the presented token's record revoked; every later use is 401.
@@ -75,17 +77,32 @@ fn revoke(req: &Request) -> Result<Response, ApiError> {
     // Through serde_json::Value so that fields this component does not know survive.
     let stored = store
         .get(&key)
-        .map_err(|e| ApiError::unavailable(format!("key-value store unavailable while reading the token record: {e}")))?
-        .ok_or_else(|| ApiError::unauthenticated("invalid token: this facility did not mint it, or it was deleted"))?;
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "key-value store unavailable while reading the token record: {e}"
+            ))
+        })?
+        .ok_or_else(|| {
+            ApiError::unauthenticated(
+                "invalid token: this facility did not mint it, or it was deleted",
+            )
+        })?;
     let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&stored)
-        .map_err(|e| ApiError::internal(format!("the record of token {} is unreadable: {e}", principal.jti)))?;
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "the record of token {} is unreadable: {e}",
+                principal.jti
+            ))
+        })?;
     record.insert("revoked".into(), true.into());
     record.insert("revokedAt".into(), rfc3339_micros(&now()).into());
     let bytes = serde_json::to_vec(&record)
         .map_err(|e| ApiError::internal(format!("could not write the token record: {e}")))?;
-    store
-        .set(&key, &bytes)
-        .map_err(|e| ApiError::unavailable(format!("key-value store unavailable while revoking the token: {e}")))?;
+    store.set(&key, &bytes).map_err(|e| {
+        ApiError::unavailable(format!(
+            "key-value store unavailable while revoking the token: {e}"
+        ))
+    })?;
     Ok(json(&RevokeAnswer {}))
 }
 
@@ -94,7 +111,9 @@ fn revoke(req: &Request) -> Result<Response, ApiError> {
 /// Times as OLCF writes them (microseconds, Z); a stored time that does not parse is shown
 /// as stored rather than failing the answer.
 fn wire_time(stored: &str) -> String {
-    parse_rfc3339(stored).map(|t| rfc3339_micros(&t)).unwrap_or_else(|| stored.to_string())
+    parse_rfc3339(stored)
+        .map(|t| rfc3339_micros(&t))
+        .unwrap_or_else(|| stored.to_string())
 }
 
 fn token_info(principal: Principal) -> TokenInfo {

@@ -17,8 +17,9 @@ pub fn load_or_create(state_dir: &Path) -> anyhow::Result<Ed25519KeyPair> {
     if private.exists() {
         let pem = std::fs::read_to_string(&private)
             .with_context(|| format!("cannot read {}", private.display()))?;
-        return Ed25519KeyPair::from_pem(&pem)
-            .map_err(|e| anyhow::anyhow!("{} is not an Ed25519 private key: {e}", private.display()));
+        return Ed25519KeyPair::from_pem(&pem).map_err(|e| {
+            anyhow::anyhow!("{} is not an Ed25519 private key: {e}", private.display())
+        });
     }
     let pair = Ed25519KeyPair::generate();
     write_private(&private, &pair.to_pem())?;
@@ -55,7 +56,10 @@ mod tests {
         let a = load_or_create(&dir).unwrap();
         let b = load_or_create(&dir).unwrap();
         assert_eq!(a.public_key().to_bytes(), b.public_key().to_bytes());
-        let mode = std::fs::metadata(dir.join(PRIVATE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(PRIVATE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -89,12 +89,18 @@ pub async fn create(
 ) -> anyhow::Result<(String, TokenRecord)> {
     let project = normalize_project(&new.project)?;
     if new.permissions.is_empty() {
-        bail!("give at least one --permission ({})", PERMISSIONS.join(", "));
+        bail!(
+            "give at least one --permission ({})",
+            PERMISSIONS.join(", ")
+        );
     }
     let mut permissions: Vec<String> = Vec::new();
     for p in &new.permissions {
         if !PERMISSIONS.contains(&p.as_str()) {
-            bail!("unknown permission {p:?}: use one of {}", PERMISSIONS.join(", "));
+            bail!(
+                "unknown permission {p:?}: use one of {}",
+                PERMISSIONS.join(", ")
+            );
         }
         if !permissions.contains(p) {
             permissions.push(p.clone());
@@ -116,7 +122,9 @@ pub async fn create(
     .with_jwt_id(&jti);
     // OLCF's project access tokens carry no `exp`: the record decides.
     claims.expires_at = None;
-    claims.invalid_before = Some(jwt_simple::prelude::Duration::from_secs(start.timestamp() as u64));
+    claims.invalid_before = Some(jwt_simple::prelude::Duration::from_secs(
+        start.timestamp() as u64
+    ));
     let token = key
         .sign(claims)
         .map_err(|e| anyhow::anyhow!("signing the token: {e}"))?;

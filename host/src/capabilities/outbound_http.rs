@@ -17,7 +17,9 @@ pub struct AllowedHost {
 impl AllowedHost {
     pub fn parse(s: &str) -> anyhow::Result<Self> {
         let (scheme, rest) = s.split_once("://").ok_or_else(|| {
-            anyhow::anyhow!("allowed_outbound_hosts entry {s:?} needs a scheme, e.g. \"https://{s}\"")
+            anyhow::anyhow!(
+                "allowed_outbound_hosts entry {s:?} needs a scheme, e.g. \"https://{s}\""
+            )
         })?;
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
@@ -109,7 +111,12 @@ mod tests {
 
     fn hooks(entries: &[&str]) -> OutboundHooks {
         OutboundHooks {
-            allowed: Arc::new(entries.iter().map(|e| AllowedHost::parse(e).unwrap()).collect()),
+            allowed: Arc::new(
+                entries
+                    .iter()
+                    .map(|e| AllowedHost::parse(e).unwrap())
+                    .collect(),
+            ),
         }
     }
 

@@ -35,5 +35,8 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    Ok(variables::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?)
+    Ok(variables::add_to_linker::<HostState, HasSelf<HostState>>(
+        linker,
+        |s| s,
+    )?)
 }

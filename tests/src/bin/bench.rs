@@ -40,7 +40,9 @@ async fn main() -> Result<()> {
     let t = Instant::now();
     let app = TestApp::start(opts)?;
     let warm_ms = t.elapsed().as_secs_f64() * 1000.0;
-    println!("time to ready (spawn to Serving)  cold cache {cold_ms:.0} ms   warm cache {warm_ms:.0} ms");
+    println!(
+        "time to ready (spawn to Serving)  cold cache {cold_ms:.0} ms   warm cache {warm_ms:.0} ms"
+    );
 
     let token = app.token(&["compute-ace"], "BEN001")?;
     let duration = Duration::from_secs(args.seconds);
@@ -54,7 +56,14 @@ async fn main() -> Result<()> {
     ];
     for (name, path, headers) in &cases {
         // Warm up connections and the instance pool first.
-        load::run(&app.base_url, path, headers, args.connections, Duration::from_secs(1)).await?;
+        load::run(
+            &app.base_url,
+            path,
+            headers,
+            args.connections,
+            Duration::from_secs(1),
+        )
+        .await?;
         let report = load::run(&app.base_url, path, headers, args.connections, duration).await?;
         println!("{}", report.line(name, args.connections));
         if report.errors > 0 {

@@ -58,7 +58,11 @@ async fn submit_many(
                         let ok = res.status().is_success();
                         let body: Value = res.json().await.unwrap_or(Value::Null);
                         match body["job_id"].as_u64() {
-                            Some(id) if ok && body["errors"].as_array().is_none_or(|e| e.is_empty()) => ids.push(id),
+                            Some(id)
+                                if ok && body["errors"].as_array().is_none_or(|e| e.is_empty()) =>
+                            {
+                                ids.push(id)
+                            }
                             _ => {
                                 if failed == 0 {
                                     eprintln!("submit failed: {body}");
@@ -94,12 +98,20 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let cluster = slurm::shared();
     let user = slurm::ensure_project_user(PROJECT)?;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
 
-    println!("compute benchmark: {} jobs per way, {} in flight; GET /jobs {} s at {} connections", args.jobs, args.concurrency, args.seconds, args.connections);
+    println!(
+        "compute benchmark: {} jobs per way, {} in flight; GET /jobs {} s at {} connections",
+        args.jobs, args.concurrency, args.seconds, args.connections
+    );
 
     // --- Slurm: through s3m, and straight to slurmrestd ---
-    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&cluster.compute_config(&cluster.restd_url))))?;
+    let app = TestApp::start(
+        AppOptions::only(&["compute"])
+            .with_facility(facility(&cluster.compute_config(&cluster.restd_url))),
+    )?;
     let token = app.token(&["compute-ace"], PROJECT)?;
     let submit_url = app.url("/slurm/open/v0.0.43/cedar/job/submit");
 
@@ -119,7 +131,11 @@ async fn main() -> Result<()> {
     })
     .await?;
 
-    let direct_url = format!("{}/slurm/{}/job/submit", cluster.restd_url, slurm::OPENAPI.trim_start_matches("openapi/"));
+    let direct_url = format!(
+        "{}/slurm/{}/job/submit",
+        cluster.restd_url,
+        slurm::OPENAPI.trim_start_matches("openapi/")
+    );
     let direct_body = json!({
         "job": {"name": "bench", "account": PROJECT.to_lowercase(), "current_working_directory": cluster.work_dir,
                 "environment": {"PATH": "/usr/bin:/bin"}, "standard_output": "/dev/null"},
@@ -127,8 +143,19 @@ async fn main() -> Result<()> {
     });
     let slurm_token = cluster.token(&user, 3600)?;
     let (direct_secs, direct_failed, _) = submit_many(args.jobs, args.concurrency, {
-        let (c, u, t, b, user) = (client.clone(), direct_url.clone(), slurm_token.clone(), direct_body.clone(), user.clone());
-        Arc::new(move || c.post(&u).header("X-SLURM-USER-NAME", &user).header("X-SLURM-USER-TOKEN", &t).json(&b))
+        let (c, u, t, b, user) = (
+            client.clone(),
+            direct_url.clone(),
+            slurm_token.clone(),
+            direct_body.clone(),
+            user.clone(),
+        );
+        Arc::new(move || {
+            c.post(&u)
+                .header("X-SLURM-USER-NAME", &user)
+                .header("X-SLURM-USER-TOKEN", &t)
+                .json(&b)
+        })
     })
     .await?;
 
@@ -136,7 +163,10 @@ async fn main() -> Result<()> {
     let direct_rate = args.jobs as f64 / direct_secs;
     println!("slurm submit through s3m        {s3m_rate:>8.1} jobs/s  ({} jobs in {s3m_secs:.2} s, {s3m_failed} failed)", args.jobs);
     println!("slurm submit direct slurmrestd  {direct_rate:>8.1} jobs/s  ({} jobs in {direct_secs:.2} s, {direct_failed} failed)", args.jobs);
-    println!("ratio s3m / direct              {:>8.2}", s3m_rate / direct_rate);
+    println!(
+        "ratio s3m / direct              {:>8.2}",
+        s3m_rate / direct_rate
+    );
 
     let listed: Value = client
         .get(app.url("/slurm/open/v0.0.43/cedar/jobs"))
@@ -145,25 +175,53 @@ async fn main() -> Result<()> {
         .await?
         .json()
         .await?;
-    let count = listed["jobs"].as_array().context("GET /jobs answered no jobs array")?.len();
-    let report = load::run(&app.base_url, "/slurm/open/v0.0.43/cedar/jobs", &[("Authorization", &token)], args.connections, Duration::from_secs(args.seconds)).await?;
-    println!("{}", report.line(&format!("slurm GET /jobs s3m ({count} jobs)"), args.connections));
-    let list_token = cluster.token(&user, 3600)?;
-    let direct_list = format!("/slurm/{}/jobs", slurm::OPENAPI.trim_start_matches("openapi/"));
+    let count = listed["jobs"]
+        .as_array()
+        .context("GET /jobs answered no jobs array")?
+        .len();
     let report = load::run(
-        &cluster.restd_url,
-        &direct_list,
-        &[("X-SLURM-USER-NAME", &user), ("X-SLURM-USER-TOKEN", &list_token)],
+        &app.base_url,
+        "/slurm/open/v0.0.43/cedar/jobs",
+        &[("Authorization", &token)],
         args.connections,
         Duration::from_secs(args.seconds),
     )
     .await?;
-    println!("{}", report.line("slurm GET /jobs direct", args.connections));
+    println!(
+        "{}",
+        report.line(
+            &format!("slurm GET /jobs s3m ({count} jobs)"),
+            args.connections
+        )
+    );
+    let list_token = cluster.token(&user, 3600)?;
+    let direct_list = format!(
+        "/slurm/{}/jobs",
+        slurm::OPENAPI.trim_start_matches("openapi/")
+    );
+    let report = load::run(
+        &cluster.restd_url,
+        &direct_list,
+        &[
+            ("X-SLURM-USER-NAME", &user),
+            ("X-SLURM-USER-TOKEN", &list_token),
+        ],
+        args.connections,
+        Duration::from_secs(args.seconds),
+    )
+    .await?;
+    println!(
+        "{}",
+        report.line("slurm GET /jobs direct", args.connections)
+    );
     drop(app);
 
     // --- The embedded local scheduler ---
     let dir = tempfile::tempdir()?;
-    let compute = format!("scheduler = \"local\"\nslots = 4\ndefault_working_directory = \"{}\"\n", dir.path().display());
+    let compute = format!(
+        "scheduler = \"local\"\nslots = 4\ndefault_working_directory = \"{}\"\n",
+        dir.path().display()
+    );
     let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
     let token = app.token(&["compute-ace"], PROJECT)?;
     let submit_url = app.url("/slurm/open/v0.0.43/cedar/job/submit");
@@ -173,8 +231,28 @@ async fn main() -> Result<()> {
     };
     submit_many(args.concurrency, args.concurrency, make.clone()).await?;
     let (secs, failed, _) = submit_many(args.jobs, args.concurrency, make).await?;
-    println!("local submit through s3m        {:>8.1} jobs/s  ({} jobs in {secs:.2} s, {failed} failed)", args.jobs as f64 / secs, args.jobs);
-    let report = load::run(&app.base_url, "/slurm/open/v0.0.43/cedar/jobs", &[("Authorization", &token)], args.connections, Duration::from_secs(args.seconds)).await?;
-    println!("{}", report.line(&format!("local GET /jobs s3m ({} jobs)", args.jobs + args.concurrency), args.connections));
+    println!(
+        "local submit through s3m        {:>8.1} jobs/s  ({} jobs in {secs:.2} s, {failed} failed)",
+        args.jobs as f64 / secs,
+        args.jobs
+    );
+    let report = load::run(
+        &app.base_url,
+        "/slurm/open/v0.0.43/cedar/jobs",
+        &[("Authorization", &token)],
+        args.connections,
+        Duration::from_secs(args.seconds),
+    )
+    .await?;
+    println!(
+        "{}",
+        report.line(
+            &format!(
+                "local GET /jobs s3m ({} jobs)",
+                args.jobs + args.concurrency
+            ),
+            args.connections
+        )
+    );
     Ok(())
 }

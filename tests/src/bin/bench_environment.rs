@@ -34,14 +34,20 @@ async fn main() -> Result<()> {
     let mut runs = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let out = Command::new(lmod::SPIDER).args(["-o", "jsonSoftwarePage"]).arg(tree.path()).output()?;
+        let out = Command::new(lmod::SPIDER)
+            .args(["-o", "jsonSoftwarePage"])
+            .arg(tree.path())
+            .output()?;
         if !out.status.success() {
             bail!("spider failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         runs.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!("Lmod spider on the test tree (4 modulefiles): median {:.1} ms, max {:.1} ms over 20 runs", runs[10], runs[19]);
+    println!(
+        "Lmod spider on the test tree (4 modulefiles): median {:.1} ms, max {:.1} ms over 20 runs",
+        runs[10], runs[19]
+    );
 
     let cluster = slurm::shared();
     let facility = format!(
@@ -56,11 +62,24 @@ async fn main() -> Result<()> {
     let headers = [("authorization", token.as_str())];
     let duration = Duration::from_secs(args.seconds);
     for (name, path) in [
-        ("GET environment (Slurm)", "/olcf/v1alpha/environment/basalt"),
-        ("GET environment (local)", "/olcf/v1alpha/environment/granite"),
+        (
+            "GET environment (Slurm)",
+            "/olcf/v1alpha/environment/basalt",
+        ),
+        (
+            "GET environment (local)",
+            "/olcf/v1alpha/environment/granite",
+        ),
         ("GET environment (list)", "/olcf/v1alpha/environment"),
     ] {
-        load::run(&app.base_url, path, &headers, args.connections, Duration::from_secs(1)).await?;
+        load::run(
+            &app.base_url,
+            path,
+            &headers,
+            args.connections,
+            Duration::from_secs(1),
+        )
+        .await?;
         let report = load::run(&app.base_url, path, &headers, args.connections, duration).await?;
         println!("{}", report.line(name, args.connections));
         if report.errors > 0 {

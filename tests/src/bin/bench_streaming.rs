@@ -28,7 +28,9 @@ struct Args {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 struct Killed(Child);
@@ -46,7 +48,13 @@ impl Drop for Killed {
 
 fn spawn_group(cmd: &mut Command) -> Result<Killed> {
     use std::os::unix::process::CommandExt;
-    Ok(Killed(cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?))
+    Ok(Killed(
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    ))
 }
 
 /// A bare redis-server with a password: spawn to first authenticated PONG.
@@ -55,14 +63,27 @@ async fn bare_redis(dir: &Path) -> Result<f64> {
     let t = Instant::now();
     let _server = spawn_group(
         Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--requirepass", "benchpassword", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--requirepass",
+                "benchpassword",
+                "--save",
+                "",
+            ])
             .current_dir(dir),
     )?;
     let url = format!("redis://:benchpassword@127.0.0.1:{port}");
     loop {
         if let Ok(client) = redis::Client::open(url.as_str()) {
             if let Ok(mut con) = client.get_multiplexed_async_connection().await {
-                if redis::cmd("PING").query_async::<String>(&mut con).await.is_ok() {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut con)
+                    .await
+                    .is_ok()
+                {
                     return Ok(t.elapsed().as_secs_f64() * 1000.0);
                 }
             }
@@ -82,7 +103,10 @@ async fn bare_rabbitmq(dir: &Path) -> Result<f64> {
         std::fs::create_dir_all(dir.join(d))?;
     }
     std::fs::write(dir.join("home/.erlang.cookie"), "BENCHCOOKIEBENCHCOOKIE")?;
-    std::fs::set_permissions(dir.join("home/.erlang.cookie"), std::os::unix::fs::PermissionsExt::from_mode(0o400))?;
+    std::fs::set_permissions(
+        dir.join("home/.erlang.cookie"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o400),
+    )?;
     std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_management].")?;
     std::fs::write(
         dir.join("rabbitmq.conf"),
@@ -108,7 +132,9 @@ async fn bare_rabbitmq(dir: &Path) -> Result<f64> {
     let url = format!("amqp://bench:benchpassword@127.0.0.1:{port}/%2f");
     loop {
         if st::port_open(port) {
-            if let Ok(conn) = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await {
+            if let Ok(conn) =
+                lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
+            {
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 let _ = conn.close(200, "bye".into()).await;
                 return Ok(ms);
@@ -124,7 +150,9 @@ async fn bare_rabbitmq(dir: &Path) -> Result<f64> {
 /// Through s3m: POST provision_cluster to `healthy` in GET cluster/{name}.
 async fn through_s3m(api: &Api, engine: &str, name: &str) -> Result<(f64, f64)> {
     let t = Instant::now();
-    let (status, body) = api.provision(engine, &json!({"kind": "general", "name": name})).await?;
+    let (status, body) = api
+        .provision(engine, &json!({"kind": "general", "name": name}))
+        .await?;
     if status != 200 {
         bail!("provision {engine}: HTTP {status} {body}");
     }
@@ -148,7 +176,12 @@ fn stats(xs: &[f64]) -> String {
     let mut v = xs.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let median = v[v.len() / 2];
-    format!("median {median:8.1} ms  min {:8.1}  max {:8.1}  (n={})", v[0], v[v.len() - 1], v.len())
+    format!(
+        "median {median:8.1} ms  min {:8.1}  max {:8.1}  (n={})",
+        v[0],
+        v[v.len() - 1],
+        v.len()
+    )
 }
 
 #[tokio::main]
@@ -189,7 +222,9 @@ async fn main() -> Result<()> {
         rows.push(("rabbitmq: provision to healthy", healthy));
         rows.push(("rabbitmq: bare rabbitmq-server start", bare));
     }
-    println!("Streaming: provision-to-healthy through s3m vs the bare server (same machine, same run)");
+    println!(
+        "Streaming: provision-to-healthy through s3m vs the bare server (same machine, same run)"
+    );
     for (label, xs) in rows {
         println!("  {label:40} {}", stats(&xs));
     }

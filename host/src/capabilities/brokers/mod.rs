@@ -11,9 +11,7 @@ use crate::facility::FacilityConfig;
 use crate::state::HostState;
 use async_trait::async_trait;
 use chrono::Utc;
-use registry::{
-    Backend, BrokerError, ClusterRecord, Engine, HealthStatus, RecordFile, SyncStatus,
-};
+use registry::{Backend, BrokerError, ClusterRecord, Engine, HealthStatus, RecordFile, SyncStatus};
 use serde::Deserialize;
 use std::path::Path;
 use std::sync::Arc;
@@ -76,7 +74,11 @@ pub struct StreamingConfig {
 
 impl Default for StreamingConfig {
     fn default() -> Self {
-        Self { provider: "local".into(), lifetime_seconds: 7 * 24 * 3600, check_interval_ms: 1000 }
+        Self {
+            provider: "local".into(),
+            lifetime_seconds: 7 * 24 * 3600,
+            check_interval_ms: 1000,
+        }
     }
 }
 
@@ -96,14 +98,30 @@ pub struct Brokers {
 
 impl Brokers {
     /// Builds the provider, reconciles what it finds, starts its reaper.
-    pub async fn from_facility(facility: &FacilityConfig, state_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn from_facility(
+        facility: &FacilityConfig,
+        state_dir: &Path,
+    ) -> anyhow::Result<Self> {
         const KNOWN: &[&str] = &[
-            "provider", "lifetime_seconds", "check_interval_ms", "advertise_address", "redis_server",
-            "rabbitmq_server", "rabbitmq_management", "redis_start_timeout_seconds",
-            "rabbitmq_start_timeout_seconds", "kubernetes",
+            "provider",
+            "lifetime_seconds",
+            "check_interval_ms",
+            "advertise_address",
+            "redis_server",
+            "rabbitmq_server",
+            "rabbitmq_management",
+            "redis_start_timeout_seconds",
+            "rabbitmq_start_timeout_seconds",
+            "kubernetes",
         ];
-        if let Some(key) = facility.streaming.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            anyhow::bail!("facility.toml [streaming] has an unknown key {key:?}; the keys are {KNOWN:?}");
+        if let Some(key) = facility
+            .streaming
+            .keys()
+            .find(|k| !KNOWN.contains(&k.as_str()))
+        {
+            anyhow::bail!(
+                "facility.toml [streaming] has an unknown key {key:?}; the keys are {KNOWN:?}"
+            );
         }
         let table = toml::Value::Table(facility.streaming.clone());
         let config: StreamingConfig = table
@@ -119,7 +137,11 @@ impl Brokers {
         Ok(brokers)
     }
 
-    fn with_provider(config: StreamingConfig, provider: Box<dyn BrokerProvider>, dir: &Path) -> Self {
+    fn with_provider(
+        config: StreamingConfig,
+        provider: Box<dyn BrokerProvider>,
+        dir: &Path,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -212,7 +234,10 @@ impl Brokers {
         {
             // Reserve the name before the slow part.
             let mut records = self.inner.records.lock().await;
-            if records.iter().any(|r| r.project == project && r.engine == engine && r.name == name) {
+            if records
+                .iter()
+                .any(|r| r.project == project && r.engine == engine && r.name == name)
+            {
                 return Err(BrokerError::AlreadyExists(format!(
                     "name: project {project} already has a {engine} cluster named {name:?}: \
                      pick another name, or delete that one first"
@@ -226,7 +251,9 @@ impl Brokers {
             // Deleted while starting.
             drop(records);
             let _ = self.inner.provider.stop(&record).await;
-            return Err(BrokerError::NotFound(format!("{engine} cluster {name:?} was deleted while it started")));
+            return Err(BrokerError::NotFound(format!(
+                "{engine} cluster {name:?} was deleted while it started"
+            )));
         };
         if let Err(e) = started {
             records.retain(|r| r.id != record.id);
@@ -248,10 +275,19 @@ impl Brokers {
 
     pub async fn list(&self, project: &str, engine: Engine) -> Vec<ClusterRecord> {
         let records = self.inner.records.lock().await;
-        records.iter().filter(|r| r.project == project && r.engine == engine).cloned().collect()
+        records
+            .iter()
+            .filter(|r| r.project == project && r.engine == engine)
+            .cloned()
+            .collect()
     }
 
-    pub async fn get(&self, project: &str, engine: Engine, name: &str) -> Result<ClusterRecord, BrokerError> {
+    pub async fn get(
+        &self,
+        project: &str,
+        engine: Engine,
+        name: &str,
+    ) -> Result<ClusterRecord, BrokerError> {
         let records = self.inner.records.lock().await;
         records
             .iter()
@@ -260,10 +296,17 @@ impl Brokers {
             .ok_or_else(|| not_found(engine, name))
     }
 
-    pub async fn delete(&self, project: &str, engine: Engine, name: &str) -> Result<(), BrokerError> {
+    pub async fn delete(
+        &self,
+        project: &str,
+        engine: Engine,
+        name: &str,
+    ) -> Result<(), BrokerError> {
         let record = {
             let mut records = self.inner.records.lock().await;
-            let Some(i) = records.iter().position(|r| r.project == project && r.engine == engine && r.name == name)
+            let Some(i) = records
+                .iter()
+                .position(|r| r.project == project && r.engine == engine && r.name == name)
             else {
                 return Err(not_found(engine, name));
             };
@@ -277,15 +320,26 @@ impl Brokers {
 
     async fn stop(&self, record: &ClusterRecord, why: &str) {
         match self.inner.provider.stop(record).await {
-            Ok(()) => tracing::info!(cluster = %record.name, project = %record.project, engine = %record.engine, why, "stopped"),
-            Err(e) => tracing::error!(cluster = %record.name, project = %record.project, error = %format!("{e:#}"),
-                "stopping the cluster failed; it is no longer recorded"),
+            Ok(()) => {
+                tracing::info!(cluster = %record.name, project = %record.project, engine = %record.engine, why, "stopped")
+            }
+            Err(e) => {
+                tracing::error!(cluster = %record.name, project = %record.project, error = %format!("{e:#}"),
+                "stopping the cluster failed; it is no longer recorded")
+            }
         }
     }
 
-    pub async fn extend(&self, project: &str, engine: Engine, name: &str) -> Result<ClusterRecord, BrokerError> {
+    pub async fn extend(
+        &self,
+        project: &str,
+        engine: Engine,
+        name: &str,
+    ) -> Result<ClusterRecord, BrokerError> {
         let mut records = self.inner.records.lock().await;
-        let Some(record) = records.iter_mut().find(|r| r.project == project && r.engine == engine && r.name == name)
+        let Some(record) = records
+            .iter_mut()
+            .find(|r| r.project == project && r.engine == engine && r.name == name)
         else {
             return Err(not_found(engine, name));
         };
@@ -299,11 +353,16 @@ impl Brokers {
     fn spawn_readiness(&self, id: String) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Some(record) = this.record(&id).await else { return };
-            let deadline = tokio::time::Instant::now() + this.inner.provider.start_timeout(record.engine);
+            let Some(record) = this.record(&id).await else {
+                return;
+            };
+            let deadline =
+                tokio::time::Instant::now() + this.inner.provider.start_timeout(record.engine);
             let mut pause = Duration::from_millis(10);
             loop {
-                let Some(record) = this.record(&id).await else { return };
+                let Some(record) = this.record(&id).await else {
+                    return;
+                };
                 let health = this.inner.provider.health(&record).await;
                 let late = tokio::time::Instant::now() >= deadline;
                 let outcome = match health {
@@ -327,7 +386,13 @@ impl Brokers {
     }
 
     async fn record(&self, id: &str) -> Option<ClusterRecord> {
-        self.inner.records.lock().await.iter().find(|r| r.id == id).cloned()
+        self.inner
+            .records
+            .lock()
+            .await
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
     }
 
     async fn set_status(&self, id: &str, sync: SyncStatus, health: HealthStatus) {
@@ -350,7 +415,8 @@ impl Brokers {
             let now = Utc::now();
             let expired: Vec<ClusterRecord> = {
                 let mut records = self.inner.records.lock().await;
-                let (gone, kept): (Vec<_>, Vec<_>) = records.drain(..).partition(|r| r.expired(now));
+                let (gone, kept): (Vec<_>, Vec<_>) =
+                    records.drain(..).partition(|r| r.expired(now));
                 *records = kept;
                 if !gone.is_empty() {
                     let _ = self.save(&records).await;
@@ -362,36 +428,55 @@ impl Brokers {
             }
             let settled: Vec<ClusterRecord> = {
                 let records = self.inner.records.lock().await;
-                records.iter().filter(|r| r.sync_status != SyncStatus::Provisioning).cloned().collect()
+                records
+                    .iter()
+                    .filter(|r| r.sync_status != SyncStatus::Provisioning)
+                    .cloned()
+                    .collect()
             };
             for record in settled {
                 let health = self.inner.provider.health(&record).await;
                 if record.sync_status == SyncStatus::Failed {
                     // Too slow to start is not forever: one that came up after all recovers.
                     if health == Health::Healthy {
-                        self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy).await;
+                        self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy)
+                            .await;
                     }
                     continue;
                 }
                 match health {
-                    Health::Healthy => self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy).await,
+                    Health::Healthy => {
+                        self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy)
+                            .await
+                    }
                     Health::Gone => {
                         tracing::warn!(cluster = %record.name, project = %record.project, engine = %record.engine,
                             "the cluster is gone: starting it again");
                         let mut again = record.clone();
                         match self.inner.provider.start(&mut again).await {
                             Ok(()) => {
-                                self.set_status(&record.id, SyncStatus::Provisioning, HealthStatus::Provisioning).await;
+                                self.set_status(
+                                    &record.id,
+                                    SyncStatus::Provisioning,
+                                    HealthStatus::Provisioning,
+                                )
+                                .await;
                                 self.spawn_readiness(record.id.clone());
                             }
                             Err(e) => {
                                 tracing::error!(cluster = %record.name, error = %format!("{e:#}"), "cannot start it again");
-                                self.set_status(&record.id, SyncStatus::Failed, HealthStatus::Unhealthy).await;
+                                self.set_status(
+                                    &record.id,
+                                    SyncStatus::Failed,
+                                    HealthStatus::Unhealthy,
+                                )
+                                .await;
                             }
                         }
                     }
                     Health::Starting | Health::Unhealthy(_) => {
-                        self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Unhealthy).await
+                        self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Unhealthy)
+                            .await
                     }
                 }
             }
@@ -400,7 +485,9 @@ impl Brokers {
 }
 
 fn not_found(engine: Engine, name: &str) -> BrokerError {
-    BrokerError::NotFound(format!("no {engine} cluster named {name:?} in this project"))
+    BrokerError::NotFound(format!(
+        "no {engine} cluster named {name:?} in this project"
+    ))
 }
 
 /// 192 random bits, hex: safe in URLs and configuration files.
@@ -507,42 +594,75 @@ impl wit::Host for HostState {
                 feature_flags: b
                     .feature_flags
                     .into_iter()
-                    .map(|f| wit::FeatureFlag { key: f.key.to_string(), description: f.description, default: f.default })
+                    .map(|f| wit::FeatureFlag {
+                        key: f.key.to_string(),
+                        description: f.description,
+                        default: f.default,
+                    })
                     .collect(),
             })
             .collect())
     }
 
     async fn provision(&mut self, caller: Caller, spec: wit::ClusterSpec) -> R<wit::Credentials> {
-        let settings: Vec<(String, u32)> = spec.resource_settings.into_iter().map(|s| (s.key, s.value)).collect();
-        let flags: Vec<(String, bool)> = spec.feature_flags.into_iter().map(|f| (f.key, f.enabled)).collect();
+        let settings: Vec<(String, u32)> = spec
+            .resource_settings
+            .into_iter()
+            .map(|s| (s.key, s.value))
+            .collect();
+        let flags: Vec<(String, bool)> = spec
+            .feature_flags
+            .into_iter()
+            .map(|f| (f.key, f.enabled))
+            .collect();
         let result = self
             .services
             .brokers
-            .provision(&caller.project, spec.engine.into(), &spec.kind, &spec.name, &settings, &flags)
+            .provision(
+                &caller.project,
+                spec.engine.into(),
+                &spec.kind,
+                &spec.name,
+                &settings,
+                &flags,
+            )
             .await;
         Ok(result.map(|r| wit_credentials(&r)).map_err(Into::into))
     }
 
     async fn list(&mut self, caller: Caller, engine: wit::Engine) -> R<Vec<wit::ClusterSummary>> {
-        let records = self.services.brokers.list(&caller.project, engine.into()).await;
+        let records = self
+            .services
+            .brokers
+            .list(&caller.project, engine.into())
+            .await;
         Ok(Ok(records.iter().map(wit_summary).collect()))
     }
 
     async fn get(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<wit::Cluster> {
-        let result = self.services.brokers.get(&caller.project, engine.into(), &name).await;
+        let result = self
+            .services
+            .brokers
+            .get(&caller.project, engine.into(), &name)
+            .await;
         Ok(result
             .map(|r| wit::Cluster {
                 summary: wit_summary(&r),
                 resource_settings: r
                     .resource_settings
                     .iter()
-                    .map(|(k, v)| wit::ResourceSetting { key: k.clone(), value: *v })
+                    .map(|(k, v)| wit::ResourceSetting {
+                        key: k.clone(),
+                        value: *v,
+                    })
                     .collect(),
                 feature_flags: r
                     .feature_flags
                     .iter()
-                    .map(|(k, v)| wit::FeatureFlagSetting { key: k.clone(), enabled: *v })
+                    .map(|(k, v)| wit::FeatureFlagSetting {
+                        key: k.clone(),
+                        enabled: *v,
+                    })
                     .collect(),
                 credentials: wit_credentials(&r),
             })
@@ -550,11 +670,25 @@ impl wit::Host for HostState {
     }
 
     async fn delete(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<()> {
-        Ok(self.services.brokers.delete(&caller.project, engine.into(), &name).await.map_err(Into::into))
+        Ok(self
+            .services
+            .brokers
+            .delete(&caller.project, engine.into(), &name)
+            .await
+            .map_err(Into::into))
     }
 
-    async fn extend(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<wit::Lifetime> {
-        let result = self.services.brokers.extend(&caller.project, engine.into(), &name).await;
+    async fn extend(
+        &mut self,
+        caller: Caller,
+        engine: wit::Engine,
+        name: String,
+    ) -> R<wit::Lifetime> {
+        let result = self
+            .services
+            .brokers
+            .extend(&caller.project, engine.into(), &name)
+            .await;
         Ok(result.map(|r| wit_lifetime(&r)).map_err(Into::into))
     }
 }

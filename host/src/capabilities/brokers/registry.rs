@@ -184,7 +184,8 @@ pub fn valid_cluster_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 40
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -228,7 +229,9 @@ pub fn check_spec(
             )));
         }
         if out.insert(key.clone(), *value).is_some() {
-            return Err(BrokerError::InvalidSettings(format!("resourceSettings.{key}: given twice")));
+            return Err(BrokerError::InvalidSettings(format!(
+                "resourceSettings.{key}: given twice"
+            )));
         }
     }
     for option in &backend.resource_options {
@@ -245,7 +248,9 @@ pub fn check_spec(
         out_flags.insert(key.clone(), *value);
     }
     for flag in &backend.feature_flags {
-        out_flags.entry(flag.key.to_string()).or_insert(flag.default);
+        out_flags
+            .entry(flag.key.to_string())
+            .or_insert(flag.default);
     }
     Ok((out, out_flags))
 }
@@ -315,7 +320,11 @@ mod tests {
                 max: 8,
                 default: 1,
             }],
-            feature_flags: vec![FeatureFlag { key: "persistence", description: String::new(), default: false }],
+            feature_flags: vec![FeatureFlag {
+                key: "persistence",
+                description: String::new(),
+                default: false,
+            }],
         }]
     }
 
@@ -337,15 +346,45 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(err(check_spec(&b, Engine::Redis, "huge", "a", &[], &[])).starts_with("kind:"));
-        assert!(err(check_spec(&b, Engine::Rabbitmq, "general", "a", &[], &[])).starts_with("kind:"));
+        assert!(
+            err(check_spec(&b, Engine::Rabbitmq, "general", "a", &[], &[])).starts_with("kind:")
+        );
         assert!(err(check_spec(&b, Engine::Redis, "general", "A", &[], &[])).starts_with("name:"));
-        let m = err(check_spec(&b, Engine::Redis, "general", "a", &[("nodes".into(), 2)], &[]));
+        let m = err(check_spec(
+            &b,
+            Engine::Redis,
+            "general",
+            "a",
+            &[("nodes".into(), 2)],
+            &[],
+        ));
         assert!(m.starts_with("resourceSettings.nodes:"), "{m}");
-        let m = err(check_spec(&b, Engine::Redis, "general", "a", &[("ram-gbs".into(), 0)], &[]));
+        let m = err(check_spec(
+            &b,
+            Engine::Redis,
+            "general",
+            "a",
+            &[("ram-gbs".into(), 0)],
+            &[],
+        ));
         assert!(m.starts_with("resourceSettings.ram-gbs:"), "{m}");
-        let m = err(check_spec(&b, Engine::Redis, "general", "a", &[("ram-gbs".into(), 9)], &[]));
+        let m = err(check_spec(
+            &b,
+            Engine::Redis,
+            "general",
+            "a",
+            &[("ram-gbs".into(), 9)],
+            &[],
+        ));
         assert!(m.starts_with("resourceSettings.ram-gbs:"), "{m}");
-        let m = err(check_spec(&b, Engine::Redis, "general", "a", &[], &[("x".into(), true)]));
+        let m = err(check_spec(
+            &b,
+            Engine::Redis,
+            "general",
+            "a",
+            &[],
+            &[("x".into(), true)],
+        ));
         assert!(m.starts_with("featureFlags.x:"), "{m}");
         let (s, f) = check_spec(&b, Engine::Redis, "general", "a", &[], &[]).unwrap();
         assert_eq!(s["ram-gbs"], 1);

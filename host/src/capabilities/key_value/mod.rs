@@ -64,10 +64,6 @@ impl KeyValueStores {
             .cloned()
             .ok_or(KeyValueError::NoSuchStore)
     }
-
-    pub fn labels(&self) -> impl Iterator<Item = &String> {
-        self.stores.keys()
-    }
 }
 
 impl HostState {

@@ -67,5 +67,8 @@ impl kv::HostStore for HostState {
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    Ok(kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?)
+    Ok(kv::add_to_linker::<HostState, HasSelf<HostState>>(
+        linker,
+        |s| s,
+    )?)
 }

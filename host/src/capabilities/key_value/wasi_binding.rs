@@ -91,8 +91,15 @@ impl atomics::Host for HostState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let handle = self.table.get(&cas)?;
-        let (store, key, current) = (handle.store.clone(), handle.key.clone(), handle.current.clone());
-        match store.compare_and_swap(&key, current.as_deref(), &value).await {
+        let (store, key, current) = (
+            handle.store.clone(),
+            handle.key.clone(),
+            handle.current.clone(),
+        );
+        match store
+            .compare_and_swap(&key, current.as_deref(), &value)
+            .await
+        {
             Ok(true) => {
                 self.table.delete(cas)?;
                 Ok(Ok(()))
@@ -114,7 +121,11 @@ impl atomics::HostCas for HostState {
             Ok(v) => v,
             Err(e) => return Ok(Err(e.into())),
         };
-        Ok(Ok(self.table.push(CasHandle { store, key, current })?))
+        Ok(Ok(self.table.push(CasHandle {
+            store,
+            key,
+            current,
+        })?))
     }
 
     async fn current(&mut self, cas: Resource<CasHandle>) -> R<Option<Vec<u8>>> {

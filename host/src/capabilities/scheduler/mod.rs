@@ -29,8 +29,8 @@ wasmtime::component::bindgen!({
 });
 
 pub use s3m::facility::scheduler::{
-    Diagnostics, JobDescription, JobInfo, JobList, JobState, NodeInfo, PartitionInfo, PartitionState,
-    PingInfo, ReservationInfo, SchedulerAbout, SchedulerError, Submitted,
+    Diagnostics, JobDescription, JobInfo, JobList, JobState, NodeInfo, PartitionInfo,
+    PartitionState, PingInfo, ReservationInfo, SchedulerAbout, SchedulerError, Submitted,
 };
 pub use s3m::facility::types::Caller;
 
@@ -40,7 +40,12 @@ pub type SchedulerResult<T> = Result<T, SchedulerError>;
 #[async_trait::async_trait]
 pub trait SchedulerProvider: Send + Sync {
     async fn about(&self) -> SchedulerResult<SchedulerAbout>;
-    async fn submit(&self, caller: &Caller, job: JobDescription, script: String) -> SchedulerResult<Submitted>;
+    async fn submit(
+        &self,
+        caller: &Caller,
+        job: JobDescription,
+        script: String,
+    ) -> SchedulerResult<Submitted>;
     /// A job of the caller's project; any other job is `NotFound`.
     async fn get(&self, caller: &Caller, job_id: u32) -> SchedulerResult<JobInfo>;
     /// The caller's project's jobs only.
@@ -62,10 +67,15 @@ pub struct Schedulers {
 impl Schedulers {
     /// Builds the providers the facility configuration asks for. A bad
     /// `[resources.compute]` table stops start-up with what to fix.
-    pub async fn from_facility(facility: &FacilityConfig, state_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn from_facility(
+        facility: &FacilityConfig,
+        state_dir: &Path,
+    ) -> anyhow::Result<Self> {
         let mut by_resource: HashMap<String, Arc<dyn SchedulerProvider>> = HashMap::new();
         for resource in &facility.resources {
-            let Some(compute) = &resource.compute else { continue };
+            let Some(compute) = &resource.compute else {
+                continue;
+            };
             let kind = match compute.get("scheduler") {
                 None => "local",
                 Some(toml::Value::String(s)) => s.as_str(),
@@ -91,7 +101,9 @@ impl Schedulers {
     /// The provider of a compute resource.
     pub fn get(&self, resource: &str) -> SchedulerResult<Arc<dyn SchedulerProvider>> {
         self.by_resource.get(resource).cloned().ok_or_else(|| {
-            SchedulerError::NotFound(format!("no compute resource named `{resource}` in this facility"))
+            SchedulerError::NotFound(format!(
+                "no compute resource named `{resource}` in this facility"
+            ))
         })
     }
 }
@@ -120,7 +132,13 @@ impl s3m::facility::scheduler::Host for HostState {
         })
     }
 
-    async fn submit(&mut self, resource: String, caller: Caller, job: JobDescription, script: String) -> R<Submitted> {
+    async fn submit(
+        &mut self,
+        resource: String,
+        caller: Caller,
+        job: JobDescription,
+        script: String,
+    ) -> R<Submitted> {
         Ok(match self.scheduler(&resource) {
             Ok(p) => p.submit(&caller, job, script).await,
             Err(e) => Err(e),
@@ -141,7 +159,13 @@ impl s3m::facility::scheduler::Host for HostState {
         })
     }
 
-    async fn cancel(&mut self, resource: String, caller: Caller, job_id: u32, signal: u32) -> R<()> {
+    async fn cancel(
+        &mut self,
+        resource: String,
+        caller: Caller,
+        job_id: u32,
+        signal: u32,
+    ) -> R<()> {
         Ok(match self.scheduler(&resource) {
             Ok(p) => p.cancel(&caller, job_id, signal).await,
             Err(e) => Err(e),
@@ -185,11 +209,17 @@ impl s3m::facility::scheduler::Host for HostState {
 }
 
 /// Reads an optional string key of a `[resources.compute]` table.
-pub fn config_str<'a>(resource: &str, table: &'a toml::Table, key: &str) -> anyhow::Result<Option<&'a str>> {
+pub fn config_str<'a>(
+    resource: &str,
+    table: &'a toml::Table,
+    key: &str,
+) -> anyhow::Result<Option<&'a str>> {
     match table.get(key) {
         None => Ok(None),
         Some(toml::Value::String(s)) => Ok(Some(s.as_str())),
-        Some(other) => anyhow::bail!("resource `{resource}`: compute.{key} must be a string, not {other}"),
+        Some(other) => {
+            anyhow::bail!("resource `{resource}`: compute.{key} must be a string, not {other}")
+        }
     }
 }
 
@@ -198,6 +228,8 @@ pub fn config_u64(resource: &str, table: &toml::Table, key: &str) -> anyhow::Res
     match table.get(key) {
         None => Ok(None),
         Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(*n as u64)),
-        Some(other) => anyhow::bail!("resource `{resource}`: compute.{key} must be a whole number >= 0, not {other}"),
+        Some(other) => anyhow::bail!(
+            "resource `{resource}`: compute.{key} must be a whole number >= 0, not {other}"
+        ),
     }
 }

@@ -80,12 +80,10 @@ impl Software {
         for resource in &facility.resources {
             let empty = toml::Table::new();
             let table = resource.environment.as_ref().unwrap_or(&empty);
-            let configured = ConfiguredModules::from_table(table).map_err(|e| {
-                anyhow::anyhow!("facility.toml, resource {:?}: {e}", resource.name)
-            })?;
-            let lmod = Lmod::from_table(table).map_err(|e| {
-                anyhow::anyhow!("facility.toml, resource {:?}: {e}", resource.name)
-            })?;
+            let configured = ConfiguredModules::from_table(table)
+                .map_err(|e| anyhow::anyhow!("facility.toml, resource {:?}: {e}", resource.name))?;
+            let lmod = Lmod::from_table(table)
+                .map_err(|e| anyhow::anyhow!("facility.toml, resource {:?}: {e}", resource.name))?;
             let mut providers: Vec<Box<dyn SoftwareProvider>> = Vec::new();
             if let Some(lmod) = lmod {
                 providers.push(Box::new(lmod));
@@ -99,7 +97,10 @@ impl Software {
     /// The modules of `resource`, sorted by name, and what each failing
     /// source said: one failing source (Lmod down) does not hide what the
     /// others know.
-    pub async fn modules(&self, resource: &str) -> Result<(Vec<Module>, Vec<String>), SoftwareError> {
+    pub async fn modules(
+        &self,
+        resource: &str,
+    ) -> Result<(Vec<Module>, Vec<String>), SoftwareError> {
         let Some(r) = self.resources.get(resource) else {
             return Err(SoftwareError::NotFound(format!(
                 "no resource named {resource:?} in the facility configuration"
@@ -132,9 +133,8 @@ impl Software {
 /// process serves one application.
 fn software(facility: &FacilityConfig) -> Result<&'static Software, SoftwareError> {
     static SOFTWARE: OnceLock<Result<Software, String>> = OnceLock::new();
-    let built = SOFTWARE.get_or_init(|| {
-        Software::from_facility(facility).map_err(|e| format!("{e:#}"))
-    });
+    let built =
+        SOFTWARE.get_or_init(|| Software::from_facility(facility).map_err(|e| format!("{e:#}")));
     match built {
         Ok(s) => Ok(s),
         Err(e) => Err(SoftwareError::Unavailable(e.clone())),
@@ -199,23 +199,33 @@ mod tests {
         )
         .unwrap();
         let (modules, warnings) = s.modules("basalt").await.unwrap();
-        assert_eq!(modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["cmake"]);
+        assert_eq!(
+            modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["cmake"]
+        );
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("/nonexistent/modulefiles"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("/nonexistent/modulefiles"),
+            "{warnings:?}"
+        );
     }
 
     #[tokio::test]
     async fn an_unknown_resource_is_not_found_and_one_without_a_table_has_none() {
         let s = software("[[resources]]\nname = \"shale\"\n").unwrap();
-        assert!(matches!(s.modules("nosuch").await, Err(SoftwareError::NotFound(_))));
+        assert!(matches!(
+            s.modules("nosuch").await,
+            Err(SoftwareError::NotFound(_))
+        ));
         assert_eq!(s.modules("shale").await.unwrap(), (vec![], vec![]));
     }
 
     #[test]
     fn a_broken_table_names_the_resource() {
-        let e = software("[[resources]]\nname = \"basalt\"\n[resources.environment]\nmodulepath = 3\n")
-            .err()
-            .unwrap();
+        let e =
+            software("[[resources]]\nname = \"basalt\"\n[resources.environment]\nmodulepath = 3\n")
+                .err()
+                .unwrap();
         assert!(format!("{e}").contains("basalt"), "{e}");
     }
 }

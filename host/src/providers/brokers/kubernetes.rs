@@ -10,7 +10,9 @@
 //! rendered objects are written to `<state>/brokers/kubernetes/<id>.json` for
 //! an operator to apply, and the cluster stays `provisioning`.
 
-use crate::capabilities::brokers::registry::{Backend, ClusterRecord, Engine, FeatureFlag, ResourceOption};
+use crate::capabilities::brokers::registry::{
+    Backend, ClusterRecord, Engine, FeatureFlag, ResourceOption,
+};
 use crate::capabilities::brokers::{BrokerProvider, Health};
 use anyhow::{bail, Context};
 use async_trait::async_trait;
@@ -66,12 +68,20 @@ pub struct Object {
 }
 
 fn dns_part(s: &str) -> String {
-    s.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+    s.to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
 }
 
 /// `s3m-<engine>-<project>-<name>`, cut to a 63-character DNS label.
 pub fn object_name(r: &ClusterRecord) -> String {
-    let mut n = format!("s3m-{}-{}-{}", r.engine.as_str(), dns_part(&r.project), r.name);
+    let mut n = format!(
+        "s3m-{}-{}-{}",
+        r.engine.as_str(),
+        dns_part(&r.project),
+        r.name
+    );
     if n.len() > 52 {
         // Room for the operator's own suffixes; the id keeps it unique.
         n = format!("s3m-{}", &r.id[r.id.len() - 12..]);
@@ -110,11 +120,14 @@ pub fn render(config: &KubernetesConfig, r: &ClusterRecord) -> Vec<Object> {
     match r.engine {
         Engine::Rabbitmq => {
             // The operator's default-user secret format.
-            secret["stringData"]["default_user.conf"] =
-                json!(format!("default_user = {}\ndefault_pass = {}\n", r.username, r.password));
+            secret["stringData"]["default_user.conf"] = json!(format!(
+                "default_user = {}\ndefault_pass = {}\n",
+                r.username, r.password
+            ));
             secret["stringData"]["provider"] = json!("rabbitmq");
             secret["stringData"]["type"] = json!("rabbitmq");
-            let mut persistence = json!({ "storage": format!("{}Gi", r.setting("ram-gbs").max(1) * 2) });
+            let mut persistence =
+                json!({ "storage": format!("{}Gi", r.setting("ram-gbs").max(1) * 2) });
             if let Some(sc) = &config.storage_class {
                 persistence["storageClassName"] = json!(sc);
             }
@@ -131,9 +144,15 @@ pub fn render(config: &KubernetesConfig, r: &ClusterRecord) -> Vec<Object> {
                 },
             });
             vec![
-                Object { collection: format!("{core}/secrets"), name: secret_name, body: secret },
                 Object {
-                    collection: format!("/apis/rabbitmq.com/v1beta1/namespaces/{ns}/rabbitmqclusters"),
+                    collection: format!("{core}/secrets"),
+                    name: secret_name,
+                    body: secret,
+                },
+                Object {
+                    collection: format!(
+                        "/apis/rabbitmq.com/v1beta1/namespaces/{ns}/rabbitmqclusters"
+                    ),
                     name,
                     body: cluster,
                 },
@@ -142,14 +161,28 @@ pub fn render(config: &KubernetesConfig, r: &ClusterRecord) -> Vec<Object> {
         Engine::Redis => {
             let selector = json!({ "app.kubernetes.io/instance": name });
             let mut args = vec![
-                json!("--user"), json!("default"), json!("off"),
-                json!("--user"), json!(r.username), json!("on"), json!("$(REDIS_ACL_PASSWORD)"),
-                json!("~*"), json!("&*"), json!("+@all"),
-                json!("--maxmemory"), json!(format!("{}gb", r.setting("ram-gbs"))),
-                json!("--maxmemory-policy"), json!("noeviction"),
+                json!("--user"),
+                json!("default"),
+                json!("off"),
+                json!("--user"),
+                json!(r.username),
+                json!("on"),
+                json!("$(REDIS_ACL_PASSWORD)"),
+                json!("~*"),
+                json!("&*"),
+                json!("+@all"),
+                json!("--maxmemory"),
+                json!(format!("{}gb", r.setting("ram-gbs"))),
+                json!("--maxmemory-policy"),
+                json!("noeviction"),
             ];
             if r.flag("persistence") {
-                args.extend([json!("--appendonly"), json!("yes"), json!("--dir"), json!("/data")]);
+                args.extend([
+                    json!("--appendonly"),
+                    json!("yes"),
+                    json!("--dir"),
+                    json!("/data"),
+                ]);
             } else {
                 args.extend([json!("--save"), json!("")]);
             }
@@ -190,9 +223,21 @@ pub fn render(config: &KubernetesConfig, r: &ClusterRecord) -> Vec<Object> {
                           "ports": [{ "name": "redis", "port": 6379, "targetPort": 6379 }] },
             });
             vec![
-                Object { collection: format!("{core}/secrets"), name: secret_name, body: secret },
-                Object { collection: format!("/apis/apps/v1/namespaces/{ns}/statefulsets"), name: name.clone(), body: statefulset },
-                Object { collection: format!("{core}/services"), name, body: service },
+                Object {
+                    collection: format!("{core}/secrets"),
+                    name: secret_name,
+                    body: secret,
+                },
+                Object {
+                    collection: format!("/apis/apps/v1/namespaces/{ns}/statefulsets"),
+                    name: name.clone(),
+                    body: statefulset,
+                },
+                Object {
+                    collection: format!("{core}/services"),
+                    name,
+                    body: service,
+                },
             ]
         }
     }
@@ -200,21 +245,40 @@ pub fn render(config: &KubernetesConfig, r: &ClusterRecord) -> Vec<Object> {
 
 impl KubernetesBrokers {
     pub fn new(config: KubernetesConfig, render_dir: PathBuf) -> Self {
-        Self { config, render_dir, http: reqwest::Client::new() }
+        Self {
+            config,
+            render_dir,
+            http: reqwest::Client::new(),
+        }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
-        let base = self.config.api_url.as_deref().context("no [streaming.kubernetes] api_url")?;
-        let mut req = self.http.request(method, format!("{}{path}", base.trim_end_matches('/')));
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let base = self
+            .config
+            .api_url
+            .as_deref()
+            .context("no [streaming.kubernetes] api_url")?;
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", base.trim_end_matches('/')));
         if let Some(file) = &self.config.token_file {
-            let token = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let token = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
             req = req.bearer_auth(token.trim());
         }
         Ok(req.timeout(Duration::from_secs(10)))
     }
 
     fn host(&self, r: &ClusterRecord) -> String {
-        let domain = self.config.domain.clone().unwrap_or_else(|| format!("{}.svc", self.config.namespace));
+        let domain = self
+            .config
+            .domain
+            .clone()
+            .unwrap_or_else(|| format!("{}.svc", self.config.namespace));
         format!("{}.{domain}", object_name(r))
     }
 }
@@ -234,8 +298,15 @@ impl BrokerProvider for KubernetesBrokers {
                 engine: Engine::Redis,
                 kind: "general".into(),
                 description: "A Redis StatefulSet with its own user and password".into(),
-                resource_options: vec![opt("cpus", "CPU cores", 16, 1), opt("ram-gbs", "Memory in GiB", 64, 2)],
-                feature_flags: vec![FeatureFlag { key: "persistence", description: "Append-only file on a volume".into(), default: false }],
+                resource_options: vec![
+                    opt("cpus", "CPU cores", 16, 1),
+                    opt("ram-gbs", "Memory in GiB", 64, 2),
+                ],
+                feature_flags: vec![FeatureFlag {
+                    key: "persistence",
+                    description: "Append-only file on a volume".into(),
+                    default: false,
+                }],
             },
             Backend {
                 engine: Engine::Rabbitmq,
@@ -246,7 +317,11 @@ impl BrokerProvider for KubernetesBrokers {
                     opt("ram-gbs", "Memory per node in GiB", 64, 2),
                     opt("nodes", "RabbitMQ nodes", 5, 1),
                 ],
-                feature_flags: vec![FeatureFlag { key: "management", description: "Management UI at mgmtUrl".into(), default: true }],
+                feature_flags: vec![FeatureFlag {
+                    key: "management",
+                    description: "Management UI at mgmtUrl".into(),
+                    default: true,
+                }],
             },
         ]
     }
@@ -258,7 +333,9 @@ impl BrokerProvider for KubernetesBrokers {
             Engine::Redis => r.url = format!("redis://{}:{}@{host}:6379", r.username, r.password),
             Engine::Rabbitmq => {
                 r.url = format!("amqp://{}:{}@{host}:5672/%2f", r.username, r.password);
-                r.mgmt_url = r.flag("management").then(|| format!("http://{host}:15672/"));
+                r.mgmt_url = r
+                    .flag("management")
+                    .then(|| format!("http://{host}:15672/"));
             }
         }
         r.endpoint = json!({ "objects": objects.iter().map(|o| format!("{}/{}", o.collection, o.name)).collect::<Vec<_>>() });
@@ -267,20 +344,33 @@ impl BrokerProvider for KubernetesBrokers {
             let path = self.render_dir.join(format!("{}.json", r.id));
             let list = json!({ "apiVersion": "v1", "kind": "List", "items": objects.iter().map(|o| &o.body).collect::<Vec<_>>() });
             use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
             std::io::Write::write_all(&mut f, serde_json::to_string_pretty(&list)?.as_bytes())?;
             return Ok(());
         }
         for o in &objects {
             let resp = self
-                .request(reqwest::Method::PATCH, &format!("{}/{}?fieldManager=s3m&force=true", o.collection, o.name))?
+                .request(
+                    reqwest::Method::PATCH,
+                    &format!("{}/{}?fieldManager=s3m&force=true", o.collection, o.name),
+                )?
                 .header("Content-Type", "application/apply-patch+yaml")
                 .body(serde_json::to_vec(&o.body)?)
                 .send()
                 .await
                 .context("the Kubernetes API did not answer")?;
             if !resp.status().is_success() {
-                bail!("applying {}/{}: Kubernetes answered {}", o.collection, o.name, resp.status());
+                bail!(
+                    "applying {}/{}: Kubernetes answered {}",
+                    o.collection,
+                    o.name,
+                    resp.status()
+                );
             }
         }
         Ok(())
@@ -294,9 +384,13 @@ impl BrokerProvider for KubernetesBrokers {
         let ns = &self.config.namespace;
         let path = match r.engine {
             Engine::Redis => format!("/apis/apps/v1/namespaces/{ns}/statefulsets/{name}"),
-            Engine::Rabbitmq => format!("/apis/rabbitmq.com/v1beta1/namespaces/{ns}/rabbitmqclusters/{name}"),
+            Engine::Rabbitmq => {
+                format!("/apis/rabbitmq.com/v1beta1/namespaces/{ns}/rabbitmqclusters/{name}")
+            }
         };
-        let Ok(req) = self.request(reqwest::Method::GET, &path) else { return Health::Starting };
+        let Ok(req) = self.request(reqwest::Method::GET, &path) else {
+            return Health::Starting;
+        };
         let resp = match req.send().await {
             Ok(resp) => resp,
             Err(_) => return Health::Unhealthy("the Kubernetes API did not answer".into()),
@@ -304,7 +398,9 @@ impl BrokerProvider for KubernetesBrokers {
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Health::Gone;
         }
-        let Ok(body) = resp.json::<Value>().await else { return Health::Unhealthy("bad answer".into()) };
+        let Ok(body) = resp.json::<Value>().await else {
+            return Health::Unhealthy("bad answer".into());
+        };
         ready(r.engine, &body)
     }
 
@@ -314,9 +410,20 @@ impl BrokerProvider for KubernetesBrokers {
             return Ok(());
         }
         for o in render(&self.config, r).iter().rev() {
-            let resp = self.request(reqwest::Method::DELETE, &format!("{}/{}", o.collection, o.name))?.send().await?;
+            let resp = self
+                .request(
+                    reqwest::Method::DELETE,
+                    &format!("{}/{}", o.collection, o.name),
+                )?
+                .send()
+                .await?;
             if !resp.status().is_success() && resp.status() != reqwest::StatusCode::NOT_FOUND {
-                bail!("deleting {}/{}: Kubernetes answered {}", o.collection, o.name, resp.status());
+                bail!(
+                    "deleting {}/{}: Kubernetes answered {}",
+                    o.collection,
+                    o.name,
+                    resp.status()
+                );
             }
         }
         Ok(())
@@ -338,13 +445,22 @@ pub fn ready(engine: Engine, body: &Value) -> Health {
         Engine::Redis => {
             let want = body["spec"]["replicas"].as_u64().unwrap_or(1);
             let have = body["status"]["readyReplicas"].as_u64().unwrap_or(0);
-            if have >= want { Health::Healthy } else { Health::Starting }
+            if have >= want {
+                Health::Healthy
+            } else {
+                Health::Starting
+            }
         }
         Engine::Rabbitmq => {
             let all_ready = body["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter().any(|c| c["type"] == "AllReplicasReady" && c["status"] == "True")
+                cs.iter()
+                    .any(|c| c["type"] == "AllReplicasReady" && c["status"] == "True")
             });
-            if all_ready { Health::Healthy } else { Health::Starting }
+            if all_ready {
+                Health::Healthy
+            } else {
+                Health::Starting
+            }
         }
     }
 }
@@ -362,8 +478,15 @@ mod tests {
             engine,
             kind: "general".into(),
             name: name.into(),
-            resource_settings: BTreeMap::from([("cpus".into(), 2), ("ram-gbs".into(), 4), ("nodes".into(), 3)]),
-            feature_flags: BTreeMap::from([("management".into(), true), ("persistence".into(), true)]),
+            resource_settings: BTreeMap::from([
+                ("cpus".into(), 2),
+                ("ram-gbs".into(), 4),
+                ("nodes".into(), 3),
+            ]),
+            feature_flags: BTreeMap::from([
+                ("management".into(), true),
+                ("persistence".into(), true),
+            ]),
             username: format!("s3m-{name}"),
             password: "p4ss".into(),
             url: String::new(),
@@ -378,8 +501,12 @@ mod tests {
     }
 
     fn is_dns_label(s: &str) -> bool {
-        !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !s.starts_with('-') && !s.ends_with('-')
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
     }
 
     #[test]
@@ -396,43 +523,87 @@ mod tests {
         assert_eq!(cluster["spec"]["replicas"], 3);
         assert_eq!(cluster["spec"]["resources"]["limits"]["memory"], "4Gi");
         assert_eq!(cluster["spec"]["resources"]["requests"]["cpu"], "2");
-        assert_eq!(cluster["spec"]["secretBackend"]["externalSecret"]["name"], secret["metadata"]["name"]);
+        assert_eq!(
+            cluster["spec"]["secretBackend"]["externalSecret"]["name"],
+            secret["metadata"]["name"]
+        );
         assert_eq!(secret["stringData"]["username"], "s3m-events");
-        assert!(secret["stringData"]["default_user.conf"].as_str().unwrap().contains("default_pass = p4ss"));
+        assert!(secret["stringData"]["default_user.conf"]
+            .as_str()
+            .unwrap()
+            .contains("default_pass = p4ss"));
         // The password lives only in the Secret.
         assert!(!cluster.to_string().contains("p4ss"));
         for o in &objs {
             let name = o.body["metadata"]["name"].as_str().unwrap();
             assert!(is_dns_label(name), "{name}");
             assert_eq!(o.name, name);
-            assert_eq!(o.body["metadata"]["labels"]["s3m.olcf.ornl.gov/project"], "stf040");
-            assert_eq!(o.body["metadata"]["labels"]["s3m.olcf.ornl.gov/cluster"], "events");
-            assert!(o.collection.starts_with('/') && o.collection.contains("/namespaces/s3m-streaming/"));
+            assert_eq!(
+                o.body["metadata"]["labels"]["s3m.olcf.ornl.gov/project"],
+                "stf040"
+            );
+            assert_eq!(
+                o.body["metadata"]["labels"]["s3m.olcf.ornl.gov/cluster"],
+                "events"
+            );
+            assert!(
+                o.collection.starts_with('/')
+                    && o.collection.contains("/namespaces/s3m-streaming/")
+            );
         }
     }
 
     #[test]
     fn redis_is_a_secret_a_statefulset_and_a_service() {
-        let cfg = KubernetesConfig { storage_class: Some("fast".into()), ..Default::default() };
+        let cfg = KubernetesConfig {
+            storage_class: Some("fast".into()),
+            ..Default::default()
+        };
         let objs = render(&cfg, &record(Engine::Redis, "STF040", "cache"));
-        let kinds: Vec<&str> = objs.iter().map(|o| o.body["kind"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> = objs
+            .iter()
+            .map(|o| o.body["kind"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds, ["Secret", "StatefulSet", "Service"]);
         let sts = &objs[1].body;
         let pod_labels = &sts["spec"]["template"]["metadata"]["labels"];
         for (k, v) in sts["spec"]["selector"]["matchLabels"].as_object().unwrap() {
-            assert_eq!(&pod_labels[k], v, "the selector must match the pod template");
-            assert_eq!(&objs[2].body["spec"]["selector"][k], v, "the service must select the pods");
+            assert_eq!(
+                &pod_labels[k], v,
+                "the selector must match the pod template"
+            );
+            assert_eq!(
+                &objs[2].body["spec"]["selector"][k], v,
+                "the service must select the pods"
+            );
         }
         let c = &sts["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["resources"]["limits"]["memory"], "4Gi");
-        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
         assert!(args.windows(2).any(|w| w == ["--maxmemory", "4gb"]));
         assert!(args.contains(&"s3m-cache"));
-        assert!(!sts.to_string().contains("p4ss"), "the password comes from the Secret");
-        assert_eq!(c["env"][0]["valueFrom"]["secretKeyRef"]["name"], objs[0].body["metadata"]["name"]);
-        assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"], "fast");
+        assert!(
+            !sts.to_string().contains("p4ss"),
+            "the password comes from the Secret"
+        );
+        assert_eq!(
+            c["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+            objs[0].body["metadata"]["name"]
+        );
+        assert_eq!(
+            sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+            "fast"
+        );
         assert_eq!(objs[2].body["spec"]["ports"][0]["port"], 6379);
-        assert_eq!(objs[2].body["metadata"]["labels"]["app.kubernetes.io/managed-by"], "s3m");
+        assert_eq!(
+            objs[2].body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "s3m"
+        );
     }
 
     #[test]
@@ -440,7 +611,11 @@ mod tests {
         let a = object_name(&record(Engine::Redis, "STF040", "cache"));
         let b = object_name(&record(Engine::Redis, "ABC123", "cache"));
         assert_ne!(a, b);
-        let long = object_name(&record(Engine::Rabbitmq, "VERYLONGPROJECT01", &"x".repeat(40)));
+        let long = object_name(&record(
+            Engine::Rabbitmq,
+            "VERYLONGPROJECT01",
+            &"x".repeat(40),
+        ));
         assert!(is_dns_label(&long) && long.len() <= 52, "{long}");
     }
 
@@ -448,15 +623,27 @@ mod tests {
     fn readiness_from_status() {
         let sts = json!({ "spec": { "replicas": 1 }, "status": { "readyReplicas": 1 } });
         assert_eq!(ready(Engine::Redis, &sts), Health::Healthy);
-        assert_eq!(ready(Engine::Redis, &json!({ "spec": { "replicas": 1 }, "status": {} })), Health::Starting);
+        assert_eq!(
+            ready(
+                Engine::Redis,
+                &json!({ "spec": { "replicas": 1 }, "status": {} })
+            ),
+            Health::Starting
+        );
         let rmq = json!({ "status": { "conditions": [{ "type": "AllReplicasReady", "status": "True" }] } });
         assert_eq!(ready(Engine::Rabbitmq, &rmq), Health::Healthy);
-        assert_eq!(ready(Engine::Rabbitmq, &json!({ "status": {} })), Health::Starting);
+        assert_eq!(
+            ready(Engine::Rabbitmq, &json!({ "status": {} })),
+            Health::Starting
+        );
     }
 
     /// A fake Kubernetes API: records each request, answers 200 with a ready
     /// StatefulSet for GETs and `{}` otherwise. One request per connection.
-    async fn fake_kubernetes_api() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, Value)>>>) {
+    async fn fake_kubernetes_api() -> (
+        String,
+        std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, Value)>>>,
+    ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -468,31 +655,48 @@ mod tests {
                 let mut chunk = [0u8; 4096];
                 let (head, body) = loop {
                     let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 { break (String::new(), Vec::new()); }
+                    if n == 0 {
+                        break (String::new(), Vec::new());
+                    }
                     buf.extend_from_slice(&chunk[..n]);
                     if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                        let len = head.lines().find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
-                        }).unwrap_or(0);
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())
+                                    .flatten()
+                            })
+                            .unwrap_or(0);
                         while buf.len() < end + 4 + len {
                             let n = sock.read(&mut chunk).await.unwrap_or(0);
-                            if n == 0 { break; }
+                            if n == 0 {
+                                break;
+                            }
                             buf.extend_from_slice(&chunk[..n]);
                         }
                         break (head, buf[end + 4..].to_vec());
                     }
                 };
                 let mut first = head.lines().next().unwrap_or_default().split(' ');
-                let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
-                let content_type = head.lines().find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-type").then(|| v.trim().to_string())
-                }).unwrap_or_default();
+                let (method, path) = (
+                    first.next().unwrap_or_default().to_string(),
+                    first.next().unwrap_or_default().to_string(),
+                );
+                let content_type = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-type")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let answer = if method == "GET" {
-                    json!({ "spec": { "replicas": 1 }, "status": { "readyReplicas": 1 } }).to_string()
+                    json!({ "spec": { "replicas": 1 }, "status": { "readyReplicas": 1 } })
+                        .to_string()
                 } else {
                     "{}".to_string()
                 };
@@ -510,15 +714,24 @@ mod tests {
     #[tokio::test]
     async fn applies_checks_and_deletes_through_a_fake_kubernetes_api() {
         let (url, seen) = fake_kubernetes_api().await;
-        let cfg = KubernetesConfig { api_url: Some(url), ..Default::default() };
+        let cfg = KubernetesConfig {
+            api_url: Some(url),
+            ..Default::default()
+        };
         let provider = KubernetesBrokers::new(cfg, std::env::temp_dir().join("s3m-k8s-unused"));
         let mut r = record(Engine::Redis, "STF040", "cache");
         provider.start(&mut r).await.unwrap();
-        assert_eq!(r.url, "redis://s3m-cache:p4ss@s3m-redis-stf040-cache.s3m-streaming.svc:6379");
+        assert_eq!(
+            r.url,
+            "redis://s3m-cache:p4ss@s3m-redis-stf040-cache.s3m-streaming.svc:6379"
+        );
         assert_eq!(provider.health(&r).await, Health::Healthy);
         provider.stop(&r).await.unwrap();
         let seen = seen.lock().unwrap().clone();
-        let calls: Vec<(&str, &str)> = seen.iter().map(|(m, p, _, _)| (m.as_str(), p.as_str())).collect();
+        let calls: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|(m, p, _, _)| (m.as_str(), p.as_str()))
+            .collect();
         let ns = "/namespaces/s3m-streaming";
         assert_eq!(calls, [
             ("PATCH", &*format!("/api/v1{ns}/secrets/s3m-redis-stf040-cache-credentials?fieldManager=s3m&force=true")),
@@ -532,7 +745,10 @@ mod tests {
         for (method, _, content_type, body) in &seen {
             if method == "PATCH" {
                 assert_eq!(content_type, "application/apply-patch+yaml");
-                assert!(body["apiVersion"].is_string() && body["kind"].is_string(), "{body}");
+                assert!(
+                    body["apiVersion"].is_string() && body["kind"].is_string(),
+                    "{body}"
+                );
             }
         }
     }

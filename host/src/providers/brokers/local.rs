@@ -9,7 +9,9 @@
 //! stops those no record claims. Nothing here decides owners or lifetimes.
 
 use super::probe;
-use crate::capabilities::brokers::registry::{Backend, ClusterRecord, Engine, FeatureFlag, ResourceOption};
+use crate::capabilities::brokers::registry::{
+    Backend, ClusterRecord, Engine, FeatureFlag, ResourceOption,
+};
 use crate::capabilities::brokers::{BrokerProvider, Health};
 use anyhow::{bail, Context};
 use async_trait::async_trait;
@@ -62,11 +64,20 @@ impl LocalBrokers {
     pub fn new(config: LocalConfig, root: PathBuf) -> Self {
         let _ = std::fs::create_dir_all(&root);
         if let Some(brokers) = root.parent() {
-            let _ = std::fs::set_permissions(brokers, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+            let _ = std::fs::set_permissions(
+                brokers,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            );
         }
         let root = root.canonicalize().unwrap_or(root);
-        let management = config.rabbitmq_management.unwrap_or_else(|| management_plugin_installed(&config.rabbitmq_server));
-        Self { config, root, management }
+        let management = config
+            .rabbitmq_management
+            .unwrap_or_else(|| management_plugin_installed(&config.rabbitmq_server));
+        Self {
+            config,
+            root,
+            management,
+        }
     }
 
     fn dir_of(&self, id: &str) -> PathBuf {
@@ -74,7 +85,11 @@ impl LocalBrokers {
     }
 
     fn read_pid(dir: &Path) -> Option<i32> {
-        std::fs::read_to_string(dir.join(PID_FILE)).ok()?.trim().parse().ok()
+        std::fs::read_to_string(dir.join(PID_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The recorded process of a cluster, if it still runs.
@@ -91,10 +106,16 @@ impl LocalBrokers {
             if std::net::TcpListener::bind((addr, p)).is_ok() {
                 return Ok(p);
             }
-            tracing::warn!(port = p, "the cluster's previous port is taken: it gets a new one");
+            tracing::warn!(
+                port = p,
+                "the cluster's previous port is taken: it gets a new one"
+            );
         }
-        let l = std::net::TcpListener::bind((addr, 0))
-            .with_context(|| format!("no free port on the advertise address {addr}: set [streaming] advertise_address"))?;
+        let l = std::net::TcpListener::bind((addr, 0)).with_context(|| {
+            format!(
+                "no free port on the advertise address {addr}: set [streaming] advertise_address"
+            )
+        })?;
         Ok(l.local_addr()?.port())
     }
 
@@ -117,8 +138,15 @@ impl LocalBrokers {
         );
         write_private(&dir.join("redis.conf"), conf.as_bytes())?;
         let mut cmd = tokio::process::Command::new(&self.config.redis_server);
-        cmd.arg(dir.join("redis.conf")).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
-        spawn(cmd, dir, "redis-server", "apt-get install redis-server, or set [streaming] redis_server")?;
+        cmd.arg(dir.join("redis.conf"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        spawn(
+            cmd,
+            dir,
+            "redis-server",
+            "apt-get install redis-server, or set [streaming] redis_server",
+        )?;
         r.endpoint = serde_json::json!({ "port": port });
         r.url = format!("redis://{}:{}@{addr}:{port}", r.username, r.password);
         r.mgmt_url = None;
@@ -142,7 +170,11 @@ impl LocalBrokers {
             std::fs::set_permissions(&cookie, std::os::unix::fs::PermissionsExt::from_mode(0o400))?;
         }
         let management = self.management && r.flag("management");
-        let plugins = if management { "[rabbitmq_management]." } else { "[]." };
+        let plugins = if management {
+            "[rabbitmq_management]."
+        } else {
+            "[]."
+        };
         std::fs::write(dir.join("enabled_plugins"), plugins)?;
         let mut conf = format!(
             "listeners.tcp.default = {addr}:{port}\nloopback_users = none\n\
@@ -155,13 +187,18 @@ impl LocalBrokers {
             ram = r.setting("ram-gbs"),
         );
         if management {
-            conf.push_str(&format!("management.tcp.port = {mgmt_port}\nmanagement.tcp.ip = {addr}\n"));
+            conf.push_str(&format!(
+                "management.tcp.port = {mgmt_port}\nmanagement.tcp.ip = {addr}\n"
+            ));
         }
         write_private(&dir.join("rabbitmq.conf"), conf.as_bytes())?;
         let cpus = r.setting("cpus").max(1);
         let mut cmd = tokio::process::Command::new(&self.config.rabbitmq_server);
         cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            )
             .env("HOME", &home)
             .env("LANG", "C.UTF-8")
             .env("LC_ALL", "C.UTF-8")
@@ -174,9 +211,18 @@ impl LocalBrokers {
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
             .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
             .env("RABBITMQ_PID_FILE", dir.join("rabbitmq.pid"))
-            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", format!("+S {cpus}:{cpus}"));
-        spawn(cmd, dir, "rabbitmq-server", "apt-get install rabbitmq-server, or set [streaming] rabbitmq_server")?;
-        r.endpoint = serde_json::json!({ "port": port, "distPort": dist_port, "mgmtPort": mgmt_port });
+            .env(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                format!("+S {cpus}:{cpus}"),
+            );
+        spawn(
+            cmd,
+            dir,
+            "rabbitmq-server",
+            "apt-get install rabbitmq-server, or set [streaming] rabbitmq_server",
+        )?;
+        r.endpoint =
+            serde_json::json!({ "port": port, "distPort": dist_port, "mgmtPort": mgmt_port });
         r.url = format!("amqp://{}:{}@{addr}:{port}/%2f", r.username, r.password);
         r.mgmt_url = management.then(|| format!("http://{addr}:{mgmt_port}/"));
         Ok(())
@@ -222,7 +268,8 @@ impl BrokerProvider for LocalBrokers {
         };
         let ram = ResourceOption {
             key: "ram-gbs",
-            description: "Memory cap in GiB (Redis maxmemory, RabbitMQ memory high watermark)".into(),
+            description: "Memory cap in GiB (Redis maxmemory, RabbitMQ memory high watermark)"
+                .into(),
             min: 1,
             max: 16,
             default: 1,
@@ -290,7 +337,14 @@ impl BrokerProvider for LocalBrokers {
         let result = match r.engine {
             Engine::Redis => probe::redis_ping(&r.url, timeout).await,
             Engine::Rabbitmq => {
-                probe::amqp_login(&self.config.advertise_address, port, &r.username, &r.password, timeout).await
+                probe::amqp_login(
+                    &self.config.advertise_address,
+                    port,
+                    &r.username,
+                    &r.password,
+                    timeout,
+                )
+                .await
             }
         };
         match result {
@@ -347,7 +401,12 @@ impl BrokerProvider for LocalBrokers {
 
 /// Starts `cmd` in `dir`, in its own process group, output to `dir/output.log`,
 /// and records its pid. The child is reaped by a task of its own.
-fn spawn(mut cmd: tokio::process::Command, dir: &Path, what: &str, fix: &str) -> anyhow::Result<()> {
+fn spawn(
+    mut cmd: tokio::process::Command,
+    dir: &Path,
+    what: &str,
+    fix: &str,
+) -> anyhow::Result<()> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -359,7 +418,9 @@ fn spawn(mut cmd: tokio::process::Command, dir: &Path, what: &str, fix: &str) ->
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(false);
-    let mut child = cmd.spawn().with_context(|| format!("cannot run {what}: {fix}"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {what}: {fix}"))?;
     let pid = child.id().context("the broker exited at once")?;
     std::fs::write(dir.join(PID_FILE), pid.to_string())?;
     tokio::spawn(async move {
@@ -383,17 +444,25 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// Alive (not a zombie) and working inside `dir`: a pid reused by another
 /// program does not pass.
 fn alive_in(pid: i32, dir: &Path) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
     if matches!(state, Some('Z') | Some('X') | None) {
         return false;
     }
-    std::fs::read_link(format!("/proc/{pid}/cwd")).map(|cwd| cwd.starts_with(dir)).unwrap_or(false)
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .map(|cwd| cwd.starts_with(dir))
+        .unwrap_or(false)
 }
 
 /// Every live process whose working directory is inside `dir`.
 fn processes_in(dir: &Path) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
@@ -403,11 +472,21 @@ fn processes_in(dir: &Path) -> Vec<i32> {
 
 fn management_plugin_installed(server: &Path) -> bool {
     // <prefix>/bin/rabbitmq-server -> <prefix>/lib/rabbitmq_server-*/plugins/rabbitmq_management-*
-    let Some(prefix) = server.parent().and_then(Path::parent) else { return false };
-    let Ok(libs) = std::fs::read_dir(prefix.join("lib")) else { return false };
+    let Some(prefix) = server.parent().and_then(Path::parent) else {
+        return false;
+    };
+    let Ok(libs) = std::fs::read_dir(prefix.join("lib")) else {
+        return false;
+    };
     libs.flatten().any(|lib| {
         std::fs::read_dir(lib.path().join("plugins"))
-            .map(|ps| ps.flatten().any(|p| p.file_name().to_string_lossy().starts_with("rabbitmq_management-")))
+            .map(|ps| {
+                ps.flatten().any(|p| {
+                    p.file_name()
+                        .to_string_lossy()
+                        .starts_with("rabbitmq_management-")
+                })
+            })
             .unwrap_or(false)
     })
 }
@@ -420,7 +499,9 @@ mod tests {
     fn finds_the_management_plugin_of_debians_rabbitmq() {
         let server = Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
         assert_eq!(management_plugin_installed(server), server.exists());
-        assert!(!management_plugin_installed(Path::new("/nonexistent/bin/rabbitmq-server")));
+        assert!(!management_plugin_installed(Path::new(
+            "/nonexistent/bin/rabbitmq-server"
+        )));
     }
 
     #[test]

@@ -12,7 +12,11 @@ use std::path::Path;
 
 /// The provider `[streaming] provider` names, configured from `[streaming]`.
 /// `dir` is `<state>/brokers`.
-pub fn from_config(name: &str, streaming: &toml::Value, dir: &Path) -> anyhow::Result<Box<dyn BrokerProvider>> {
+pub fn from_config(
+    name: &str,
+    streaming: &toml::Value,
+    dir: &Path,
+) -> anyhow::Result<Box<dyn BrokerProvider>> {
     match name {
         "local" => {
             let config: local::LocalConfig = streaming

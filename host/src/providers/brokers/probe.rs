@@ -11,7 +11,8 @@ pub type ProbeResult = Result<(), String>;
 
 /// Logs in with `url` (credentials included) and expects `PONG`.
 pub async fn redis_ping(url: &str, timeout: Duration) -> ProbeResult {
-    let client = redis::Client::open(url).map_err(|e| format!("bad redis url: {}", e.kind_str()))?;
+    let client =
+        redis::Client::open(url).map_err(|e| format!("bad redis url: {}", e.kind_str()))?;
     let work = async {
         let mut con = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut con).await
@@ -72,16 +73,32 @@ fn class_method(payload: &[u8]) -> (u16, u16) {
     if payload.len() < 4 {
         return (0, 0);
     }
-    (u16::from_be_bytes([payload[0], payload[1]]), u16::from_be_bytes([payload[2], payload[3]]))
+    (
+        u16::from_be_bytes([payload[0], payload[1]]),
+        u16::from_be_bytes([payload[2], payload[3]]),
+    )
 }
 
 /// Opens an AMQP connection up to the login's answer: Ok once the server
 /// tunes the connection (the credentials are accepted).
-pub async fn amqp_login(host: &str, port: u16, username: &str, password: &str, timeout: Duration) -> ProbeResult {
+pub async fn amqp_login(
+    host: &str,
+    port: u16,
+    username: &str,
+    password: &str,
+    timeout: Duration,
+) -> ProbeResult {
     let work = async {
-        let mut stream = TcpStream::connect((host, port)).await.map_err(|e| format!("connect: {e}"))?;
-        stream.write_all(b"AMQP\x00\x00\x09\x01").await.map_err(|e| e.to_string())?;
-        let (kind, payload) = read_frame(&mut stream).await.map_err(|e| format!("no connection.start: {e}"))?;
+        let mut stream = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .write_all(b"AMQP\x00\x00\x09\x01")
+            .await
+            .map_err(|e| e.to_string())?;
+        let (kind, payload) = read_frame(&mut stream)
+            .await
+            .map_err(|e| format!("no connection.start: {e}"))?;
         if kind != FRAME_METHOD || class_method(&payload) != (10, 10) {
             return Err("the server did not send connection.start".to_string());
         }
@@ -96,12 +113,19 @@ pub async fn amqp_login(host: &str, port: u16, username: &str, password: &str, t
         args.extend_from_slice(response.as_bytes());
         args.push(5);
         args.extend_from_slice(b"en_US");
-        stream.write_all(&method_frame(10, 11, &args)).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(&method_frame(10, 11, &args))
+            .await
+            .map_err(|e| e.to_string())?;
         match read_frame(&mut stream).await {
             Ok((FRAME_METHOD, p)) if class_method(&p) == (10, 30) => Ok(()),
-            Ok((FRAME_METHOD, p)) if class_method(&p) == (10, 50) => Err("login refused".to_string()),
+            Ok((FRAME_METHOD, p)) if class_method(&p) == (10, 50) => {
+                Err("login refused".to_string())
+            }
             Ok(_) => Err("unexpected answer to the login".to_string()),
-            Err(_) => Err("connection closed at login (credentials refused, or still starting)".to_string()),
+            Err(_) => Err(
+                "connection closed at login (credentials refused, or still starting)".to_string(),
+            ),
         }
     };
     match tokio::time::timeout(timeout, work).await {

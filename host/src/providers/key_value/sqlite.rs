@@ -172,7 +172,9 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let store = store.clone();
-            tasks.push(tokio::spawn(async move { store.increment("n", 1).await.unwrap() }));
+            tasks.push(tokio::spawn(async move {
+                store.increment("n", 1).await.unwrap()
+            }));
         }
         let mut seen: Vec<i64> = Vec::new();
         for t in tasks {

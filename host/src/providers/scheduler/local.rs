@@ -19,9 +19,9 @@
 //! - `state_dir`: where the jobs are kept (default `<state dir>/scheduler/<resource>`)
 
 use crate::capabilities::scheduler::{
-    config_str, config_u64, Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState, NodeInfo,
-    PartitionInfo, PartitionState, PingInfo, ReservationInfo, SchedulerAbout, SchedulerError,
-    SchedulerProvider, SchedulerResult, Submitted,
+    config_str, config_u64, Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState,
+    NodeInfo, PartitionInfo, PartitionState, PingInfo, ReservationInfo, SchedulerAbout,
+    SchedulerError, SchedulerProvider, SchedulerResult, Submitted,
 };
 use crate::providers::scheduler::slurm::{expand_path_pattern, project_user};
 use serde::{Deserialize, Serialize};
@@ -134,7 +134,11 @@ impl LocalJob {
             start_time: self.start_time,
             end_time: self.end_time,
             time_limit: Some(self.time_limit),
-            nodes: if self.start_time.is_some() { hostname.to_string() } else { String::new() },
+            nodes: if self.start_time.is_some() {
+                hostname.to_string()
+            } else {
+                String::new()
+            },
             node_count: 1,
             tasks: self.tasks,
             cpus: 1,
@@ -145,7 +149,11 @@ impl LocalJob {
             standard_input: self.standard_input.clone(),
             standard_output: self.standard_output.clone(),
             standard_error: self.standard_error.clone(),
-            batch_host: if running || self.start_time.is_some() { hostname.to_string() } else { String::new() },
+            batch_host: if running || self.start_time.is_some() {
+                hostname.to_string()
+            } else {
+                String::new()
+            },
         }
     }
 }
@@ -197,7 +205,11 @@ impl Shared {
                 let next = table
                     .jobs
                     .values()
-                    .find(|j| j.state == "PENDING" && !table.running.contains_key(&j.job_id) && j.begin_time.is_none_or(|b| b <= t))
+                    .find(|j| {
+                        j.state == "PENDING"
+                            && !table.running.contains_key(&j.job_id)
+                            && j.begin_time.is_none_or(|b| b <= t)
+                    })
                     .map(|j| j.job_id);
                 let Some(id) = next else { return };
                 // Reserve the slot before the process exists.
@@ -221,12 +233,28 @@ impl Shared {
         let outcome = self.execute(&job).await;
         let (state, reason, code, signal) = match outcome {
             Ok(Outcome::Exited(status)) => {
-                let cancelled = self.jobs.lock().unwrap().jobs.get(&id).is_some_and(|j| j.cancelled);
+                let cancelled = self
+                    .jobs
+                    .lock()
+                    .unwrap()
+                    .jobs
+                    .get(&id)
+                    .is_some_and(|j| j.cancelled);
                 match (status.code(), status.signal()) {
-                    _ if cancelled => ("CANCELLED", "None".to_string(), status.code(), status.signal().map(|s| s as u32)),
+                    _ if cancelled => (
+                        "CANCELLED",
+                        "None".to_string(),
+                        status.code(),
+                        status.signal().map(|s| s as u32),
+                    ),
                     (Some(0), _) => ("COMPLETED", "None".to_string(), Some(0), None),
                     (Some(c), _) => ("FAILED", "NonZeroExitCode".to_string(), Some(c), None),
-                    (None, s) => ("FAILED", "RaisedSignal".to_string(), None, s.map(|s| s as u32)),
+                    (None, s) => (
+                        "FAILED",
+                        "RaisedSignal".to_string(),
+                        None,
+                        s.map(|s| s as u32),
+                    ),
                 }
             }
             Ok(Outcome::TimedOut) => ("TIMEOUT", "TimeLimit".to_string(), None, Some(SIGTERM)),
@@ -255,7 +283,10 @@ impl Shared {
             if let Some(parent) = Path::new(path).parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::OpenOptions::new().create(true).append(true).open(path)
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
         };
         let stdout = open_out(&job.standard_output)?;
         let stderr = if job.standard_error == job.standard_output {
@@ -315,7 +346,10 @@ impl Shared {
             Ok(status) => Ok(Outcome::Exited(status?)),
             Err(_) => {
                 signal_group(pgid, SIGTERM);
-                if tokio::time::timeout(self.kill_wait, child.wait()).await.is_err() {
+                if tokio::time::timeout(self.kill_wait, child.wait())
+                    .await
+                    .is_err()
+                {
                     signal_group(pgid, SIGKILL);
                     let _ = child.wait().await;
                 }
@@ -346,7 +380,11 @@ fn signal_group(pgid: u32, signal: u32) {
 
 impl LocalScheduler {
     /// Loads the resource's saved jobs and starts its queue.
-    pub async fn start(resource: &str, table: &toml::Table, state_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(
+        resource: &str,
+        table: &toml::Table,
+        state_dir: &Path,
+    ) -> anyhow::Result<Self> {
         let dir = match config_str(resource, table, "state_dir")? {
             Some(d) => PathBuf::from(d),
             None => state_dir.join("scheduler").join(resource),
@@ -355,7 +393,8 @@ impl LocalScheduler {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.join(sub).display()))?;
         }
-        let as_project_user = matches!(config_str(resource, table, "run_as")?, Some("project-user"));
+        let as_project_user =
+            matches!(config_str(resource, table, "run_as")?, Some("project-user"));
         if as_project_user {
             // The project users must reach their scripts (not list them).
             use std::os::unix::fs::PermissionsExt;
@@ -363,8 +402,12 @@ impl LocalScheduler {
                 std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))?;
             }
         }
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let slots = config_u64(resource, table, "slots")?.unwrap_or(cpus as u64).max(1) as usize;
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let slots = config_u64(resource, table, "slots")?
+            .unwrap_or(cpus as u64)
+            .max(1) as usize;
         let default_time = config_u64(resource, table, "default_time_limit")?.unwrap_or(60) as u32;
         let max_time = config_u64(resource, table, "max_time_limit")?.unwrap_or(1440) as u32;
         let default_cwd = match config_str(resource, table, "default_working_directory")? {
@@ -381,11 +424,16 @@ impl LocalScheduler {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            match std::fs::read(&path).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<LocalJob>(&b)?)) {
+            match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice::<LocalJob>(&b)?))
+            {
                 Ok(job) => {
                     jobs.insert(job.job_id, job);
                 }
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable local job"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable local job")
+                }
             }
         }
         let t = now();
@@ -430,14 +478,20 @@ impl LocalScheduler {
                 let _ = tokio::time::timeout(Duration::from_secs(1), queue.wake.notified()).await;
             }
         });
-        Ok(Self { resource: resource.to_string(), inner: shared })
+        Ok(Self {
+            resource: resource.to_string(),
+            inner: shared,
+        })
     }
 
     fn owned(&self, caller: &Caller, job_id: u32) -> SchedulerResult<LocalJob> {
         let table = self.inner.jobs.lock().unwrap();
         match table.jobs.get(&job_id) {
             Some(job) if job.account.eq_ignore_ascii_case(&caller.project) => Ok(job.clone()),
-            _ => Err(SchedulerError::NotFound(format!("no job {job_id} in project {}", caller.project))),
+            _ => Err(SchedulerError::NotFound(format!(
+                "no job {job_id} in project {}",
+                caller.project
+            ))),
         }
     }
 }
@@ -445,17 +499,31 @@ impl LocalScheduler {
 #[async_trait::async_trait]
 impl SchedulerProvider for LocalScheduler {
     async fn about(&self) -> SchedulerResult<SchedulerAbout> {
-        Ok(SchedulerAbout { kind: "local".into(), version: env!("CARGO_PKG_VERSION").into(), cluster: self.resource.clone() })
+        Ok(SchedulerAbout {
+            kind: "local".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            cluster: self.resource.clone(),
+        })
     }
 
-    async fn submit(&self, caller: &Caller, job: JobDescription, script: String) -> SchedulerResult<Submitted> {
+    async fn submit(
+        &self,
+        caller: &Caller,
+        job: JobDescription,
+        script: String,
+    ) -> SchedulerResult<Submitted> {
         let s = &self.inner;
         if !script.starts_with("#!") {
-            return Err(SchedulerError::InvalidJob("job field `script` must start with an interpreter line such as #!/bin/bash".into()));
+            return Err(SchedulerError::InvalidJob(
+                "job field `script` must start with an interpreter line such as #!/bin/bash".into(),
+            ));
         }
         if let Some(p) = &job.partition {
             if p != &s.partition {
-                return Err(SchedulerError::InvalidJob(format!("invalid partition `{p}`: resource `{}` has only `{}`", self.resource, s.partition)));
+                return Err(SchedulerError::InvalidJob(format!(
+                    "invalid partition `{p}`: resource `{}` has only `{}`",
+                    self.resource, s.partition
+                )));
             }
         }
         let time_limit = job.time_limit.unwrap_or(s.default_time);
@@ -467,12 +535,19 @@ impl SchedulerProvider for LocalScheduler {
         }
         for entry in &job.environment {
             if !entry.contains('=') {
-                return Err(SchedulerError::InvalidJob(format!("job field `environment`: `{entry}` is not NAME=value")));
+                return Err(SchedulerError::InvalidJob(format!(
+                    "job field `environment`: `{entry}` is not NAME=value"
+                )));
             }
         }
-        let cwd = job.current_working_directory.clone().unwrap_or_else(|| s.default_cwd.clone());
+        let cwd = job
+            .current_working_directory
+            .clone()
+            .unwrap_or_else(|| s.default_cwd.clone());
         if !Path::new(&cwd).is_dir() {
-            return Err(SchedulerError::InvalidJob(format!("job field `current_working_directory`: {cwd} is not a directory")));
+            return Err(SchedulerError::InvalidJob(format!(
+                "job field `current_working_directory`: {cwd} is not a directory"
+            )));
         }
         let name = job.name.clone().unwrap_or_else(|| "batch".into());
         let user = project_user(&caller.project);
@@ -483,8 +558,19 @@ impl SchedulerProvider for LocalScheduler {
             table.next_id += 1;
             id
         };
-        let abs = |p: String| if p.starts_with('/') { p } else { format!("{}/{p}", cwd.trim_end_matches('/')) };
-        let out = abs(expand_path_pattern(job.standard_output.as_deref().unwrap_or("slurm-%j.out"), job_id, &name, &user));
+        let abs = |p: String| {
+            if p.starts_with('/') {
+                p
+            } else {
+                format!("{}/{p}", cwd.trim_end_matches('/'))
+            }
+        };
+        let out = abs(expand_path_pattern(
+            job.standard_output.as_deref().unwrap_or("slurm-%j.out"),
+            job_id,
+            &name,
+            &user,
+        ));
         let err = match &job.standard_error {
             Some(e) => abs(expand_path_pattern(e, job_id, &name, &user)),
             None => out.clone(),
@@ -497,7 +583,12 @@ impl SchedulerProvider for LocalScheduler {
                     let mode = if s.as_project_user { 0o755 } else { 0o700 };
                     std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(mode))
                 })
-                .map_err(|e| SchedulerError::Unavailable(format!("cannot write the job script {}: {e}", script_path.display())))?;
+                .map_err(|e| {
+                    SchedulerError::Unavailable(format!(
+                        "cannot write the job script {}: {e}",
+                        script_path.display()
+                    ))
+                })?;
         }
         let record = LocalJob {
             job_id,
@@ -532,7 +623,11 @@ impl SchedulerProvider for LocalScheduler {
             table.last_update = t;
         }
         s.wake.notify_one();
-        Ok(Submitted { job_id, step_id: "batch".into(), user_message: String::new() })
+        Ok(Submitted {
+            job_id,
+            step_id: "batch".into(),
+            user_message: String::new(),
+        })
     }
 
     async fn get(&self, caller: &Caller, job_id: u32) -> SchedulerResult<JobInfo> {
@@ -547,7 +642,11 @@ impl SchedulerProvider for LocalScheduler {
             .filter(|j| j.account.eq_ignore_ascii_case(&caller.project))
             .map(|j| j.info(&self.inner.hostname))
             .collect();
-        Ok(JobList { jobs, last_update: table.last_update, last_backfill: 0 })
+        Ok(JobList {
+            jobs,
+            last_update: table.last_update,
+            last_backfill: 0,
+        })
     }
 
     async fn cancel(&self, caller: &Caller, job_id: u32, signal: u32) -> SchedulerResult<()> {
@@ -592,12 +691,20 @@ impl SchedulerProvider for LocalScheduler {
                 }
                 Ok(())
             }
-            _ => Err(SchedulerError::InvalidJob(format!("job {job_id} has already ended ({})", job.state))),
+            _ => Err(SchedulerError::InvalidJob(format!(
+                "job {job_id} has already ended ({})",
+                job.state
+            ))),
         }
     }
 
     async fn ping(&self) -> SchedulerResult<Vec<PingInfo>> {
-        Ok(vec![PingInfo { hostname: self.inner.hostname.clone(), pinged: "UP".into(), latency: 1, mode: "primary".into() }])
+        Ok(vec![PingInfo {
+            hostname: self.inner.hostname.clone(),
+            pinged: "UP".into(),
+            latency: 1,
+            mode: "primary".into(),
+        }])
     }
 
     async fn diag(&self) -> SchedulerResult<Diagnostics> {

@@ -15,9 +15,9 @@
 //! - `token_lifetime_secs = 60`, `timeout_secs = 30`
 
 use crate::capabilities::scheduler::{
-    config_str, config_u64, Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState, NodeInfo,
-    PartitionInfo, PartitionState, PingInfo, ReservationInfo, SchedulerAbout, SchedulerError,
-    SchedulerProvider, SchedulerResult, Submitted,
+    config_str, config_u64, Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState,
+    NodeInfo, PartitionInfo, PartitionState, PingInfo, ReservationInfo, SchedulerAbout,
+    SchedulerError, SchedulerProvider, SchedulerResult, Submitted,
 };
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
@@ -49,7 +49,9 @@ impl SlurmScheduler {
             anyhow::anyhow!("resource `{resource}`: scheduler = \"slurm\" needs compute.slurmrestd = \"http://HOST:PORT\"")
         })?;
         if !url.starts_with("http://") {
-            anyhow::bail!("resource `{resource}`: compute.slurmrestd must be an http:// URL, not `{url}`");
+            anyhow::bail!(
+                "resource `{resource}`: compute.slurmrestd must be an http:// URL, not `{url}`"
+            );
         }
         let key_path = config_str(resource, table, "jwt_key")?.ok_or_else(|| {
             anyhow::anyhow!("resource `{resource}`: scheduler = \"slurm\" needs compute.jwt_key = \"/path/to/jwt_hs256.key\" (the cluster's AuthAltParameters jwt_key)")
@@ -70,15 +72,26 @@ impl SlurmScheduler {
             resource: resource.to_string(),
             base: format!("{}/slurm/{openapi}", url.trim_end_matches('/')),
             key: HS256Key::from_bytes(&key),
-            service_user: config_str(resource, table, "service_user")?.unwrap_or("nobody").to_string(),
-            default_cwd: config_str(resource, table, "default_working_directory")?.unwrap_or("/tmp").to_string(),
-            token_lifetime: config_u64(resource, table, "token_lifetime_secs")?.unwrap_or(60).max(5),
+            service_user: config_str(resource, table, "service_user")?
+                .unwrap_or("nobody")
+                .to_string(),
+            default_cwd: config_str(resource, table, "default_working_directory")?
+                .unwrap_or("/tmp")
+                .to_string(),
+            token_lifetime: config_u64(resource, table, "token_lifetime_secs")?
+                .unwrap_or(60)
+                .max(5),
             http,
         })
     }
 
     fn token(&self, user: &str) -> SchedulerResult<String> {
-        let claims = Claims::with_custom_claims(SlurmClaims { sun: user.to_string() }, Duration::from_secs(self.token_lifetime));
+        let claims = Claims::with_custom_claims(
+            SlurmClaims {
+                sun: user.to_string(),
+            },
+            Duration::from_secs(self.token_lifetime),
+        );
         self.key
             .authenticate(claims)
             .map_err(|e| SchedulerError::Unavailable(format!("could not mint a Slurm token: {e}")))
@@ -86,7 +99,13 @@ impl SlurmScheduler {
 
     /// One call to slurmrestd as `user`; the answer's JSON, or the Slurm
     /// errors it reports mapped onto scheduler errors by `on_error`.
-    async fn call(&self, user: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> SchedulerResult<Value> {
+    async fn call(
+        &self,
+        user: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> SchedulerResult<Value> {
         let url = format!("{}{path}", self.base);
         let mut req = self
             .http
@@ -106,7 +125,10 @@ impl SlurmScheduler {
         })?;
         let status = res.status();
         let text = res.text().await.map_err(|e| {
-            SchedulerError::Unavailable(format!("slurmrestd of resource `{}` broke off its answer: {e}", self.resource))
+            SchedulerError::Unavailable(format!(
+                "slurmrestd of resource `{}` broke off its answer: {e}",
+                self.resource
+            ))
         })?;
         let value: Value = serde_json::from_str(&text).map_err(|_| {
             let snippet: String = text.chars().take(200).collect();
@@ -144,40 +166,63 @@ impl SlurmScheduler {
         if errors.is_empty() && status.is_success() {
             return Ok(value);
         }
-        let message = if errors.is_empty() { format!("HTTP {status}") } else { errors.join("; ") };
+        let message = if errors.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            errors.join("; ")
+        };
         let lower = message.to_lowercase();
-        Err(if lower.contains("invalid job id") || lower.contains("unable to find jobid") {
-            SchedulerError::NotFound(format!("no such job: {message}"))
-        } else if lower.contains("authentication") || lower.contains("access denied") || lower.contains("invalid user")
-            || status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN
-        {
-            SchedulerError::Permission(format!(
+        Err(
+            if lower.contains("invalid job id") || lower.contains("unable to find jobid") {
+                SchedulerError::NotFound(format!("no such job: {message}"))
+            } else if lower.contains("authentication")
+                || lower.contains("access denied")
+                || lower.contains("invalid user")
+                || status == reqwest::StatusCode::UNAUTHORIZED
+                || status == reqwest::StatusCode::FORBIDDEN
+            {
+                SchedulerError::Permission(format!(
                 "Slurm refused user {user}: {message}; the project's user must exist on the cluster"
             ))
-        } else if lower.contains("unable to contact slurm controller") || lower.contains("connection refused") {
-            SchedulerError::Unavailable(format!(
+            } else if lower.contains("unable to contact slurm controller")
+                || lower.contains("connection refused")
+            {
+                SchedulerError::Unavailable(format!(
                 "slurmctld of resource `{}` is not answering slurmrestd: {message}; start slurmctld",
                 self.resource
             ))
-        } else if path.ends_with("/submit") || lower.contains("already completing or completed") {
-            SchedulerError::InvalidJob(format!("Slurm refused: {message}"))
-        } else {
-            SchedulerError::Unavailable(format!("slurmrestd of resource `{}` failed: {message}", self.resource))
-        })
+            } else if path.ends_with("/submit") || lower.contains("already completing or completed")
+            {
+                SchedulerError::InvalidJob(format!("Slurm refused: {message}"))
+            } else {
+                SchedulerError::Unavailable(format!(
+                    "slurmrestd of resource `{}` failed: {message}",
+                    self.resource
+                ))
+            },
+        )
     }
 
     async fn job_value(&self, caller: &Caller, job_id: u32) -> SchedulerResult<Value> {
         let user = project_user(&caller.project);
-        let value = self.call(&user, reqwest::Method::GET, &format!("/job/{job_id}"), None).await?;
+        let value = self
+            .call(&user, reqwest::Method::GET, &format!("/job/{job_id}"), None)
+            .await?;
         let job = value
             .get("jobs")
             .and_then(Value::as_array)
-            .and_then(|jobs| jobs.iter().find(|j| u64_of(j, "job_id") == Some(job_id as u64)))
+            .and_then(|jobs| {
+                jobs.iter()
+                    .find(|j| u64_of(j, "job_id") == Some(job_id as u64))
+            })
             .cloned();
         match job {
             Some(job) if same_project(&job, &caller.project) => Ok(job),
             // Another project's job reads exactly like a missing one.
-            _ => Err(SchedulerError::NotFound(format!("no job {job_id} in project {}", caller.project))),
+            _ => Err(SchedulerError::NotFound(format!(
+                "no job {job_id} in project {}",
+                caller.project
+            ))),
         }
     }
 }
@@ -202,15 +247,22 @@ fn str_of(v: &Value, key: &str) -> String {
 }
 
 fn u64_of(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(|x| x.as_u64().or_else(|| x.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)))
+    v.get(key).and_then(|x| {
+        x.as_u64()
+            .or_else(|| x.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    })
 }
 
 fn i64_of(v: &Value, key: &str) -> i64 {
-    v.get(key).and_then(|x| x.as_i64().or_else(|| x.as_f64().map(|f| f as i64))).unwrap_or(0)
+    v.get(key)
+        .and_then(|x| x.as_i64().or_else(|| x.as_f64().map(|f| f as i64)))
+        .unwrap_or(0)
 }
 
 fn u32_of(v: &Value, key: &str) -> u32 {
-    u64_of(v, key).map(|n| n.min(u32::MAX as u64) as u32).unwrap_or(0)
+    u64_of(v, key)
+        .map(|n| n.min(u32::MAX as u64) as u32)
+        .unwrap_or(0)
 }
 
 /// Slurm writes "no limit" as null, a negative number or NO_VAL/INFINITE (0xfffffffe/0xffffffff).
@@ -225,16 +277,29 @@ fn limit_of(v: &Value, key: &str) -> Option<u32> {
 
 fn strings_of(v: &Value, key: &str) -> Vec<String> {
     match v.get(key) {
-        Some(Value::Array(items)) => items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
         Some(Value::String(s)) if !s.is_empty() => s.split(',').map(str::to_string).collect(),
         _ => Vec::new(),
     }
 }
 
 pub fn parse_job_state(s: &str) -> JobState {
-    match s.split_whitespace().next().unwrap_or("").to_ascii_uppercase().as_str() {
-        "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => JobState::Pending,
-        "RUNNING" | "CONFIGURING" | "COMPLETING" | "SIGNALING" | "STAGE_OUT" | "RESIZING" => JobState::Running,
+    match s
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => {
+            JobState::Pending
+        }
+        "RUNNING" | "CONFIGURING" | "COMPLETING" | "SIGNALING" | "STAGE_OUT" | "RESIZING" => {
+            JobState::Running
+        }
         "SUSPENDED" | "STOPPED" => JobState::Suspended,
         "COMPLETED" => JobState::Completed,
         "CANCELLED" => JobState::Cancelled,
@@ -249,7 +314,10 @@ pub fn parse_job_state(s: &str) -> JobState {
 }
 
 fn is_ended(state: JobState) -> bool {
-    !matches!(state, JobState::Pending | JobState::Running | JobState::Suspended)
+    !matches!(
+        state,
+        JobState::Pending | JobState::Running | JobState::Suspended
+    )
 }
 
 /// Expands the `%j`, `%x`, `%u`, `%%` of an output path, as Slurm does.
@@ -309,7 +377,11 @@ fn job_info(j: &Value) -> JobInfo {
     let standard_output = out_path("standard_output", "slurm-%j.out");
     let standard_error = {
         let e = str_of(j, "standard_error");
-        if e.is_empty() { standard_output.clone() } else { out_path("standard_error", "") }
+        if e.is_empty() {
+            standard_output.clone()
+        } else {
+            out_path("standard_error", "")
+        }
     };
     let nonzero = |key: &str| Some(i64_of(j, key)).filter(|t| *t > 0);
     let mut state_flags = Vec::new();
@@ -328,7 +400,11 @@ fn job_info(j: &Value) -> JobInfo {
         exit_code,
         exit_signal,
         submit_time: i64_of(j, "submit_time"),
-        start_time: if state == JobState::Pending { None } else { nonzero("start_time") },
+        start_time: if state == JobState::Pending {
+            None
+        } else {
+            nonzero("start_time")
+        },
         end_time: if ended { nonzero("end_time") } else { None },
         time_limit: limit_of(j, "time_limit"),
         nodes: str_of(j, "nodes"),
@@ -348,9 +424,18 @@ fn job_info(j: &Value) -> JobInfo {
 
 /// "2" or "1-4" -> (min, max).
 fn node_range(nodes: &str) -> SchedulerResult<(u32, Option<u32>)> {
-    let bad = || SchedulerError::InvalidJob(format!("job field `nodes`: `{nodes}` is not a node count such as \"2\" or \"1-4\""));
+    let bad = || {
+        SchedulerError::InvalidJob(format!(
+            "job field `nodes`: `{nodes}` is not a node count such as \"2\" or \"1-4\""
+        ))
+    };
     let mut parts = nodes.trim().splitn(2, '-');
-    let min: u32 = parts.next().unwrap_or("").trim().parse().map_err(|_| bad())?;
+    let min: u32 = parts
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
     let max = match parts.next() {
         Some(m) => Some(m.trim().parse::<u32>().map_err(|_| bad())?),
         None => None,
@@ -362,17 +447,29 @@ fn node_range(nodes: &str) -> SchedulerResult<(u32, Option<u32>)> {
 }
 
 /// The v0.0.38 job description of a submit.
-fn job_properties(caller: &Caller, job: &JobDescription, default_cwd: &str) -> SchedulerResult<Value> {
+fn job_properties(
+    caller: &Caller,
+    job: &JobDescription,
+    default_cwd: &str,
+) -> SchedulerResult<Value> {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_string(), v);
     };
     put("account", json!(caller.project.to_lowercase()));
-    put("current_working_directory", json!(job.current_working_directory.clone().unwrap_or_else(|| default_cwd.to_string())));
+    put(
+        "current_working_directory",
+        json!(job
+            .current_working_directory
+            .clone()
+            .unwrap_or_else(|| default_cwd.to_string())),
+    );
     let mut env = Map::new();
     for entry in &job.environment {
         let (k, v) = entry.split_once('=').ok_or_else(|| {
-            SchedulerError::InvalidJob(format!("job field `environment`: `{entry}` is not NAME=value"))
+            SchedulerError::InvalidJob(format!(
+                "job field `environment`: `{entry}` is not NAME=value"
+            ))
         })?;
         env.insert(k.to_string(), json!(v));
     }
@@ -433,25 +530,42 @@ fn job_properties(caller: &Caller, job: &JobDescription, default_cwd: &str) -> S
 #[async_trait::async_trait]
 impl SchedulerProvider for SlurmScheduler {
     async fn about(&self) -> SchedulerResult<SchedulerAbout> {
-        let value = self.call(&self.service_user, reqwest::Method::GET, "/ping", None).await?;
+        let value = self
+            .call(&self.service_user, reqwest::Method::GET, "/ping", None)
+            .await?;
         let version = value
             .pointer("/meta/Slurm/release")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
         let cluster = self.resource.clone();
-        Ok(SchedulerAbout { kind: "slurm".into(), version, cluster })
+        Ok(SchedulerAbout {
+            kind: "slurm".into(),
+            version,
+            cluster,
+        })
     }
 
-    async fn submit(&self, caller: &Caller, job: JobDescription, script: String) -> SchedulerResult<Submitted> {
+    async fn submit(
+        &self,
+        caller: &Caller,
+        job: JobDescription,
+        script: String,
+    ) -> SchedulerResult<Submitted> {
         if !script.starts_with("#!") {
-            return Err(SchedulerError::InvalidJob("job field `script` must start with an interpreter line such as #!/bin/bash".into()));
+            return Err(SchedulerError::InvalidJob(
+                "job field `script` must start with an interpreter line such as #!/bin/bash".into(),
+            ));
         }
-        let body = json!({ "job": job_properties(caller, &job, &self.default_cwd)?, "script": script });
+        let body =
+            json!({ "job": job_properties(caller, &job, &self.default_cwd)?, "script": script });
         let user = project_user(&caller.project);
-        let value = self.call(&user, reqwest::Method::POST, "/job/submit", Some(body)).await?;
-        let job_id = u64_of(&value, "job_id")
-            .ok_or_else(|| SchedulerError::Unavailable("slurmrestd accepted the job but named no job_id".into()))?;
+        let value = self
+            .call(&user, reqwest::Method::POST, "/job/submit", Some(body))
+            .await?;
+        let job_id = u64_of(&value, "job_id").ok_or_else(|| {
+            SchedulerError::Unavailable("slurmrestd accepted the job but named no job_id".into())
+        })?;
         Ok(Submitted {
             job_id: job_id as u32,
             step_id: "batch".into(),
@@ -465,17 +579,28 @@ impl SchedulerProvider for SlurmScheduler {
 
     async fn list_jobs(&self, caller: &Caller) -> SchedulerResult<JobList> {
         let user = project_user(&caller.project);
-        let value = self.call(&user, reqwest::Method::GET, "/jobs", None).await?;
+        let value = self
+            .call(&user, reqwest::Method::GET, "/jobs", None)
+            .await?;
         let jobs = value
             .get("jobs")
             .and_then(Value::as_array)
-            .map(|jobs| jobs.iter().filter(|j| same_project(j, &caller.project)).map(job_info).collect())
+            .map(|jobs| {
+                jobs.iter()
+                    .filter(|j| same_project(j, &caller.project))
+                    .map(job_info)
+                    .collect()
+            })
             .unwrap_or_default();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        Ok(JobList { jobs, last_update: now, last_backfill: 0 })
+        Ok(JobList {
+            jobs,
+            last_update: now,
+            last_backfill: 0,
+        })
     }
 
     async fn cancel(&self, caller: &Caller, job_id: u32, signal: u32) -> SchedulerResult<()> {
@@ -483,7 +608,9 @@ impl SchedulerProvider for SlurmScheduler {
         let job = self.job_value(caller, job_id).await?;
         let state = str_of(&job, "job_state");
         if is_ended(parse_job_state(&state)) {
-            return Err(SchedulerError::InvalidJob(format!("job {job_id} has already ended ({state})")));
+            return Err(SchedulerError::InvalidJob(format!(
+                "job {job_id} has already ended ({state})"
+            )));
         }
         let user = project_user(&caller.project);
         // SIGTERM and SIGKILL cancel the job the way scancel does (Slurm
@@ -494,13 +621,16 @@ impl SchedulerProvider for SlurmScheduler {
         } else {
             format!("/job/{job_id}?signal={signal}")
         };
-        self.call(&user, reqwest::Method::DELETE, &path, None).await?;
+        self.call(&user, reqwest::Method::DELETE, &path, None)
+            .await?;
         Ok(())
     }
 
     async fn ping(&self) -> SchedulerResult<Vec<PingInfo>> {
         let start = Instant::now();
-        let value = self.call(&self.service_user, reqwest::Method::GET, "/ping", None).await?;
+        let value = self
+            .call(&self.service_user, reqwest::Method::GET, "/ping", None)
+            .await?;
         let latency = start.elapsed().as_micros() as u64;
         Ok(value
             .get("pings")
@@ -512,7 +642,11 @@ impl SchedulerProvider for SlurmScheduler {
                         hostname: str_of(p, "hostname"),
                         pinged: {
                             let s = str_of(p, "ping");
-                            if s.is_empty() { "DOWN".into() } else { s }
+                            if s.is_empty() {
+                                "DOWN".into()
+                            } else {
+                                s
+                            }
                         },
                         latency,
                         mode: str_of(p, "mode"),
@@ -523,7 +657,9 @@ impl SchedulerProvider for SlurmScheduler {
     }
 
     async fn diag(&self) -> SchedulerResult<Diagnostics> {
-        let value = self.call(&self.service_user, reqwest::Method::GET, "/diag", None).await?;
+        let value = self
+            .call(&self.service_user, reqwest::Method::GET, "/diag", None)
+            .await?;
         let s = value.get("statistics").cloned().unwrap_or(Value::Null);
         Ok(Diagnostics {
             req_time: i64_of(&s, "req_time"),
@@ -550,7 +686,9 @@ impl SchedulerProvider for SlurmScheduler {
     }
 
     async fn nodes(&self) -> SchedulerResult<Vec<NodeInfo>> {
-        let value = self.call(&self.service_user, reqwest::Method::GET, "/nodes", None).await?;
+        let value = self
+            .call(&self.service_user, reqwest::Method::GET, "/nodes", None)
+            .await?;
         Ok(value
             .get("nodes")
             .and_then(Value::as_array)
@@ -580,7 +718,14 @@ impl SchedulerProvider for SlurmScheduler {
     }
 
     async fn partitions(&self) -> SchedulerResult<Vec<PartitionInfo>> {
-        let value = self.call(&self.service_user, reqwest::Method::GET, "/partitions", None).await?;
+        let value = self
+            .call(
+                &self.service_user,
+                reqwest::Method::GET,
+                "/partitions",
+                None,
+            )
+            .await?;
         Ok(value
             .get("partitions")
             .and_then(Value::as_array)
@@ -597,7 +742,8 @@ impl SchedulerProvider for SlurmScheduler {
                             default_time: limit_of(p, "default_time_limit"),
                             max_time: limit_of(p, "max_time_limit"),
                             // slurmrestd 0.0.38 really spells this key with spaces.
-                            min_nodes: u32_of(p, "min nodes per job").max(u32_of(p, "minimum_nodes_per_job")),
+                            min_nodes: u32_of(p, "min nodes per job")
+                                .max(u32_of(p, "minimum_nodes_per_job")),
                             max_nodes: limit_of(p, "maximum_nodes_per_job"),
                             priority_tier: u32_of(p, "priority_tier"),
                             is_default: flags.iter().any(|f| f.eq_ignore_ascii_case("default")),
@@ -615,7 +761,14 @@ impl SchedulerProvider for SlurmScheduler {
     }
 
     async fn reservations(&self) -> SchedulerResult<Vec<ReservationInfo>> {
-        let value = self.call(&self.service_user, reqwest::Method::GET, "/reservations", None).await?;
+        let value = self
+            .call(
+                &self.service_user,
+                reqwest::Method::GET,
+                "/reservations",
+                None,
+            )
+            .await?;
         Ok(value
             .get("reservations")
             .and_then(Value::as_array)
@@ -653,7 +806,10 @@ mod tests {
 
     #[test]
     fn path_patterns() {
-        assert_eq!(expand_path_pattern("/o/%x-%j.%u%%", 7, "n", "u"), "/o/n-7.u%");
+        assert_eq!(
+            expand_path_pattern("/o/%x-%j.%u%%", 7, "n", "u"),
+            "/o/n-7.u%"
+        );
     }
 
     #[test]

@@ -55,7 +55,6 @@ impl ConfiguredModules {
         }
         Ok(Self { modules })
     }
-
 }
 
 #[async_trait::async_trait]
@@ -96,6 +95,9 @@ mod tests {
 
     #[test]
     fn refuses_unknown_keys() {
-        assert!(ConfiguredModules::from_table(&table(r#"modules = [{ name = "x", version = "1" }]"#)).is_err());
+        assert!(ConfiguredModules::from_table(&table(
+            r#"modules = [{ name = "x", version = "1" }]"#
+        ))
+        .is_err());
     }
 }

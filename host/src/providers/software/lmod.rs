@@ -38,7 +38,11 @@ impl Lmod {
     pub fn from_table(table: &toml::Table) -> Result<Option<Self>, String> {
         let modulepath: Vec<PathBuf> = match table.get("modulepath") {
             None => return Ok(None),
-            Some(toml::Value::String(s)) => s.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect(),
+            Some(toml::Value::String(s)) => s
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect(),
             Some(toml::Value::Array(a)) => a
                 .iter()
                 .map(|v| v.as_str().map(PathBuf::from))
@@ -50,23 +54,37 @@ impl Lmod {
             return Ok(None);
         }
         if let Some(p) = modulepath.iter().find(|p| !p.is_absolute()) {
-            return Err(format!("environment.modulepath: {} is not an absolute path", p.display()));
+            return Err(format!(
+                "environment.modulepath: {} is not an absolute path",
+                p.display()
+            ));
         }
         let spider = match table.get("lmod_spider") {
             None => None,
             Some(toml::Value::String(s)) => Some(PathBuf::from(s)),
-            Some(_) => return Err("environment.lmod_spider must be the path of Lmod's spider".into()),
+            Some(_) => {
+                return Err("environment.lmod_spider must be the path of Lmod's spider".into())
+            }
         };
         let ttl = match table.get("modules_cache_seconds") {
             None => DEFAULT_CACHE,
             Some(toml::Value::Integer(n)) if *n >= 0 => Duration::from_secs(*n as u64),
-            Some(_) => return Err("environment.modules_cache_seconds must be a number of seconds >= 0".into()),
+            Some(_) => {
+                return Err(
+                    "environment.modules_cache_seconds must be a number of seconds >= 0".into(),
+                )
+            }
         };
         Ok(Some(Self::new(spider, modulepath, ttl)))
     }
 
     pub fn new(spider: Option<PathBuf>, modulepath: Vec<PathBuf>, ttl: Duration) -> Self {
-        Self { spider, modulepath, ttl, cache: Mutex::new(None) }
+        Self {
+            spider,
+            modulepath,
+            ttl,
+            cache: Mutex::new(None),
+        }
     }
 
     pub async fn modules(&self) -> Result<Vec<Module>, SoftwareError> {
@@ -182,7 +200,11 @@ struct Package {
     #[serde(default, deserialize_with = "string_or_none")]
     description: Option<String>,
     /// A string, or `false` for a package without versions.
-    #[serde(rename = "defaultVersionName", default, deserialize_with = "string_or_none")]
+    #[serde(
+        rename = "defaultVersionName",
+        default,
+        deserialize_with = "string_or_none"
+    )]
     default_version_name: Option<String>,
     #[serde(default)]
     versions: Vec<Version>,
@@ -217,12 +239,20 @@ pub fn parse_software_page(json: &[u8]) -> Result<Vec<Module>, serde_json::Error
     let mut modules: Vec<Module> = packages
         .into_iter()
         .map(|p| {
-            let mut versions: Vec<&Version> =
-                p.versions.iter().filter(|v| v.version_name.is_some()).collect();
+            let mut versions: Vec<&Version> = p
+                .versions
+                .iter()
+                .filter(|v| v.version_name.is_some())
+                .collect();
             versions.sort_by(|a, b| a.canonical.cmp(&b.canonical));
-            let marked = versions.iter().find(|v| v.marked_default).and_then(|v| v.version_name.clone());
+            let marked = versions
+                .iter()
+                .find(|v| v.marked_default)
+                .and_then(|v| v.version_name.clone());
             let default_version = marked.or(p.default_version_name.clone()).filter(|d| {
-                versions.iter().any(|v| v.version_name.as_deref() == Some(d.as_str()))
+                versions
+                    .iter()
+                    .any(|v| v.version_name.as_deref() == Some(d.as_str()))
             });
             let description = p
                 .description
@@ -234,7 +264,12 @@ pub fn parse_software_page(json: &[u8]) -> Result<Vec<Module>, serde_json::Error
                         .find(|v| v.version_name.as_deref() == d)
                         .and_then(|v| v.help.clone())
                 })
-                .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string));
+                .and_then(|d| {
+                    d.lines()
+                        .map(str::trim)
+                        .find(|l| !l.is_empty())
+                        .map(str::to_string)
+                });
             let mut names: Vec<String> = Vec::new();
             for v in versions {
                 let n = v.version_name.clone().unwrap_or_default();
@@ -242,7 +277,12 @@ pub fn parse_software_page(json: &[u8]) -> Result<Vec<Module>, serde_json::Error
                     names.push(n);
                 }
             }
-            Module { name: p.package, versions: names, default_version, description }
+            Module {
+                name: p.package,
+                versions: names,
+                default_version,
+                description,
+            }
         })
         .collect();
     modules.sort_by(|a, b| a.name.cmp(&b.name));
@@ -294,9 +334,10 @@ mod tests {
     #[tokio::test]
     async fn real_lmod_finds_versions_and_defaults() {
         let tree = module_tree();
-        let modules = lmod_for(&tree.0).modules().await.expect(
-            "Lmod's spider must run: install Lmod (apt-get install lmod)",
-        );
+        let modules = lmod_for(&tree.0)
+            .modules()
+            .await
+            .expect("Lmod's spider must run: install Lmod (apt-get install lmod)");
         assert_eq!(
             modules,
             vec![
@@ -327,21 +368,33 @@ mod tests {
         std::fs::write(tree.0.join("cmake/3.27.9.lua"), "").unwrap();
         assert_eq!(lmod.modules().await.unwrap().len(), 2, "cached");
         let fresh = Lmod::new(None, vec![tree.0.clone()], Duration::ZERO);
-        assert_eq!(fresh.modules().await.unwrap().len(), 3, "a zero TTL reads again");
+        assert_eq!(
+            fresh.modules().await.unwrap().len(),
+            3,
+            "a zero TTL reads again"
+        );
     }
 
     #[tokio::test]
     async fn a_missing_module_directory_says_so() {
         let lmod = lmod_for(Path::new("/nonexistent/modulefiles"));
-        let SoftwareError::Unavailable(m) = lmod.modules().await.unwrap_err() else { panic!() };
+        let SoftwareError::Unavailable(m) = lmod.modules().await.unwrap_err() else {
+            panic!()
+        };
         assert!(m.contains("/nonexistent/modulefiles"), "{m}");
     }
 
     #[tokio::test]
     async fn a_missing_spider_says_how_to_install_it() {
         let tree = module_tree();
-        let lmod = Lmod::new(Some("/nonexistent/spider".into()), vec![tree.0.clone()], DEFAULT_CACHE);
-        let SoftwareError::Unavailable(m) = lmod.modules().await.unwrap_err() else { panic!() };
+        let lmod = Lmod::new(
+            Some("/nonexistent/spider".into()),
+            vec![tree.0.clone()],
+            DEFAULT_CACHE,
+        );
+        let SoftwareError::Unavailable(m) = lmod.modules().await.unwrap_err() else {
+            panic!()
+        };
         assert!(m.contains("install Lmod"), "{m}");
     }
 
@@ -350,12 +403,21 @@ mod tests {
     #[tokio::test]
     async fn real_lmod_reads_unversioned_modules() {
         let core = Path::new("/usr/share/lmod/lmod/modulefiles/Core");
-        assert!(core.is_dir(), "Lmod's own modulefiles are missing: install Lmod (apt-get install lmod)");
+        assert!(
+            core.is_dir(),
+            "Lmod's own modulefiles are missing: install Lmod (apt-get install lmod)"
+        );
         let modules = lmod_for(core).modules().await.unwrap();
-        let lmod = modules.iter().find(|m| m.name == "lmod").expect("the lmod module");
+        let lmod = modules
+            .iter()
+            .find(|m| m.name == "lmod")
+            .expect("the lmod module");
         assert!(lmod.versions.is_empty());
         assert_eq!(lmod.default_version, None);
-        assert_eq!(lmod.description.as_deref(), Some("Lmod: An Environment Module System"));
+        assert_eq!(
+            lmod.description.as_deref(),
+            Some("Lmod: An Environment Module System")
+        );
     }
 
     #[test]
@@ -378,8 +440,12 @@ mod tests {
     fn configuration_is_checked() {
         let t = |s: &str| toml::from_str::<toml::Table>(s).unwrap();
         assert!(Lmod::from_table(&t("")).unwrap().is_none());
-        assert!(Lmod::from_table(&t(r#"modulepath = ["/sw/modulefiles"]"#)).unwrap().is_some());
-        assert!(Lmod::from_table(&t(r#"modulepath = "/a:/b""#)).unwrap().is_some());
+        assert!(Lmod::from_table(&t(r#"modulepath = ["/sw/modulefiles"]"#))
+            .unwrap()
+            .is_some());
+        assert!(Lmod::from_table(&t(r#"modulepath = "/a:/b""#))
+            .unwrap()
+            .is_some());
         assert!(Lmod::from_table(&t(r#"modulepath = ["relative"]"#)).is_err());
         assert!(Lmod::from_table(&t(r#"modulepath = 3"#)).is_err());
     }

@@ -31,10 +31,13 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 .unwrap_or("http://127.0.0.1:9/")
                 .to_string();
             let out: Result<Response, _> = spin_sdk::http::send(Request::get(url)).await;
-            Ok(Response::new(200, match out {
-                Ok(r) => format!("sent: {}", r.status()),
-                Err(e) => format!("refused: {e}"),
-            }))
+            Ok(Response::new(
+                200,
+                match out {
+                    Ok(r) => format!("sent: {}", r.status()),
+                    Err(e) => format!("refused: {e}"),
+                },
+            ))
         }
         _ => Ok(Response::new(200, "ok")),
     }
