@@ -235,10 +235,12 @@ fn job_description(
                         }
                         s.clone()
                     }
-                    other => return Err(bad(format!(
-                        "job field `nodes` must be a number or a string such as \"1-4\", not {}",
-                        kind(other)
-                    ))),
+                    other => {
+                        return Err(bad(format!(
+                            "job field `nodes` must be a number or a string such as \"1-4\", not {}",
+                            kind(other)
+                        )));
+                    }
                 })
             }
             "environment" => d.environment = environment(v)?,
