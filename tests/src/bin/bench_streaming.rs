@@ -95,8 +95,9 @@ async fn bare_redis(dir: &Path) -> Result<f64> {
     }
 }
 
-/// A bare rabbitmq-server (management plugin on, as the local provider runs
-/// it): spawn to first AMQP login.
+/// A bare rabbitmq-server (management plugin on and one Erlang scheduler, as
+/// the local provider runs a cluster of the default `cpus = 1`): spawn to
+/// first AMQP login.
 async fn bare_rabbitmq(dir: &Path) -> Result<f64> {
     let (port, dist, mgmt) = (free_port()?, free_port()?, free_port()?);
     for d in ["home", "mnesia", "log"] {
@@ -127,7 +128,9 @@ async fn bare_rabbitmq(dir: &Path) -> Result<f64> {
             .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
             .env("RABBITMQ_LOG_BASE", dir.join("log"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf")),
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+            // The provider gives a cluster `cpus` Erlang schedulers (default 1).
+            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "+S 1:1"),
     )?;
     let url = format!("amqp://bench:benchpassword@127.0.0.1:{port}/%2f");
     loop {
