@@ -60,6 +60,14 @@ pub fn s3m_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// A free TCP port on 127.0.0.1: free when asked; the server the test starts binds it soon after.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
 /// The wasm of component crate `name`: `<repo>/target/wasm32-wasip2/release/<name>.wasm`.
 pub fn component_wasm(name: &str) -> PathBuf {
     repo_root()

@@ -14,7 +14,7 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("s3m-redis-").tempdir()?;
-        let port = crate::slurm::free_port();
+        let port = crate::free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")

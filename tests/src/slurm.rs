@@ -12,8 +12,8 @@
 //! packages: `apt-get install slurm-wlm slurmrestd munge`. When something is
 //! missing the start fails with what to install; it never skips.
 
+use crate::free_port;
 use anyhow::{bail, Context};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -114,14 +114,6 @@ pub fn shared() -> &'static SlurmCluster {
         Ok(cluster) => cluster,
         Err(e) => panic!("the test Slurm cluster did not start: {e}"),
     }
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; the daemons bind it soon after).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
 }
 
 fn need(binary: &str, package: &str) -> anyhow::Result<PathBuf> {

@@ -220,7 +220,7 @@ async fn ok_json(res: reqwest::Response) -> Result<Value> {
 }
 
 fn unique(tag: &str) -> String {
-    format!("{tag}-{}-{}", std::process::id(), slurm::free_port())
+    format!("{tag}-{}-{}", std::process::id(), s3m_tests::free_port())
 }
 
 macro_rules! per_provider {

@@ -27,12 +27,6 @@ struct Args {
     rabbitmq_runs: usize,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -59,7 +53,7 @@ fn spawn_group(cmd: &mut Command) -> Result<Killed> {
 
 /// A bare redis-server with a password: spawn to first authenticated PONG.
 async fn bare_redis(dir: &Path) -> Result<f64> {
-    let port = free_port()?;
+    let port = s3m_tests::free_port();
     let t = Instant::now();
     let _server = spawn_group(
         Command::new("redis-server")
@@ -99,7 +93,11 @@ async fn bare_redis(dir: &Path) -> Result<f64> {
 /// the local provider runs a cluster of the default `cpus = 1`): spawn to
 /// first AMQP login.
 async fn bare_rabbitmq(dir: &Path) -> Result<f64> {
-    let (port, dist, mgmt) = (free_port()?, free_port()?, free_port()?);
+    let (port, dist, mgmt) = (
+        s3m_tests::free_port(),
+        s3m_tests::free_port(),
+        s3m_tests::free_port(),
+    );
     for d in ["home", "mnesia", "log"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
