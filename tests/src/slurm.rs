@@ -116,6 +116,22 @@ pub fn shared() -> &'static SlurmCluster {
     }
 }
 
+/// A Slurm plugin in Debian's plugin directory (`/usr/lib/<multiarch>/slurm-wlm`).
+fn need_plugin(file: &str, package: &str) -> anyhow::Result<PathBuf> {
+    for lib in ["/usr/lib", "/usr/lib64"] {
+        let Ok(entries) = std::fs::read_dir(lib) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path().join("slurm-wlm").join(file);
+            if path.exists() {
+                return Ok(path);
+            }
+        }
+    }
+    bail!("the Slurm plugin `{file}` is not installed: install it with `apt-get install {package}`")
+}
+
 fn need(binary: &str, package: &str) -> anyhow::Result<PathBuf> {
     for dir in [
         "/usr/sbin",
@@ -181,6 +197,11 @@ impl SlurmCluster {
         let slurmd = need("slurmd", "slurm-wlm")?;
         let slurmrestd = need("slurmrestd", "slurmrestd")?;
         need("setpriv", "util-linux")?;
+        // The plugins slurm.conf and slurmrestd's `-a` name: auth/jwt ships
+        // apart from slurm-wlm, and without it slurmctld dies at start.
+        need_plugin("auth_jwt.so", "slurm-wlm-jwt-plugin")?;
+        need_plugin("rest_auth_jwt.so", "slurmrestd")?;
+        need_plugin("openapi_v0_0_38.so", "slurmrestd")?;
         if effective_uid() != 0 {
             bail!("the Slurm test cluster needs root (slurmd runs jobs as the project users)");
         }
