@@ -49,14 +49,24 @@ fn start(provider: Provider, projects: &[&str]) -> Result<Env> {
             )
         }
         Provider::Local => {
+            // Jobs run sandboxed as the project's user: like Slurm's work
+            // directory, the output directory is shared (1777) and bound
+            // into every sandbox.
+            for p in projects {
+                slurm::ensure_project_user(p)?;
+            }
             let dir = tempfile::Builder::new()
                 .prefix("s3m-compute-local-")
                 .tempdir()?;
             let path = dir.path().to_path_buf();
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o1777))?;
+            }
             tmp = Some(dir);
             (
                 format!(
-                    "scheduler = \"local\"\nslots = 64\ndefault_working_directory = \"{}\"\n",
+                    "scheduler = \"local\"\nslots = 64\nshared_directories = [\"{}\"]\n",
                     path.display()
                 ),
                 path,
@@ -248,7 +258,133 @@ per_provider!(
     cluster_endpoints_answer_in_each_version,
     idempotency_key_submits_once_under_concurrency,
     job_over_its_time_limit_times_out,
+    jobs_cannot_reach_the_host_or_other_projects,
 );
+
+/// A `compute-ace` token must never become the host. A job of STF040 tries
+/// to read the host's state directory (the facility key, key-value with
+/// every token record), another project's private output, a root-only file
+/// through `standard_input`, to write into a root-only directory through
+/// `standard_output`, and to get root through `environment` (a PATH of fake
+/// helpers, LD_PRELOAD). Every attempt fails, on both schedulers.
+async fn jobs_cannot_reach_the_host_or_other_projects(provider: Provider) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let env = start(provider, &["STF040", "PRJ101"])?;
+    // As a real deployment might have it: the app's directory is not
+    // private; the host's own modes must protect what is inside.
+    std::fs::set_permissions(env.app.dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let state = env.app.state_dir.clone();
+    let victim = env.app.token(&["compute-ace"], "PRJ101")?;
+    let attacker = env.app.token(&["compute-ace"], "STF040")?;
+    let terminal = ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"];
+    let wait = Duration::from_secs(60);
+
+    // PRJ101 keeps a secret in a private directory, and in its job's output.
+    let private = env.out_dir.join(unique("prj101-private"));
+    let id = env
+        .submit(
+            &victim,
+            json!({"script": format!("#!/bin/bash\nmkdir -m 700 -p {p}\necho prj101-secret > {p}/secret\necho prj101-secret\n", p = private.display()),
+                   "current_working_directory": env.out_dir,
+                   "standard_output": env.out_dir.join(format!("{}-%j.out", unique("victim")))}),
+        )
+        .await?;
+    let job = env.wait_state(&victim, id, &terminal, wait).await?;
+    assert_eq!(job["job_state"][0], "COMPLETED", "{job}");
+    let victim_output = job["standard_output"].as_str().context("standard_output")?.to_string();
+    // The output is the project's own: make it private as a careful user would.
+    std::fs::set_permissions(&victim_output, std::fs::Permissions::from_mode(0o600))?;
+
+    // Root-only things on the host.
+    let root_dir = tempfile::Builder::new().prefix("s3m-root-only-").tempdir()?;
+    std::fs::set_permissions(root_dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    let root_secret = root_dir.path().join("secret");
+    std::fs::write(&root_secret, "root-secret\n")?;
+    std::fs::set_permissions(&root_secret, std::fs::Permissions::from_mode(0o600))?;
+    // Fake helpers a root process would run if it looked them up in the
+    // job's PATH; world-writable place, visible to the job.
+    let fake_bin = env.out_dir.join(unique("fakebin"));
+    std::fs::create_dir_all(&fake_bin)?;
+    std::fs::set_permissions(&fake_bin, std::fs::Permissions::from_mode(0o755))?;
+    let marker = env.out_dir.join(unique("ran-as"));
+    for tool in ["setpriv", "bwrap", "env", "sh", "bash", "id", "cat", "mkdir", "kill"] {
+        let path = fake_bin.join(tool);
+        std::fs::write(&path, format!("#!/bin/sh\n/usr/bin/id -u >> {}\n", marker.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+
+    let targets = [
+        state.join("facility-key.pem").display().to_string(),
+        state.join("key-value.db").display().to_string(),
+        private.join("secret").display().to_string(),
+        victim_output.clone(),
+        root_secret.display().to_string(),
+    ];
+    let mut script = String::from("#!/bin/bash\n");
+    for t in &targets {
+        script.push_str(&format!(
+            "if /usr/bin/cat '{t}' >/dev/null 2>&1; then echo 'READ {t}'; else echo 'denied {t}'; fi\n"
+        ));
+    }
+    script.push_str(&format!(
+        "/usr/bin/ls -A '{s}' 2>/dev/null | /usr/bin/grep -q facility-key && echo 'LISTED {s}'\n\
+         /usr/bin/touch '{r}/pwned' 2>/dev/null && echo 'WROTE {r}'\n\
+         echo \"uid=$(/usr/bin/id -u)\"\n",
+        s = state.display(),
+        r = root_dir.path().display()
+    ));
+    let out = env.out_dir.join(format!("{}-%j.out", unique("attack")));
+    let id = env
+        .submit(
+            &attacker,
+            json!({"script": script, "current_working_directory": env.out_dir,
+                   "environment": [format!("PATH={}", fake_bin.display()), "LD_PRELOAD=/nonexistent/evil.so"],
+                   "standard_output": out}),
+        )
+        .await?;
+    let job = env.wait_state(&attacker, id, &terminal, wait).await?;
+    assert_eq!(job["job_state"][0], "COMPLETED", "the attack job itself runs: {job}");
+    let text = std::fs::read_to_string(job["standard_output"].as_str().context("standard_output")?)?;
+    assert!(!text.contains("READ ") && !text.contains("LISTED ") && !text.contains("WROTE "), "a job reached what it must not:\n{text}");
+    let uid = text.lines().find_map(|l| l.strip_prefix("uid=")).context("no uid line")?.trim().to_string();
+    assert_ne!(uid, "0", "the job ran as root:\n{text}");
+    assert!(!text.contains("prj101-secret") && !text.contains("root-secret"), "{text}");
+    if let Ok(ran) = std::fs::read_to_string(&marker) {
+        assert!(!ran.lines().any(|l| l.trim() == "0"), "a helper from the job's PATH ran as root: {ran}");
+    }
+
+    // A root-only file through standard_input; an output in a root-only directory.
+    let id = env
+        .submit(
+            &attacker,
+            json!({"script": "#!/bin/bash\n/usr/bin/cat\n", "current_working_directory": env.out_dir,
+                   "standard_input": root_secret, "standard_output": env.out_dir.join(format!("{}-%j.out", unique("stdin")))}),
+        )
+        .await?;
+    let job = env.wait_state(&attacker, id, &terminal, wait).await?;
+    assert_ne!(job["job_state"][0], "COMPLETED", "a job read a root-only file as its input: {job}");
+    if let Some(p) = job["standard_output"].as_str() {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        assert!(!text.contains("root-secret"), "{text}");
+    }
+    let id = env
+        .submit(
+            &attacker,
+            json!({"script": "#!/bin/bash\necho pwned\n", "current_working_directory": env.out_dir,
+                   "standard_output": root_dir.path().join("pwned-%j.out")}),
+        )
+        .await?;
+    env.wait_state(&attacker, id, &terminal, wait).await?;
+    let made: Vec<_> = std::fs::read_dir(root_dir.path())?.flatten().map(|e| e.file_name()).collect();
+    assert_eq!(made.len(), 1, "a job created files in a root-only directory: {made:?}");
+
+    // The host's own files are private whatever the job could reach.
+    for f in ["facility-key.pem", "key-value.db"] {
+        let mode = std::fs::metadata(state.join(f))?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f} is {mode:o}");
+    }
+    Ok(())
+}
 
 async fn job_runs_to_completion_with_its_output(provider: Provider) -> Result<()> {
     let env = start(provider, &["STF040"])?;
@@ -801,11 +937,12 @@ async fn slurmrestd_stopped_is_503() -> Result<()> {
 /// on the same scheduler state sees the first one's job, and new ids go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_jobs_survive_a_host_restart() -> Result<()> {
+    slurm::ensure_project_user("STF040")?;
     let dir = tempfile::tempdir()?;
     let compute = format!(
         "scheduler = \"local\"\nslots = 4\nstate_dir = \"{}\"\ndefault_working_directory = \"{}\"\n",
         dir.path().join("scheduler").display(),
-        dir.path().display()
+        dir.path().join("projects").display()
     );
     let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
     let token = app.token(&["compute-ace"], "STF040")?;
@@ -848,8 +985,8 @@ async fn local_jobs_survive_a_host_restart() -> Result<()> {
     Ok(())
 }
 
-/// `run_as = "project-user"`: the local scheduler runs each job as the
-/// project's Unix user, as Slurm does.
+/// `isolation = "none"` with `run_as = "project-user"`: the local scheduler
+/// runs each job as the project's Unix user, as Slurm does, unsandboxed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_jobs_can_run_as_the_project_user() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -857,7 +994,7 @@ async fn local_jobs_can_run_as_the_project_user() -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))?;
     let compute = format!(
-        "scheduler = \"local\"\nrun_as = \"project-user\"\nstate_dir = \"{}\"\ndefault_working_directory = \"{}\"\n",
+        "scheduler = \"local\"\nisolation = \"none\"\nrun_as = \"project-user\"\nstate_dir = \"{}\"\ndefault_working_directory = \"{}\"\n",
         dir.path().join("scheduler").display(),
         dir.path().display()
     );

@@ -13,7 +13,18 @@ const PUBLIC: &str = "facility-key.pub.pem";
 pub fn load_or_create(state_dir: &Path) -> anyhow::Result<Ed25519KeyPair> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    // Nobody else lists it; broker users (rabbitmq) and the job sandbox
+    // still pass through to the directories made for them.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("cannot set the mode of {}", state_dir.display()))?;
+    }
     let private = state_dir.join(PRIVATE);
+    if private.exists() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600))?;
+    }
     if private.exists() {
         let pem = std::fs::read_to_string(&private)
             .with_context(|| format!("cannot read {}", private.display()))?;

@@ -58,6 +58,55 @@ pub trait SchedulerProvider: Send + Sync {
     async fn reservations(&self) -> SchedulerResult<Vec<ReservationInfo>>;
 }
 
+/// The scheduler of a resource whose provider could not start: every call
+/// answers Unavailable, and the host's log says why (not the caller).
+struct NotStarted {
+    resource: String,
+}
+
+impl NotStarted {
+    fn err<T>(&self) -> SchedulerResult<T> {
+        Err(SchedulerError::Unavailable(format!(
+            "the scheduler of resource `{}` is not running; the facility's operators have the reason in the host's log",
+            self.resource
+        )))
+    }
+}
+
+#[async_trait::async_trait]
+impl SchedulerProvider for NotStarted {
+    async fn about(&self) -> SchedulerResult<SchedulerAbout> {
+        self.err()
+    }
+    async fn submit(&self, _: &Caller, _: JobDescription, _: String) -> SchedulerResult<Submitted> {
+        self.err()
+    }
+    async fn get(&self, _: &Caller, _: u32) -> SchedulerResult<JobInfo> {
+        self.err()
+    }
+    async fn list_jobs(&self, _: &Caller) -> SchedulerResult<JobList> {
+        self.err()
+    }
+    async fn cancel(&self, _: &Caller, _: u32, _: u32) -> SchedulerResult<()> {
+        self.err()
+    }
+    async fn ping(&self) -> SchedulerResult<Vec<PingInfo>> {
+        self.err()
+    }
+    async fn diag(&self) -> SchedulerResult<Diagnostics> {
+        self.err()
+    }
+    async fn nodes(&self) -> SchedulerResult<Vec<NodeInfo>> {
+        self.err()
+    }
+    async fn partitions(&self) -> SchedulerResult<Vec<PartitionInfo>> {
+        self.err()
+    }
+    async fn reservations(&self) -> SchedulerResult<Vec<ReservationInfo>> {
+        self.err()
+    }
+}
+
 /// Every compute resource's scheduler, chosen by the facility configuration.
 #[derive(Default)]
 pub struct Schedulers {
@@ -86,7 +135,20 @@ impl Schedulers {
             };
             let provider: Arc<dyn SchedulerProvider> = match kind {
                 "slurm" => Arc::new(SlurmScheduler::from_config(&resource.name, compute)?),
-                "local" => Arc::new(LocalScheduler::start(&resource.name, compute, state_dir).await?),
+                "local" => match LocalScheduler::start(&resource.name, compute, state_dir).await {
+                    Ok(local) => Arc::new(local),
+                    // A scheduler that cannot isolate jobs does not start;
+                    // the rest of the facility still serves.
+                    Err(e) => {
+                        tracing::error!(
+                            resource = %resource.name,
+                            "the local scheduler did not start: {e:#}. Compute on this resource answers 503 until it is fixed."
+                        );
+                        Arc::new(NotStarted {
+                            resource: resource.name.clone(),
+                        })
+                    }
+                },
                 other => anyhow::bail!(
                     "resource `{}`: unknown compute.scheduler \"{other}\"; use \"slurm\" or \"local\"",
                     resource.name

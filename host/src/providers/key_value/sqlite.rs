@@ -19,6 +19,22 @@ impl SqliteDb {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        // Token records live here: only the host's user reads them. SQLite
+        // gives its -wal and -shm files the database's mode.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("cannot create key-value database {}: {e}", path.display()))?;
+            for p in [path.to_path_buf(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+                if p.exists() {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+        }
         let conn = Connection::open(path).map_err(|e| {
             anyhow::anyhow!("cannot open key-value database {}: {e}", path.display())
         })?;
@@ -195,6 +211,23 @@ mod tests {
         assert_eq!(store.get("k").await.unwrap().unwrap(), b"c");
         store.delete("k").await.unwrap();
         assert!(!store.exists("k").await.unwrap());
+    }
+
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir();
+        let path = dir.join("kv.db");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SqliteStore::new(SqliteDb::open(&path).unwrap(), "s");
+        let _ = store;
+        for p in [path.clone(), dir.join("kv.db-wal")] {
+            if p.exists() {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}", p.display());
+            }
+        }
     }
 
     fn tempdir() -> std::path::PathBuf {

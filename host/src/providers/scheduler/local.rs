@@ -1,6 +1,6 @@
 //! The embedded scheduler for a machine without Slurm: batch scripts run as
-//! local processes (as the host's own user, or the project's with
-//! `run_as = "project-user"`), a FIFO queue with a fixed
+//! local processes, each as its project's user inside a bubblewrap sandbox
+//! (see `sandbox.rs`), a FIFO queue with a fixed
 //! number of slots, Slurm's job states, exit codes, output files and time
 //! limits. Jobs are kept as one JSON file each under
 //! `<state dir>/scheduler/<resource>/jobs/`, so they survive a host restart;
@@ -11,18 +11,31 @@
 //! - `slots`: jobs that run at once (default: the number of CPUs)
 //! - `partition = "local"`: the one partition's name
 //! - `default_time_limit = 60`, `max_time_limit = 1440` (minutes)
-//! - `default_working_directory`: for jobs that name none (default
-//!   `<state dir>/scheduler/<resource>/work`)
+//! - `default_working_directory`: where the projects' directories are made
+//!   (default `<state dir>/scheduler/<resource>/work`); each project gets
+//!   `<it>/<project>`, owned by its user, mode 0700, the default working
+//!   directory of its jobs
+//! - `shared_directories = []`: more directories bound into every sandbox
+//!   (scratch file systems, say); Unix permissions decide who writes there
 //! - `kill_wait_secs = 2`: between SIGTERM and SIGKILL on cancel and timeout
-//! - `run_as = "host"`: jobs run as the host's user; `"project-user"` runs
-//!   each as `{project}_auser` (the user must exist; the host must be root)
-//! - `state_dir`: where the jobs are kept (default `<state dir>/scheduler/<resource>`)
+//! - `isolation = "sandbox"` (the default): each job runs as `{project}_auser`
+//!   (the user must exist) in a bubblewrap sandbox where only the system,
+//!   its project's directory and `shared_directories` exist. The host must
+//!   be root with bubblewrap installed; if it cannot isolate, this scheduler
+//!   does not start and the host's log says why.
+//!   `isolation = "none"`: no sandbox, for a one-user laptop only: jobs can
+//!   read whatever the host's user (or with `run_as = "project-user"`, the
+//!   project's user) can, the facility key included when they run as the
+//!   host's user. Logged loudly at start.
+//! - `state_dir`: where the jobs are kept (default `<state dir>/scheduler/<resource>`);
+//!   job records hold environments: files 0600 in a 0700 directory
 
 use crate::capabilities::scheduler::{
     config_str, config_u64, Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState,
     NodeInfo, PartitionInfo, PartitionState, PingInfo, ReservationInfo, SchedulerAbout,
     SchedulerError, SchedulerProvider, SchedulerResult, Submitted,
 };
+use crate::providers::scheduler::sandbox::{self, Isolation, JobUser};
 use crate::providers::scheduler::slurm::{expand_path_pattern, project_user};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,10 +59,11 @@ struct Shared {
     partition: String,
     default_time: u32,
     max_time: u32,
-    default_cwd: String,
+    /// Where each project's directory is made (sandbox), or the default
+    /// working directory (isolation none).
+    work_root: PathBuf,
     kill_wait: Duration,
-    /// Run each job as its project's Unix user (`setpriv`), not as the host's.
-    as_project_user: bool,
+    isolation: Isolation,
     hostname: String,
     started_at: i64,
     jobs: Mutex<Table>,
@@ -167,13 +181,36 @@ impl Shared {
         self.dir.join("scripts").join(format!("{id}.sh"))
     }
 
+    fn launch_log_path(&self, id: u32) -> PathBuf {
+        self.dir.join("jobs").join(format!("{id}.launch"))
+    }
+
+    /// A project's own directory (sandbox), or the shared default working
+    /// directory (isolation none).
+    fn project_dir(&self, project: &str) -> PathBuf {
+        match self.isolation {
+            Isolation::Sandbox { .. } => self.work_root.join(project.to_lowercase()),
+            Isolation::None { .. } => self.work_root.clone(),
+        }
+    }
+
     /// Writes a job's record (write and rename, so a crash leaves the old or the new one).
     fn persist(&self, job: &LocalJob) {
         let path = self.jobs_dir().join(format!("{}.json", job.job_id));
         let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let result = serde_json::to_vec_pretty(job)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|bytes| {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                f.write_all(&bytes)
+            })
             .and_then(|_| std::fs::rename(&tmp, &path));
         if let Err(e) = result {
             tracing::error!(job = job.job_id, path = %path.display(), error = %e, "could not save a local job");
@@ -231,6 +268,14 @@ impl Shared {
     async fn run(self: Arc<Self>, job: LocalJob) {
         let id = job.job_id;
         let outcome = self.execute(&job).await;
+        let launch_log = self.launch_log_path(id);
+        let launch_said = std::fs::read(&launch_log)
+            .map(|b| {
+                let text = String::from_utf8_lossy(&b[..b.len().min(400)]);
+                text.lines().next().unwrap_or("").trim().to_string()
+            })
+            .unwrap_or_default();
+        let _ = std::fs::remove_file(&launch_log);
         let (state, reason, code, signal) = match outcome {
             Ok(Outcome::Exited(status)) => {
                 let cancelled = self
@@ -248,6 +293,12 @@ impl Shared {
                         status.signal().map(|s| s as u32),
                     ),
                     (Some(0), _) => ("COMPLETED", "None".to_string(), Some(0), None),
+                    (Some(c), _) if !launch_said.is_empty() => (
+                        "FAILED",
+                        format!("JobLaunchFailure: {launch_said}"),
+                        Some(c),
+                        None,
+                    ),
                     (Some(c), _) => ("FAILED", "NonZeroExitCode".to_string(), Some(c), None),
                     (None, s) => (
                         "FAILED",
@@ -279,58 +330,72 @@ impl Shared {
 
     async fn execute(&self, job: &LocalJob) -> std::io::Result<Outcome> {
         let id = job.job_id;
-        let open_out = |path: &str| -> std::io::Result<std::fs::File> {
-            if let Some(parent) = Path::new(path).parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+        let user = match &self.isolation {
+            Isolation::None {
+                as_project_user: false,
+            } => None,
+            _ => Some(JobUser::lookup(&job.user_name).ok_or_else(|| {
+                std::io::Error::other(format!("the Unix user {} does not exist", job.user_name))
+            })?),
         };
-        let stdout = open_out(&job.standard_output)?;
-        let stderr = if job.standard_error == job.standard_output {
-            stdout.try_clone()?
-        } else {
-            open_out(&job.standard_error)?
-        };
-        let stdin = if job.standard_input.is_empty() {
-            std::process::Stdio::null()
-        } else {
-            std::fs::File::open(&job.standard_input)?.into()
-        };
-        let mut cmd = if self.as_project_user {
-            let mut c = tokio::process::Command::new("setpriv");
-            c.arg(format!("--reuid={}", job.user_name))
-                .arg(format!("--regid={}", job.user_name))
-                .arg("--init-groups")
-                .arg("--")
-                .arg(self.script_path(id));
-            c
-        } else {
-            tokio::process::Command::new(self.script_path(id))
-        };
-        cmd.current_dir(&job.current_working_directory)
-            .env_clear()
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
-            .kill_on_drop(false);
+        let project_dir = self.project_dir(&job.account);
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("HOME".into(), project_dir.display().to_string()),
+            ("USER".into(), job.user_name.clone()),
+            ("LOGNAME".into(), job.user_name.clone()),
+        ];
         for entry in &job.environment {
             if let Some((k, v)) = entry.split_once('=') {
-                cmd.env(k, v);
+                env.retain(|(name, _)| name != k);
+                env.push((k.to_string(), v.to_string()));
             }
         }
-        cmd.env("SLURM_JOB_ID", id.to_string())
-            .env("SLURM_JOBID", id.to_string())
-            .env("SLURM_JOB_NAME", &job.name)
-            .env("SLURM_JOB_ACCOUNT", &job.account)
-            .env("SLURM_JOB_PARTITION", &job.partition)
-            .env("SLURM_SUBMIT_DIR", &job.current_working_directory)
-            .env("SLURM_JOB_NODELIST", &self.hostname)
-            .env("SLURM_NTASKS", job.tasks.to_string())
-            .env("SLURM_CLUSTER_NAME", "local");
+        for (k, v) in [
+            ("SLURM_JOB_ID", id.to_string()),
+            ("SLURM_JOBID", id.to_string()),
+            ("SLURM_JOB_NAME", job.name.clone()),
+            ("SLURM_JOB_ACCOUNT", job.account.clone()),
+            ("SLURM_JOB_PARTITION", job.partition.clone()),
+            ("SLURM_SUBMIT_DIR", job.current_working_directory.clone()),
+            ("SLURM_JOB_NODELIST", self.hostname.clone()),
+            ("SLURM_NTASKS", job.tasks.to_string()),
+            ("SLURM_CLUSTER_NAME", "local".to_string()),
+        ] {
+            env.retain(|(name, _)| name != k);
+            env.push((k.to_string(), v));
+        }
+        let script = self.script_path(id);
+        let launch = sandbox::Launch {
+            user: user.as_ref(),
+            script: &script,
+            project_dir: matches!(self.isolation, Isolation::Sandbox { .. })
+                .then_some(project_dir.as_path()),
+            cwd: &job.current_working_directory,
+            stdin: &job.standard_input,
+            stdout: &job.standard_output,
+            stderr: &job.standard_error,
+            env,
+        };
+        // What setpriv, bwrap or the redirecting shell say when the launch
+        // fails; the job's own output goes to its files.
+        let launch_log = self.launch_log_path(id);
+        let log = std::fs::File::create(&launch_log)?;
+        let mut cmd = sandbox::command(&self.isolation, &launch);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(false);
+        // A session of its own: no controlling terminal to reach back
+        // through, and one process group to signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn()?;
         let pgid = child.id().unwrap_or(0);
         {
@@ -364,6 +429,33 @@ enum Outcome {
     TimedOut,
 }
 
+/// A user-supplied value for an error message: at most 200 characters.
+fn cut(value: &str) -> String {
+    if value.chars().count() <= 200 {
+        value.to_string()
+    } else {
+        format!("{}...", value.chars().take(200).collect::<String>())
+    }
+}
+
+/// A project's directory: owned by its user, mode 0700.
+fn ensure_project_dir(dir: &Path, user: &JobUser) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() && m.uid() == user.uid => return Ok(()),
+        Ok(m) if !m.is_dir() => {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a directory",
+                dir.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::DirBuilder::new().mode(0o700).create(dir)?,
+    }
+    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// Signals a job's whole process group (the `kill` tool: no libc binding here).
 fn signal_group(pgid: u32, signal: u32) {
     if pgid == 0 {
@@ -389,17 +481,77 @@ impl LocalScheduler {
             Some(d) => PathBuf::from(d),
             None => state_dir.join("scheduler").join(resource),
         };
-        for sub in ["jobs", "scripts", "work"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.join(sub).display()))?;
-        }
-        let as_project_user =
-            matches!(config_str(resource, table, "run_as")?, Some("project-user"));
-        if as_project_user {
-            // The project users must reach their scripts (not list them).
-            use std::os::unix::fs::PermissionsExt;
-            for d in [dir.clone(), dir.join("scripts")] {
-                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))?;
+        let run_as = config_str(resource, table, "run_as")?;
+        let isolation = match config_str(resource, table, "isolation")? {
+            None | Some("sandbox") => {
+                if let Some(r) = run_as.filter(|r| *r != "project-user") {
+                    anyhow::bail!(
+                        "resource `{resource}`: compute.run_as = \"{r}\" needs isolation = \"none\": \
+                         sandboxed jobs always run as their project's user"
+                    );
+                }
+                let shared = match table.get("shared_directories") {
+                    None => Vec::new(),
+                    Some(toml::Value::Array(items)) => items
+                        .iter()
+                        .map(|v| match v.as_str().and_then(sandbox::normalized) {
+                            Some(p) => Ok(p),
+                            None => anyhow::bail!(
+                                "resource `{resource}`: compute.shared_directories holds absolute paths, not {v}"
+                            ),
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                    Some(other) => anyhow::bail!(
+                        "resource `{resource}`: compute.shared_directories must be a list of paths, not {other}"
+                    ),
+                };
+                sandbox::probe().map_err(|why| {
+                    anyhow::anyhow!("resource `{resource}`: the local scheduler cannot isolate jobs: {why}")
+                })?;
+                Isolation::Sandbox { shared }
+            }
+            Some("none") => {
+                let as_project_user = match run_as {
+                    None | Some("host") => false,
+                    Some("project-user") => true,
+                    Some(other) => anyhow::bail!(
+                        "resource `{resource}`: compute.run_as must be \"host\" or \"project-user\", not \"{other}\""
+                    ),
+                };
+                tracing::warn!(
+                    resource,
+                    "isolation = \"none\": jobs on this resource are NOT sandboxed; they can read \
+                     whatever {} can, {}. Use this only on a one-user machine.",
+                    if as_project_user { "their project's Unix user" } else { "the host's user" },
+                    if as_project_user { "including other projects' world-readable files" }
+                    else { "including the facility's signing key and every token record" }
+                );
+                Isolation::None { as_project_user }
+            }
+            Some(other) => anyhow::bail!(
+                "resource `{resource}`: compute.isolation must be \"sandbox\" or \"none\", not \"{other}\""
+            ),
+        };
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            // Job records hold environments: only the host reads them. The
+            // projects' users reach their own scripts and directories (not
+            // list them).
+            for (sub, mode) in [("", 0o711), ("jobs", 0o700), ("scripts", 0o711), ("work", 0o711)] {
+                let path = dir.join(sub);
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(mode)
+                    .create(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+                let mode = match (&isolation, sub) {
+                    (Isolation::None { as_project_user: false }, "scripts" | "work" | "") => 0o700,
+                    _ => mode,
+                };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            }
+            for entry in std::fs::read_dir(dir.join("jobs"))?.flatten() {
+                let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
             }
         }
         let cpus = std::thread::available_parallelism()
@@ -410,10 +562,16 @@ impl LocalScheduler {
             .max(1) as usize;
         let default_time = config_u64(resource, table, "default_time_limit")?.unwrap_or(60) as u32;
         let max_time = config_u64(resource, table, "max_time_limit")?.unwrap_or(1440) as u32;
-        let default_cwd = match config_str(resource, table, "default_working_directory")? {
-            Some(d) => d.to_string(),
-            None => dir.join("work").display().to_string(),
+        let work_root = match config_str(resource, table, "default_working_directory")? {
+            Some(d) => sandbox::normalized(d).ok_or_else(|| {
+                anyhow::anyhow!("resource `{resource}`: compute.default_working_directory must be an absolute path")
+            })?,
+            None => dir.join("work"),
         };
+        if matches!(isolation, Isolation::Sandbox { .. }) {
+            std::fs::create_dir_all(&work_root)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", work_root.display()))?;
+        }
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
@@ -453,15 +611,9 @@ impl LocalScheduler {
             partition: config_str(resource, table, "partition")?.unwrap_or("local").to_string(),
             default_time,
             max_time,
-            default_cwd,
+            work_root,
             kill_wait: Duration::from_secs(config_u64(resource, table, "kill_wait_secs")?.unwrap_or(2)),
-            as_project_user: match config_str(resource, table, "run_as")? {
-                None | Some("host") => false,
-                Some("project-user") => true,
-                Some(other) => anyhow::bail!(
-                    "resource `{resource}`: compute.run_as must be \"host\" or \"project-user\", not \"{other}\""
-                ),
-            },
+            isolation,
             hostname,
             started_at: t,
             jobs: Mutex::new(Table { next_id, jobs, running: BTreeMap::new(), stats: Stats::default(), last_update: t }),
@@ -534,23 +686,108 @@ impl SchedulerProvider for LocalScheduler {
             )));
         }
         for entry in &job.environment {
-            if !entry.contains('=') {
+            match entry.split_once('=') {
+                Some((k, _)) if !k.is_empty() && !entry.contains('\0') => {}
+                _ => {
+                    return Err(SchedulerError::InvalidJob(format!(
+                        "job field `environment`: `{}` is not NAME=value (without NUL bytes)",
+                        cut(entry)
+                    )))
+                }
+            }
+        }
+        for (field, value) in [
+            ("name", job.name.as_deref()),
+            ("current_working_directory", job.current_working_directory.as_deref()),
+            ("standard_input", job.standard_input.as_deref()),
+            ("standard_output", job.standard_output.as_deref()),
+            ("standard_error", job.standard_error.as_deref()),
+            ("comment", job.comment.as_deref()),
+        ] {
+            if value.is_some_and(|v| v.contains('\0')) {
                 return Err(SchedulerError::InvalidJob(format!(
-                    "job field `environment`: `{entry}` is not NAME=value"
+                    "job field `{field}` holds a NUL byte"
                 )));
             }
         }
-        let cwd = job
-            .current_working_directory
-            .clone()
-            .unwrap_or_else(|| s.default_cwd.clone());
-        if !Path::new(&cwd).is_dir() {
-            return Err(SchedulerError::InvalidJob(format!(
-                "job field `current_working_directory`: {cwd} is not a directory"
-            )));
+        if script.contains('\0') {
+            return Err(SchedulerError::InvalidJob(
+                "job field `script` holds a NUL byte".into(),
+            ));
         }
-        let name = job.name.clone().unwrap_or_else(|| "batch".into());
+        let valid_project = !caller.project.is_empty()
+            && caller.project.len() <= 64
+            && caller
+                .project
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid_project {
+            return Err(SchedulerError::Permission(
+                "this project cannot run jobs on the local scheduler: its name is not a valid Unix name".into(),
+            ));
+        }
         let user = project_user(&caller.project);
+        let job_user = match &s.isolation {
+            Isolation::None {
+                as_project_user: false,
+            } => None,
+            _ => Some(JobUser::lookup(&user).ok_or_else(|| {
+                SchedulerError::Permission(format!(
+                    "project {} has no account on resource `{}`: the Unix user {user} does not exist \
+                     (an operator creates it, e.g. `useradd -M {user}`)",
+                    caller.project, self.resource
+                ))
+            })?),
+        };
+        let project_dir = s.project_dir(&caller.project);
+        let cwd = match &s.isolation {
+            Isolation::Sandbox { shared } => {
+                let cwd = match job.current_working_directory.as_deref() {
+                    None => project_dir.clone(),
+                    Some(c) => sandbox::normalized(c).ok_or_else(|| {
+                        SchedulerError::InvalidJob(format!(
+                            "job field `current_working_directory`: `{}` must be an absolute path without `..`",
+                            cut(c)
+                        ))
+                    })?,
+                };
+                let visible = cwd.starts_with(&project_dir) || shared.iter().any(|d| cwd.starts_with(d));
+                if !visible {
+                    let mut places = vec![project_dir.display().to_string()];
+                    places.extend(shared.iter().map(|d| d.display().to_string()));
+                    return Err(SchedulerError::InvalidJob(format!(
+                        "job field `current_working_directory`: jobs on `{}` see only {}; `{}` is outside them",
+                        self.resource,
+                        places.join(", "),
+                        cut(&cwd.display().to_string())
+                    )));
+                }
+                if let Some(u) = &job_user {
+                    ensure_project_dir(&project_dir, u).map_err(|e| {
+                        tracing::error!(dir = %project_dir.display(), error = %e, "cannot make a project's directory");
+                        SchedulerError::Unavailable(format!(
+                            "the local scheduler of `{}` cannot prepare this project's directory; the host's log says why",
+                            self.resource
+                        ))
+                    })?;
+                }
+                cwd.display().to_string()
+            }
+            Isolation::None { .. } => {
+                let cwd = job
+                    .current_working_directory
+                    .clone()
+                    .unwrap_or_else(|| project_dir.display().to_string());
+                if !Path::new(&cwd).is_dir() {
+                    return Err(SchedulerError::InvalidJob(format!(
+                        "job field `current_working_directory`: {} is not a directory",
+                        cut(&cwd)
+                    )));
+                }
+                cwd
+            }
+        };
+        let name = job.name.clone().unwrap_or_else(|| "batch".into());
         let t = now();
         let job_id = {
             let mut table = s.jobs.lock().unwrap();
@@ -578,15 +815,20 @@ impl SchedulerProvider for LocalScheduler {
         let script_path = s.script_path(job_id);
         {
             use std::os::unix::fs::PermissionsExt;
+            // The job's user reads its own script; nobody else does.
             std::fs::write(&script_path, script.as_bytes())
                 .and_then(|_| {
-                    let mode = if s.as_project_user { 0o755 } else { 0o700 };
-                    std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(mode))
+                    std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o700))
+                })
+                .and_then(|_| match &job_user {
+                    Some(u) => std::os::unix::fs::chown(&script_path, Some(u.uid), Some(u.gid)),
+                    None => Ok(()),
                 })
                 .map_err(|e| {
+                    tracing::error!(path = %script_path.display(), error = %e, "cannot write a job script");
                     SchedulerError::Unavailable(format!(
-                        "cannot write the job script {}: {e}",
-                        script_path.display()
+                        "the local scheduler of `{}` cannot store the job script; the host's log says why",
+                        self.resource
                     ))
                 })?;
         }

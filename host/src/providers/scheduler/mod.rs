@@ -4,4 +4,5 @@
 //! picks one per compute resource.
 
 pub mod local;
+pub mod sandbox;
 pub mod slurm;
