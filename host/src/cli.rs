@@ -73,9 +73,24 @@ struct UpArgs {
     /// Wall-clock limit of one request inside a component (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
-    /// Component instances alive at once; more concurrent requests wait.
+    /// Component instances alive at once; more concurrent requests wait for one
+    /// (up to --request-timeout, then 503).
     #[arg(long, default_value_t = 256)]
     max_instances: u32,
+    /// Largest request body on any route (e.g. 10MiB); a larger one is answered 413,
+    /// a too large Content-Length before its body is read.
+    #[arg(long, default_value = "10MiB", value_parser = parse_bytes)]
+    max_body_size: usize,
+    /// Client connections open at once; one more is answered 503 (Retry-After) and closed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Requests handled at once, across connections; one more is answered 503 (Retry-After).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_requests: u32,
+    /// Time a client has to send a request's line and headers (e.g. 10s); past it the
+    /// connection is closed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
 }
 
 #[derive(Subcommand)]
@@ -140,8 +155,9 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
     .unwrap_or((s, 1));
     num.trim()
         .parse::<usize>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("{s:?}: write a size like 128MiB"))
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?}: write a size like 128MiB"))
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -270,7 +286,13 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
     println!("Serving http://{addr}");
     use std::io::Write;
     std::io::stdout().flush()?;
-    let server = crate::server::Server::new(app, router);
+    let http_limits = crate::server::HttpLimits {
+        max_body_size: args.max_body_size as u64,
+        max_connections: args.max_connections as usize,
+        max_concurrent_requests: args.max_concurrent_requests as usize,
+        header_read_timeout: args.header_read_timeout,
+    };
+    let server = crate::server::Server::new(app, router, http_limits);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = server.serve(listener) => r,

@@ -180,6 +180,8 @@ impl App {
                     grants: Arc::new(ComponentGrants {
                         key_value_stores: decl.key_value_stores.iter().cloned().collect(),
                         variables: vars,
+                        capabilities: decl.capabilities.iter().cloned().collect(),
+                        component: decl.id.clone(),
                     }),
                     outbound: OutboundHooks {
                         allowed: Arc::new(allowed),
@@ -220,6 +222,9 @@ impl App {
             outbound: component.outbound.clone(),
             grants: component.grants.clone(),
             services: self.services.clone(),
+            request_token: None,
+            principal: None,
+            request_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -87,7 +87,24 @@ struct RawComponent {
     variables: BTreeMap<String, String>,
     #[serde(default)]
     build: Option<BuildDecl>,
+    /// `[component.x.tool.<name>]`: settings of other tools, which Spin
+    /// ignores; the s3m host reads `[component.x.tool.s3m]`.
+    #[serde(default)]
+    tool: BTreeMap<String, toml::Table>,
 }
+
+/// `[component.x.tool.s3m]`: what the s3m host grants the component beyond
+/// Spin's own grants.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3mTool {
+    /// Facility capabilities: "scheduler", "scheduler-read", "brokers", "software".
+    #[serde(default)]
+    capabilities: Vec<String>,
+}
+
+/// The facility capabilities a component may be granted.
+pub const CAPABILITIES: &[&str] = &["scheduler", "scheduler-read", "brokers", "software"];
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -126,6 +143,8 @@ pub struct ComponentDecl {
     /// Component variable name -> template (e.g. "{{ token_audience }}").
     pub variables: BTreeMap<String, String>,
     pub build: Option<BuildDecl>,
+    /// Facility capabilities granted by `[component.x.tool.s3m]`.
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +240,21 @@ impl Manifest {
                 crate::capabilities::outbound_http::AllowedHost::parse(h)
                     .with_context(|| format!("component {id}"))?;
             }
+            let s3m: S3mTool = match c.tool.get("s3m") {
+                None => S3mTool::default(),
+                Some(t) => t
+                    .clone()
+                    .try_into()
+                    .with_context(|| format!("component {id}: [component.{id}.tool.s3m]"))?,
+            };
+            for cap in &s3m.capabilities {
+                if !CAPABILITIES.contains(&cap.as_str()) {
+                    bail!(
+                        "component {id}: [component.{id}.tool.s3m] capabilities: unknown {cap:?}; use {}",
+                        CAPABILITIES.join(", ")
+                    );
+                }
+            }
             components.insert(
                 id.clone(),
                 ComponentDecl {
@@ -232,6 +266,7 @@ impl Manifest {
                     environment: c.environment,
                     variables: c.variables,
                     build: c.build,
+                    capabilities: s3m.capabilities,
                 },
             );
         }

@@ -28,6 +28,20 @@ pub struct ComponentGrants {
     pub key_value_stores: HashSet<String>,
     /// Component variables, already rendered from the application variables.
     pub variables: HashMap<String, String>,
+    /// Facility capabilities (`[component.x.tool.s3m] capabilities`).
+    pub capabilities: HashSet<String>,
+    /// The component's id, for error messages.
+    pub component: String,
+}
+
+impl ComponentGrants {
+    /// Whether the component may use `capability` ("scheduler",
+    /// "scheduler-read", "brokers", "software"); the full scheduler grant
+    /// includes reading.
+    pub fn allows(&self, capability: &str) -> bool {
+        self.capabilities.contains(capability)
+            || (capability == "scheduler-read" && self.capabilities.contains("scheduler"))
+    }
 }
 
 /// The data of one request's Store.
@@ -39,6 +53,14 @@ pub struct HostState {
     pub outbound: OutboundHooks,
     pub grants: Arc<ComponentGrants>,
     pub services: Arc<Services>,
+    /// The token of the request this Store serves (never logged): the
+    /// host checks it itself before a capability acts for a project.
+    pub request_token: Option<String>,
+    /// What the host found checking `request_token`, once.
+    pub principal: Option<Result<crate::admin::principal::Principal, String>>,
+    /// Names this request in the log, and in answers whose details only
+    /// the log holds.
+    pub request_id: String,
 }
 
 impl WasiView for HostState {
@@ -57,5 +79,82 @@ impl WasiHttpView for HostState {
             table: &mut self.table,
             hooks: &mut self.outbound,
         }
+    }
+}
+
+impl HostState {
+    /// Lets a capability act for `project` only when the component holds
+    /// the capability and the host itself found this request's token valid
+    /// for that project with one of `permissions` (none: any valid token).
+    /// The error says why, never holding the token.
+    pub async fn authorize(
+        &mut self,
+        capability: &str,
+        project: Option<&str>,
+        permissions: &[&str],
+    ) -> Result<(), String> {
+        if !self.grants.allows(capability) {
+            tracing::warn!(
+                component = %self.grants.component,
+                capability,
+                "a component used a capability spin.toml does not grant it"
+            );
+            return Err(format!(
+                "component {} is not granted the {capability} capability (spin.toml: [component.{}.tool.s3m] capabilities)",
+                self.grants.component, self.grants.component
+            ));
+        }
+        let Some(project) = project else {
+            return Ok(());
+        };
+        if self.principal.is_none() {
+            let checked = match self.request_token.as_deref() {
+                None => Err("the request carries no token".to_string()),
+                Some(header) => {
+                    let token = crate::admin::principal::token_of(header).to_string();
+                    match self
+                        .services
+                        .key_value
+                        .get(crate::admin::principal::TOKEN_STORE)
+                    {
+                        Ok(store) => crate::admin::principal::verify(store.as_ref(), &token).await,
+                        Err(e) => Err(format!("key-value unavailable: {e}")),
+                    }
+                }
+            };
+            self.principal = Some(checked);
+        }
+        match self.principal.as_ref().expect("set above") {
+            Err(why) => {
+                tracing::warn!(component = %self.grants.component, capability, "refused a capability call: {why}");
+                Err(format!("the host refused the call: {why}"))
+            }
+            Ok(p) if !p.project.eq_ignore_ascii_case(project) => {
+                tracing::warn!(
+                    component = %self.grants.component,
+                    capability,
+                    "a component asked to act for another project than its request's token"
+                );
+                Err("the host refused the call: the caller is not the request's project".into())
+            }
+            Ok(p) if !p.has_any(permissions) => Err(format!(
+                "the host refused the call: the request's token lacks {}",
+                permissions.join(" or ")
+            )),
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+impl HostState {
+    /// A provider's failure as the caller may see it: what failed and the
+    /// request id; the provider's own words (addresses, paths, settings)
+    /// go to the log only.
+    pub fn conceal(&self, what: &str, detail: &str) -> String {
+        tracing::error!(request_id = %self.request_id, component = %self.grants.component, "{what}: {detail}");
+        format!(
+            "{what} (request {}: the facility's operators have the details)",
+            self.request_id
+        )
     }
 }

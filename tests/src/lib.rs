@@ -251,6 +251,11 @@ impl TestApp {
         &self.client
     }
 
+    /// The `s3m up` process id (for RSS and file descriptor samples).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What `s3m up` wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
@@ -510,7 +515,8 @@ pub fn grpc_code(status: u16) -> i64 {
         403 => 7,
         404 => 5,
         405 => 12,
-        429 => 8,
+        408 => 4,
+        413 | 414 | 429 | 431 => 8,
         500 => 13,
         503 => 14,
         504 => 4,

@@ -695,6 +695,28 @@ async fn bad_bodies_and_job_ids_are_400(provider: Provider) -> Result<()> {
             json!({"job": {"script": "#!/bin/bash\ntrue\n", "nodes": "lots"}}),
             "nodes",
         ),
+        // A NUL byte can reach no process: refused, not a job that fails at launch.
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "name": "a\u{0}b"}}),
+            "NUL",
+        ),
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "environment": ["A=b\u{0}c"]}}),
+            "NUL",
+        ),
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "standard_output": "/tmp/x\u{0}y"}}),
+            "NUL",
+        ),
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "environment": {"A\u{0}": "b"}}}),
+            "NUL",
+        ),
+        // A huge bad value is not echoed back whole.
+        (
+            json!({"job": {"script": "#!/bin/bash\ntrue\n", "environment": ["x".repeat(100_000)]}}),
+            "environment",
+        ),
     ];
     for (body, needle) in cases {
         let res = env.post(&token, "v0.0.43", &body, None).await?;
@@ -706,6 +728,7 @@ async fn bad_bodies_and_job_ids_are_400(provider: Provider) -> Result<()> {
             message.contains(needle),
             "the 400 for {body} should name `{needle}`: {message}"
         );
+        assert!(message.len() < 1000, "a 400 echoed a huge value: {} bytes", message.len());
     }
     // v0.0.44 takes `jobs`, but not both forms at once, and one job only.
     let res = env.post(&token, "v0.0.44", &json!({"job": {"script": "#!/bin/bash\ntrue\n"}, "jobs": [{}], "script": "#!/bin/bash\ntrue\n"}), None).await?;
@@ -916,10 +939,21 @@ async fn slurmrestd_stopped_is_503() -> Result<()> {
         let err = expect_error(app.get(&path, Some(&token)).await?, 503)
             .await
             .with_context(|| path.clone())?;
+        // The user learns what is down and a request id; the operator
+        // internals (slurmrestd's address) go to the log under that id.
         let message = err["message"].as_str().unwrap();
+        let address = restd.url.replace("http://", "");
+        assert!(!message.contains(&address), "{message}");
+        assert!(message.contains(RESOURCE) && message.contains("unavailable"), "{message}");
+        let id = message
+            .split("request ")
+            .nth(1)
+            .and_then(|rest| rest.split(':').next())
+            .with_context(|| format!("no request id in {message}"))?;
+        let log = app.stderr();
         assert!(
-            message.contains("slurmrestd") && message.contains(&restd.url.replace("http://", "")),
-            "{message}"
+            log.lines().any(|l| l.contains(id) && l.contains(&address)),
+            "the log lacks the details under request {id}:\n{log}"
         );
     }
     let res = app

@@ -476,3 +476,48 @@ async fn the_local_scheduler_is_reported_too() -> Result<()> {
     assert_eq!(env["modules"].as_array().map(Vec::len), Some(3), "{env:#}");
     Ok(())
 }
+
+/// A slurmrestd that accepts connections and never answers must not take
+/// the environment list down: every scheduler is asked at once under one
+/// deadline, and the hung one is reported unreachable while the others read.
+#[tokio::test]
+async fn a_hung_scheduler_is_reported_unreachable_and_holds_up_nobody() -> Result<()> {
+    let tree = module_tree()?;
+    // Accepts (the kernel's backlog) and never reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let key = tree.path().join("jwt.key");
+    std::fs::write(&key, [7u8; 32])?;
+    let mut text = String::new();
+    for name in ["hung-a", "hung-b"] {
+        text.push_str(&format!(
+            "[[resources]]\nname = \"{name}\"\ndescription = \"hung\"\n[resources.compute]\n\
+             scheduler = \"slurm\"\nslurmrestd = \"http://{}\"\njwt_key = \"{}\"\n",
+            silent.local_addr()?,
+            key.display()
+        ));
+    }
+    text.push_str(&facility("scheduler = \"local\"", tree.path()));
+    let app = TestApp::start(serving().with_facility(text))?;
+    let token = app.token(&["compute-ace-readonly"], "STF040")?;
+    let started = std::time::Instant::now();
+    let list = expect_json(app.get(BASE, Some(&token)).await?).await?;
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "two hung schedulers held the list for {took:?}"
+    );
+    let envs = list["environments"].as_array().context("environments")?;
+    for name in ["hung-a", "hung-b"] {
+        let e = envs.iter().find(|e| e["name"] == name).context(name)?;
+        assert_eq!(e["scheduler"]["reachable"], false, "{e:#}");
+        assert!(
+            e["warnings"].as_array().is_some_and(|w| !w.is_empty()),
+            "{e:#}"
+        );
+    }
+    let basalt = envs.iter().find(|e| e["name"] == "basalt").context("basalt")?;
+    assert_eq!(basalt["scheduler"]["reachable"], true, "{basalt:#}");
+    assert!(!basalt["partitions"].as_array().unwrap().is_empty());
+    drop(silent);
+    Ok(())
+}

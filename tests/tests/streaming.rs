@@ -346,6 +346,12 @@ async fn requests_are_checked_and_errors_name_the_field() -> Result<()> {
             "name",
         ),
         ("redis", json!({"kind": "general", "name": "-a"}), "name"),
+        // A huge bad name is not echoed back whole (it was, 10 MB for 10 MB).
+        (
+            "redis",
+            json!({"kind": "general", "name": "y".repeat(1_000_000)}),
+            "name",
+        ),
         (
             "redis",
             json!({"kind": "general", "name": "a", "resourceSettings": {"nodes": 2}}),
@@ -409,8 +415,9 @@ async fn requests_are_checked_and_errors_name_the_field() -> Result<()> {
         let message = err["message"].as_str().unwrap_or_default();
         assert!(
             message.starts_with(&format!("{field}:")),
-            "{body}: the message should name {field}: {message}"
+            "{body:.200}: the message should name {field}: {message}"
         );
+        assert!(message.len() < 1000, "a 400 echoed {} bytes", message.len());
         assert_eq!(err["details"], json!([]));
     }
     let bad_json = app

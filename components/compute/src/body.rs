@@ -64,12 +64,26 @@ fn kind(v: &Value) -> &'static str {
 }
 
 fn string(field: &str, v: &Value) -> Result<String, ApiError> {
-    v.as_str().map(str::to_string).ok_or_else(|| {
+    let s = v.as_str().ok_or_else(|| {
         bad(format!(
             "job field `{field}` must be a string, not {}",
             kind(v)
         ))
-    })
+    })?;
+    // A NUL cannot reach a process's arguments, environment or paths.
+    if s.contains('\0') {
+        return Err(bad(format!("job field `{field}` holds a NUL byte")));
+    }
+    Ok(s.to_string())
+}
+
+/// A caller's value for an error message: at most 64 characters.
+fn cut(value: &str) -> String {
+    if value.chars().count() <= 64 {
+        value.to_string()
+    } else {
+        format!("{}...", value.chars().take(64).collect::<String>())
+    }
 }
 
 /// A number, or Slurm's `{"number": n, "set": true, "infinite": false}`.
@@ -132,9 +146,13 @@ fn environment(v: &Value) -> Result<Vec<String>, ApiError> {
         Value::Array(items) => items
             .iter()
             .map(|item| match item.as_str() {
+                Some(s) if s.contains('\0') => Err(bad(
+                    "job field `environment`: an entry holds a NUL byte".to_string(),
+                )),
                 Some(s) if s.contains('=') && !s.starts_with('=') => Ok(s.to_string()),
                 Some(s) => Err(bad(format!(
-                    "job field `environment`: entry `{s}` is not NAME=value"
+                    "job field `environment`: entry `{}` is not NAME=value",
+                    cut(s)
                 ))),
                 None => Err(bad(format!(
                     "job field `environment` must hold strings \"NAME=value\", not {}",
@@ -146,6 +164,12 @@ fn environment(v: &Value) -> Result<Vec<String>, ApiError> {
         Value::Object(m) => m
             .iter()
             .map(|(k, v)| match v.as_str() {
+                Some(s) if s.contains('\0') || k.contains('\0') || k.is_empty() || k.contains('=') => {
+                    Err(bad(
+                        "job field `environment`: an entry has an empty name, `=` in its name or a NUL byte"
+                            .to_string(),
+                    ))
+                }
                 Some(s) => Ok(format!("{k}={s}")),
                 None => Err(bad(format!(
                     "job field `environment`: the value of `{k}` must be a string"

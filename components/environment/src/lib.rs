@@ -33,6 +33,17 @@ use bindings::s3m::facility::software::{self, SoftwareError};
 
 const BASE: &str = "/olcf/v1alpha/environment";
 const CONFIG_FILE: &str = "/config/facility.toml";
+/// How long the schedulers of a request may take, all together.
+const SCHEDULER_DEADLINE_MS: u32 = 5_000;
+
+/// A user-supplied value for an error message: at most 100 characters.
+fn cut(value: &str) -> String {
+    if value.chars().count() <= 100 {
+        value.to_string()
+    } else {
+        format!("{}...", value.chars().take(100).collect::<String>())
+    }
+}
 
 // ---- routes ----
 
@@ -56,22 +67,37 @@ fn route(req: &Request) -> Result<Response, ApiError> {
     }
     authenticate(req)?;
     let facility = Facility::load()?;
-    Ok(match resource {
-        None => json(&EnvironmentsAnswer {
-            environments: facility
-                .resources
-                .iter()
-                .map(environment)
-                .collect::<Result<_, _>>()?,
-        }),
-        Some(name) => {
-            let Some(r) = facility.resources.iter().find(|r| r.name == name) else {
+    let wanted: Vec<&ResourceConfig> = match resource {
+        None => facility.resources.iter().collect(),
+        Some(name) => match facility.resources.iter().find(|r| r.name == name) {
+            Some(r) => vec![r],
+            None => {
                 return Err(ApiError::not_found(format!(
-                    "no resource named {name:?}: GET {BASE} lists the resources"
-                )));
-            };
-            json(&environment(r)?)
-        }
+                    "no resource named {:?}: GET {BASE} lists the resources",
+                    cut(name)
+                )))
+            }
+        },
+    };
+    // Every scheduler is asked at once, under one deadline: one that hangs
+    // is reported unreachable and holds up nobody.
+    let compute: Vec<String> = wanted
+        .iter()
+        .filter(|r| r.compute.is_some())
+        .map(|r| r.name.clone())
+        .collect();
+    let mut overviews: BTreeMap<String, scheduler::SchedulerOverview> =
+        scheduler::overviews(&compute, SCHEDULER_DEADLINE_MS)
+            .into_iter()
+            .map(|o| (o.resource.clone(), o))
+            .collect();
+    let mut environments = Vec::new();
+    for r in wanted {
+        environments.push(environment(r, overviews.remove(&r.name))?);
+    }
+    Ok(match resource {
+        None => json(&EnvironmentsAnswer { environments }),
+        Some(_) => json(&environments.remove(0)),
     })
 }
 
@@ -237,13 +263,17 @@ impl Facility {
 
 // ---- capability calls ----
 
-fn environment(r: &ResourceConfig) -> Result<Environment, ApiError> {
+fn environment(
+    r: &ResourceConfig,
+    overview: Option<scheduler::SchedulerOverview>,
+) -> Result<Environment, ApiError> {
     let mut warnings = Vec::new();
-    let (scheduler, partitions) = if r.compute.is_some() {
-        let (s, p) = scheduler_of(&r.name, &mut warnings);
-        (Some(s), p)
-    } else {
-        (None, Vec::new())
+    let (scheduler, partitions) = match overview {
+        Some(o) if r.compute.is_some() => {
+            let (s, p) = scheduler_of(o, &mut warnings);
+            (Some(s), p)
+        }
+        _ => (None, Vec::new()),
     };
     let modules = match software::modules(&r.name) {
         Ok(list) => {
@@ -311,14 +341,18 @@ fn scheduler_error(e: SchedulerError) -> String {
 
 /// The scheduler and its partitions; what fails becomes a warning, so that
 /// a scheduler that is down still leaves the rest of the environment readable.
-fn scheduler_of(resource: &str, warnings: &mut Vec<String>) -> (Scheduler, Vec<Partition>) {
+fn scheduler_of(
+    o: scheduler::SchedulerOverview,
+    warnings: &mut Vec<String>,
+) -> (Scheduler, Vec<Partition>) {
+    let resource = o.resource;
     let mut s = Scheduler {
         kind: String::new(),
         version: String::new(),
         cluster: String::new(),
         reachable: false,
     };
-    match scheduler::about(resource) {
+    match o.about {
         Ok(a) => {
             s.kind = a.kind;
             s.version = a.version;
@@ -326,16 +360,16 @@ fn scheduler_of(resource: &str, warnings: &mut Vec<String>) -> (Scheduler, Vec<P
         }
         Err(e) => warnings.push(format!("scheduler unavailable: {}", scheduler_error(e))),
     }
-    match scheduler::ping(resource) {
-        Ok(pings) => {
-            s.reachable = pings.iter().any(|p| p.pinged.eq_ignore_ascii_case("UP"));
-            if !s.reachable {
+    match o.reachable {
+        Ok(up) => {
+            s.reachable = up;
+            if !up {
                 warnings.push(format!("scheduler of {resource} does not answer its ping"));
             }
         }
         Err(e) => warnings.push(format!("scheduler unreachable: {}", scheduler_error(e))),
     }
-    let partitions = match scheduler::partitions(resource) {
+    let partitions = match o.partitions {
         Ok(ps) => ps
             .into_iter()
             .map(|p| Partition {

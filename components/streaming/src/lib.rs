@@ -121,7 +121,9 @@ fn engine_of(s: &str, path: &str) -> Result<Engine, ApiError> {
         "redis" => Ok(Engine::Redis),
         "rabbitmq" => Ok(Engine::Rabbitmq),
         other => Err(ApiError::not_found(format!(
-            "no endpoint at {path}: the engine {other:?} is not offered; use redis or rabbitmq"
+            "no endpoint at {}: the engine {:?} is not offered; use redis or rabbitmq",
+            cut(path),
+            cut(other)
         ))),
     }
 }
@@ -139,6 +141,17 @@ fn broker_error(e: BrokerError) -> ApiError {
         BrokerError::AlreadyExists(m) => ApiError::already_exists(m),
         BrokerError::NotFound(m) => ApiError::not_found(m),
         BrokerError::Unavailable(m) => ApiError::unavailable(m),
+        BrokerError::Permission(m) => ApiError::permission_denied(m),
+    }
+}
+
+/// A caller's value for an error message: at most 64 characters, so that
+/// a huge value is never echoed back whole.
+fn cut(value: &str) -> String {
+    if value.chars().count() <= 64 {
+        value.to_string()
+    } else {
+        format!("{}...", value.chars().take(64).collect::<String>())
     }
 }
 
@@ -155,8 +168,9 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "name: {name:?} is not an RFC 1123 label of at most 40 characters \
-             (lower-case letters, digits and '-', starting and ending with a letter or digit)"
+            "name: {:?} is not an RFC 1123 label of at most 40 characters \
+             (lower-case letters, digits and '-', starting and ending with a letter or digit)",
+            cut(name)
         )))
     }
 }
@@ -196,7 +210,8 @@ fn parse_spec(engine: Engine, body: &[u8], backends: &[Backend]) -> Result<Clust
     for key in fields.keys() {
         if !["kind", "name", "resourceSettings", "featureFlags"].contains(&key.as_str()) {
             return Err(ApiError::bad_request(format!(
-                "{key}: unknown field; the fields are kind, name, resourceSettings, featureFlags"
+                "{}: unknown field; the fields are kind, name, resourceSettings, featureFlags",
+                cut(key)
             )));
         }
     }
@@ -213,7 +228,8 @@ fn parse_spec(engine: Engine, body: &[u8], backends: &[Backend]) -> Result<Clust
     };
     let Some(backend) = offered.iter().find(|b| b.kind == kind) else {
         return Err(ApiError::bad_request(format!(
-            "kind: {kind:?} is not offered for {e}; GET list_backends offers {kinds:?}"
+            "kind: {:?} is not offered for {e}; GET list_backends offers {kinds:?}",
+            cut(kind)
         )));
     };
     let name = match fields.get("name") {
@@ -227,7 +243,7 @@ fn parse_spec(engine: Engine, body: &[u8], backends: &[Backend]) -> Result<Clust
         None | Some(Value::Null) => {}
         Some(Value::Object(settings)) => {
             for (key, value) in settings {
-                let field = format!("resourceSettings.{key}");
+                let field = format!("resourceSettings.{}", cut(key));
                 let Some(option) = backend.resource_options.iter().find(|o| &o.key == key) else {
                     let keys: Vec<&str> = backend
                         .resource_options
@@ -264,7 +280,7 @@ fn parse_spec(engine: Engine, body: &[u8], backends: &[Backend]) -> Result<Clust
         None | Some(Value::Null) => {}
         Some(Value::Object(flags)) => {
             for (key, value) in flags {
-                let field = format!("featureFlags.{key}");
+                let field = format!("featureFlags.{}", cut(key));
                 if !backend.feature_flags.iter().any(|f| &f.key == key) {
                     let keys: Vec<&str> = backend
                         .feature_flags

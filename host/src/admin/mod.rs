@@ -2,4 +2,5 @@
 //! and project access tokens.
 
 pub mod keys;
+pub mod principal;
 pub mod tokens;

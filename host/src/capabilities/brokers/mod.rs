@@ -486,7 +486,8 @@ impl Brokers {
 
 fn not_found(engine: Engine, name: &str) -> BrokerError {
     BrokerError::NotFound(format!(
-        "no {engine} cluster named {name:?} in this project"
+        "no {engine} cluster named {:?} in this project",
+        registry::cut(name)
     ))
 }
 
@@ -567,10 +568,28 @@ fn wit_credentials(r: &ClusterRecord) -> wit::Credentials {
 
 type R<T> = wasmtime::Result<Result<T, wit::BrokerError>>;
 
+/// What a broker call needs of the request's token.
+const STREAMING: &[&str] = &["data-streaming"];
+
 impl s3m::facility::types::Host for HostState {}
+
+impl HostState {
+    /// A broker call's answer, its Unavailable details kept for the log.
+    fn broker_told<T>(&self, r: Result<T, wit::BrokerError>) -> Result<T, wit::BrokerError> {
+        r.map_err(|e| match e {
+            wit::BrokerError::Unavailable(detail) => wit::BrokerError::Unavailable(
+                self.conceal("the streaming service cannot do this now", &detail),
+            ),
+            other => other,
+        })
+    }
+}
 
 impl wit::Host for HostState {
     async fn backends(&mut self, _caller: Caller) -> wasmtime::Result<Vec<wit::Backend>> {
+        if self.authorize("brokers", None, &[]).await.is_err() {
+            return Ok(Vec::new());
+        }
         Ok(self
             .services
             .brokers
@@ -605,6 +624,12 @@ impl wit::Host for HostState {
     }
 
     async fn provision(&mut self, caller: Caller, spec: wit::ClusterSpec) -> R<wit::Credentials> {
+        if let Err(why) = self
+            .authorize("brokers", Some(&caller.project), STREAMING)
+            .await
+        {
+            return Ok(Err(wit::BrokerError::Permission(why)));
+        }
         let settings: Vec<(String, u32)> = spec
             .resource_settings
             .into_iter()
@@ -627,10 +652,16 @@ impl wit::Host for HostState {
                 &flags,
             )
             .await;
-        Ok(result.map(|r| wit_credentials(&r)).map_err(Into::into))
+        Ok(self.broker_told(result.map(|r| wit_credentials(&r)).map_err(Into::into)))
     }
 
     async fn list(&mut self, caller: Caller, engine: wit::Engine) -> R<Vec<wit::ClusterSummary>> {
+        if let Err(why) = self
+            .authorize("brokers", Some(&caller.project), STREAMING)
+            .await
+        {
+            return Ok(Err(wit::BrokerError::Permission(why)));
+        }
         let records = self
             .services
             .brokers
@@ -640,6 +671,12 @@ impl wit::Host for HostState {
     }
 
     async fn get(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<wit::Cluster> {
+        if let Err(why) = self
+            .authorize("brokers", Some(&caller.project), STREAMING)
+            .await
+        {
+            return Ok(Err(wit::BrokerError::Permission(why)));
+        }
         let result = self
             .services
             .brokers
@@ -670,12 +707,19 @@ impl wit::Host for HostState {
     }
 
     async fn delete(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<()> {
-        Ok(self
+        if let Err(why) = self
+            .authorize("brokers", Some(&caller.project), STREAMING)
+            .await
+        {
+            return Ok(Err(wit::BrokerError::Permission(why)));
+        }
+        let r = self
             .services
             .brokers
             .delete(&caller.project, engine.into(), &name)
             .await
-            .map_err(Into::into))
+            .map_err(Into::into);
+        Ok(self.broker_told(r))
     }
 
     async fn extend(
@@ -684,12 +728,18 @@ impl wit::Host for HostState {
         engine: wit::Engine,
         name: String,
     ) -> R<wit::Lifetime> {
+        if let Err(why) = self
+            .authorize("brokers", Some(&caller.project), STREAMING)
+            .await
+        {
+            return Ok(Err(wit::BrokerError::Permission(why)));
+        }
         let result = self
             .services
             .brokers
             .extend(&caller.project, engine.into(), &name)
             .await;
-        Ok(result.map(|r| wit_lifetime(&r)).map_err(Into::into))
+        Ok(self.broker_told(result.map(|r| wit_lifetime(&r)).map_err(Into::into)))
     }
 }
 

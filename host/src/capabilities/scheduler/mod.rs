@@ -178,20 +178,132 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
 
 type R<T> = wasmtime::Result<SchedulerResult<T>>;
 
+/// The permissions a capability call needs of the request's token.
+const READ: &[&str] = &["compute-ace", "compute-ace-readonly"];
+const WRITE: &[&str] = &["compute-ace"];
+
 impl HostState {
     fn scheduler(&self, resource: &str) -> SchedulerResult<Arc<dyn SchedulerProvider>> {
         self.services.schedulers.get(resource)
+    }
+
+    /// The resource's scheduler, once the host has allowed the call: a
+    /// component granted `scheduler-read` only reads; a call for a project
+    /// needs this request's token to be that project's.
+    async fn allowed(
+        &mut self,
+        resource: &str,
+        write: bool,
+        caller: Option<&Caller>,
+    ) -> SchedulerResult<Arc<dyn SchedulerProvider>> {
+        let (capability, permissions) = if write {
+            ("scheduler", WRITE)
+        } else {
+            ("scheduler-read", READ)
+        };
+        self.authorize(capability, caller.map(|c| c.project.as_str()), permissions)
+            .await
+            .map_err(SchedulerError::Permission)?;
+        self.scheduler(resource)
+    }
+
+    /// A scheduler's answer, its Unavailable details kept for the log.
+    fn told<T>(&self, resource: &str, r: SchedulerResult<T>) -> SchedulerResult<T> {
+        r.map_err(|e| match e {
+            SchedulerError::Unavailable(detail) => SchedulerError::Unavailable(self.conceal(
+                &format!("the scheduler of resource `{resource}` is unavailable"),
+                &detail,
+            )),
+            other => other,
+        })
     }
 }
 
 impl s3m::facility::types::Host for HostState {}
 
+/// `f`, or Unavailable once `deadline` has passed.
+async fn within<T>(
+    deadline: std::time::Duration,
+    f: impl std::future::Future<Output = SchedulerResult<T>>,
+) -> SchedulerResult<T> {
+    tokio::time::timeout(deadline, f).await.unwrap_or_else(|_| {
+        Err(SchedulerError::Unavailable(format!(
+            "the scheduler did not answer within {} ms",
+            deadline.as_millis()
+        )))
+    })
+}
+
+/// The longest `overviews` waits, whatever the component asks.
+const MAX_OVERVIEW_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 impl s3m::facility::scheduler::Host for HostState {
+    async fn overviews(
+        &mut self,
+        resources: Vec<String>,
+        deadline_ms: u32,
+    ) -> wasmtime::Result<Vec<s3m::facility::scheduler::SchedulerOverview>> {
+        use s3m::facility::scheduler::SchedulerOverview;
+        let deadline = std::time::Duration::from_millis(deadline_ms.max(1) as u64)
+            .min(MAX_OVERVIEW_DEADLINE);
+        if let Err(why) = self.authorize("scheduler-read", None, &[]).await {
+            return Ok(resources
+                .into_iter()
+                .map(|resource| SchedulerOverview {
+                    resource,
+                    about: Err(SchedulerError::Permission(why.clone())),
+                    reachable: Err(SchedulerError::Permission(why.clone())),
+                    partitions: Err(SchedulerError::Permission(why.clone())),
+                })
+                .collect());
+        }
+        let asks = resources.into_iter().map(|resource| {
+            let provider = self.scheduler(&resource);
+            async move {
+                let provider = match provider {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return SchedulerOverview {
+                            resource,
+                            about: Err(e.clone()),
+                            reachable: Err(e.clone()),
+                            partitions: Err(e),
+                        }
+                    }
+                };
+                let (about, ping, partitions) = tokio::join!(
+                    within(deadline, provider.about()),
+                    within(deadline, provider.ping()),
+                    within(deadline, provider.partitions()),
+                );
+                SchedulerOverview {
+                    resource,
+                    about,
+                    reachable: ping.map(|pings| {
+                        pings.iter().any(|p| p.pinged.eq_ignore_ascii_case("UP"))
+                    }),
+                    partitions,
+                }
+            }
+        });
+        let overviews = futures::future::join_all(asks).await;
+        Ok(overviews
+            .into_iter()
+            .map(|o| SchedulerOverview {
+                about: self.told(&o.resource, o.about),
+                reachable: self.told(&o.resource, o.reachable),
+                partitions: self.told(&o.resource, o.partitions),
+                resource: o.resource,
+            })
+            .collect())
+    }
+
     async fn about(&mut self, resource: String) -> R<SchedulerAbout> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.about().await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 
     async fn submit(
@@ -201,24 +313,27 @@ impl s3m::facility::scheduler::Host for HostState {
         job: JobDescription,
         script: String,
     ) -> R<Submitted> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, true, Some(&caller)).await {
             Ok(p) => p.submit(&caller, job, script).await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 
     async fn get(&mut self, resource: String, caller: Caller, job_id: u32) -> R<JobInfo> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, false, Some(&caller)).await {
             Ok(p) => p.get(&caller, job_id).await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 
     async fn list_jobs(&mut self, resource: String, caller: Caller) -> R<JobList> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, false, Some(&caller)).await {
             Ok(p) => p.list_jobs(&caller).await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 
     async fn cancel(
@@ -228,45 +343,51 @@ impl s3m::facility::scheduler::Host for HostState {
         job_id: u32,
         signal: u32,
     ) -> R<()> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, true, Some(&caller)).await {
             Ok(p) => p.cancel(&caller, job_id, signal).await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 
     async fn ping(&mut self, resource: String) -> R<Vec<PingInfo>> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.ping().await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 
     async fn diag(&mut self, resource: String) -> R<Diagnostics> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.diag().await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 
     async fn nodes(&mut self, resource: String) -> R<Vec<NodeInfo>> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.nodes().await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 
     async fn partitions(&mut self, resource: String) -> R<Vec<PartitionInfo>> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.partitions().await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 
     async fn reservations(&mut self, resource: String) -> R<Vec<ReservationInfo>> {
-        Ok(match self.scheduler(&resource) {
+        let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.reservations().await,
             Err(e) => Err(e),
-        })
+        };
+        Ok(self.told(&resource, r))
     }
 }
 

@@ -149,6 +149,9 @@ impl wit::Host for HostState {
         &mut self,
         resource: String,
     ) -> wasmtime::Result<Result<wit::ModuleList, wit::SoftwareError>> {
+        if let Err(why) = self.authorize("software", None, &[]).await {
+            return Ok(Err(wit::SoftwareError::Unavailable(why)));
+        }
         let result = match software(&self.services.facility) {
             Ok(software) => software.modules(&resource).await,
             Err(e) => Err(e),

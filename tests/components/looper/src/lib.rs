@@ -2,6 +2,8 @@
 //! check that the host contains it.
 //! - `/looper/spin`: loops for ever (the host's epoch deadline must stop it);
 //! - `/looper/grow`: allocates until memory runs out (the memory limit must stop it);
+//! - `/looper/sleep?ms=N`: waits N milliseconds (default 1000), then answers 200, to hold a
+//!   request in flight;
 //! - `/looper/ok`: answers 200, to show the host still serves.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -38,6 +40,15 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                     Err(e) => format!("refused: {e}"),
                 },
             ))
+        }
+        "/looper/sleep" => {
+            let ms = req
+                .query()
+                .strip_prefix("ms=")
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(1000);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(Response::new(200, "slept"))
         }
         _ => Ok(Response::new(200, "ok")),
     }

@@ -1,0 +1,109 @@
+//! The host's own check of a request's token. Components name a `caller`
+//! when they ask a facility capability to act for a project; the host acts
+//! only for the project of a token that it has itself found authentic,
+//! unrevoked, unexpired and started in this request. A component's word is
+//! never enough (a bug or a compromised component cannot act for another
+//! project). The capability gateway uses the same check.
+
+use crate::admin::tokens::TokenRecord;
+use crate::capabilities::key_value::Store;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+/// The key-value label of token records.
+pub const TOKEN_STORE: &str = "default";
+
+/// Who a request's token speaks for.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub project: String,
+    pub permissions: Vec<String>,
+}
+
+impl Principal {
+    pub fn has_any(&self, permissions: &[&str]) -> bool {
+        permissions.is_empty()
+            || permissions
+                .iter()
+                .any(|p| self.permissions.iter().any(|q| q == p))
+    }
+}
+
+/// The token of an `Authorization` value: raw, or after `Bearer `.
+pub fn token_of(header: &str) -> &str {
+    let value = header.trim();
+    match value.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => value,
+    }
+}
+
+/// Checks `token` against its record. The error is for the log and the
+/// component: it never holds the token.
+pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, String> {
+    if token.is_empty() || token.len() > 8192 {
+        return Err("the request carries no usable token".into());
+    }
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("the request's token is not a JWT".into());
+    };
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| "the request's token is not a JWT".to_string())?;
+    let claims: serde_json::Value = serde_json::from_slice(&payload)
+        .map_err(|_| "the request's token is not a JWT".to_string())?;
+    let jti = claims["jti"].as_str().unwrap_or_default();
+    if jti.is_empty()
+        || jti.len() > 128
+        || !jti
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("the request's token has no valid jti".into());
+    }
+    let bytes = store
+        .get(&format!("token/{jti}"))
+        .await
+        .map_err(|e| format!("key-value unavailable while checking a token: {e}"))?
+        .ok_or_else(|| "the request's token was not minted here".to_string())?;
+    let record: TokenRecord = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the record of token {jti} is unreadable: {e}"))?;
+    let presented = hex::encode(Sha256::digest(token.as_bytes()));
+    let expected = record.token_sha256.to_ascii_lowercase();
+    // Constant time: the compare must not tell how much of a hash matched.
+    let same = presented.len() == expected.len()
+        && presented
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err("the request's token does not match its record".into());
+    }
+    if record.revoked {
+        return Err("the request's token is revoked".into());
+    }
+    let now = chrono::Utc::now();
+    let expires = chrono::DateTime::parse_from_rfc3339(&record.planned_expiration)
+        .map_err(|_| format!("the record of token {jti} has an invalid expiration"))?;
+    if now > expires {
+        return Err("the request's token has expired".into());
+    }
+    if record.delayed_start {
+        if let Some(start) = record.delay_date.as_deref() {
+            let start = chrono::DateTime::parse_from_rfc3339(start)
+                .map_err(|_| format!("the record of token {jti} has an invalid delayDate"))?;
+            if now < start {
+                return Err("the request's token is not active yet".into());
+            }
+        }
+    }
+    Ok(Principal {
+        project: record.project,
+        permissions: record.permissions,
+    })
+}
