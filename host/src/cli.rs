@@ -142,7 +142,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?}: write name=value"))
 }
 
-fn parse_bytes(s: &str) -> Result<usize, String> {
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let (num, mult) = [
         ("GiB", 1usize << 30),

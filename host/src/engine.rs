@@ -182,6 +182,7 @@ impl App {
                         variables: vars,
                         capabilities: decl.capabilities.iter().cloned().collect(),
                         component: decl.id.clone(),
+                        max_body_size: decl.max_body_size,
                     }),
                     outbound: OutboundHooks {
                         allowed: Arc::new(allowed),

@@ -101,6 +101,10 @@ struct S3mTool {
     /// Facility capabilities: "scheduler", "scheduler-read", "brokers", "software".
     #[serde(default)]
     capabilities: Vec<String>,
+    /// Largest request body for the component's routes, e.g. "1MiB" (Spin's
+    /// trigger table refuses unknown keys, so the limit lives here).
+    #[serde(default)]
+    max_body_size: Option<String>,
 }
 
 /// The facility capabilities a component may be granted.
@@ -145,6 +149,8 @@ pub struct ComponentDecl {
     pub build: Option<BuildDecl>,
     /// Facility capabilities granted by `[component.x.tool.s3m]`.
     pub capabilities: Vec<String>,
+    /// `[component.x.tool.s3m] max_body_size`, in bytes.
+    pub max_body_size: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +261,12 @@ impl Manifest {
                     );
                 }
             }
+            let max_body_size = match &s3m.max_body_size {
+                None => None,
+                Some(text) => Some(crate::cli::parse_bytes(text).map_err(|e| {
+                    anyhow::anyhow!("component {id}: [component.{id}.tool.s3m] max_body_size: {e}")
+                })? as u64),
+            };
             components.insert(
                 id.clone(),
                 ComponentDecl {
@@ -267,6 +279,7 @@ impl Manifest {
                     variables: c.variables,
                     build: c.build,
                     capabilities: s3m.capabilities,
+                    max_body_size,
                 },
             );
         }

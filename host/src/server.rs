@@ -216,16 +216,23 @@ impl Server {
         if let Err(message) = normalise_target(&mut parts, local) {
             return bad_request(message);
         }
-        // Refused before a byte of the body is read.
-        if body.size_hint().lower() > self.limits.max_body_size {
-            return too_large(self.limits.max_body_size);
+        // Refused before a byte of the body is read: the component's own
+        // limit (`[component.x.tool.s3m] max_body_size`), else the host's.
+        let m = self.router.route(path);
+        let max_body = m
+            .as_ref()
+            .and_then(|m| self.app.components.get(m.component))
+            .and_then(|c| c.grants.max_body_size)
+            .unwrap_or(self.limits.max_body_size);
+        if body.size_hint().lower() > max_body {
+            return too_large(max_body);
         }
-        let Some(m) = self.router.route(path) else {
+        let Some(m) = m else {
             return error_response(404, 5, &format!("no route matches {path}"));
         };
         let component = m.component.to_string();
         set_spin_headers(&mut parts, &m, client);
-        match self.run(parts, body, component.clone(), permit).await {
+        match self.run(parts, body, component.clone(), max_body, permit).await {
             Ok(r) => r,
             Err(Failure::Answered(r)) => r,
             Err(Failure::Busy) => {
@@ -257,16 +264,18 @@ impl Server {
         parts: http::request::Parts,
         body: hyper::body::Incoming,
         component: String,
+        max_body: u64,
         in_flight: OwnedSemaphorePermit,
     ) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
         let server = self.clone();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let limit = self.app.limits.request_timeout;
         let deadline = tokio::time::Instant::now() + limit;
+        let name = component.clone();
         let task = tokio::spawn(async move {
             // Held until the guest is done, response body included.
             let _in_flight = in_flight;
-            let body = read_body(body, server.limits.max_body_size, deadline)
+            let body = read_body(body, max_body, deadline)
                 .await
                 .map_err(Failure::Answered)?;
             let _instance =
@@ -311,7 +320,23 @@ impl Server {
             }
         });
         match receiver.await {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                // A guest that fails after its answer began (while it writes
+                // the body) cuts the answer short: say so in the log.
+                tokio::spawn(async move {
+                    match task.await {
+                        Ok(Err(Failure::Error(e))) => {
+                            tracing::error!(component = %name, "component failed while sending its answer: {e:#}")
+                        }
+                        Ok(Err(Failure::TimedOut)) => tracing::error!(
+                            component = %name,
+                            "component ran past its time limit while sending its answer"
+                        ),
+                        _ => {}
+                    }
+                });
+                Ok(resp)
+            }
             Ok(Err(e)) => Err(anyhow::anyhow!("component answered with an error: {e:?}").into()),
             Err(_) => match task.await {
                 Ok(Ok(())) => {

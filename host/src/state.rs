@@ -32,6 +32,9 @@ pub struct ComponentGrants {
     pub capabilities: HashSet<String>,
     /// The component's id, for error messages.
     pub component: String,
+    /// Largest request body for this component (`[component.x.tool.s3m]
+    /// max_body_size`); None: the host's `--max-body-size`.
+    pub max_body_size: Option<u64>,
 }
 
 impl ComponentGrants {

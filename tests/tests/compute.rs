@@ -1057,3 +1057,52 @@ async fn local_jobs_can_run_as_the_project_user() -> Result<()> {
     assert_eq!(env.provider, Provider::Local);
     Ok(())
 }
+
+/// The local scheduler forgets ended jobs after `min_job_age`, as Slurm
+/// does after MinJobAge, so that a long-running host does not grow for ever;
+/// their ids are never given again, even after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_ended_jobs_are_purged_after_min_job_age_and_ids_never_return() -> Result<()> {
+    slurm::ensure_project_user("STF040")?;
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("scheduler");
+    let compute = format!(
+        "scheduler = \"local\"\nslots = 2\nmin_job_age = 1\nstate_dir = \"{}\"\ndefault_working_directory = \"{}\"\n",
+        state.display(),
+        dir.path().join("projects").display()
+    );
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let submit = |app: &TestApp, token: &str| {
+        app.client()
+            .post(app.url(&format!("/slurm/open/v0.0.43/{RESOURCE}/job/submit")))
+            .header("Authorization", token)
+            .json(&json!({"job": {"script": "#!/bin/bash\ntrue\n"}}))
+            .send()
+    };
+    let id = ok_json(submit(&app, &token).await?).await?["job_id"]
+        .as_u64()
+        .context("job_id")?;
+    let job_path = format!("/slurm/open/v0.0.43/{RESOURCE}/job/{id}");
+    let record = state.join("jobs").join(format!("{id}.json"));
+    let start = Instant::now();
+    loop {
+        let res = app.get(&job_path, Some(&token)).await?;
+        if res.status() == 404 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("job {id} was not purged: {}", res.text().await?);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!record.exists(), "the purged job's record is still on disk");
+    drop(app);
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let next = ok_json(submit(&app, &token).await?).await?["job_id"]
+        .as_u64()
+        .context("job_id")?;
+    assert!(next > id, "a purged job's id came back: {next} after {id}");
+    Ok(())
+}

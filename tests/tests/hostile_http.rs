@@ -551,9 +551,11 @@ fn the_default_limit_refuses_a_64_mib_body_at_once() -> Result<()> {
                 .as_bytes(),
             )?;
             let body = res.expect_error(413)?;
+            // compute keeps the host's default; tokens has its own 64 KiB.
+            let limit = if path == SUBMIT { "10485760" } else { "65536" };
             assert!(
-                body["message"].as_str().unwrap_or("").contains("10485760"),
-                "{body}"
+                body["message"].as_str().unwrap_or("").contains(limit),
+                "{path}: {body}"
             );
             assert!(started.elapsed() < Duration::from_secs(5));
         }
@@ -991,5 +993,28 @@ fn a_hostile_corpus_never_gets_a_5xx_nor_a_token_back() -> Result<()> {
         cases.len(),
         started.elapsed()
     );
+    Ok(())
+}
+
+/// A component's own limit (`[component.x.tool.s3m] max_body_size` in
+/// spin.toml, where Spin looks no further) beats the host's: the repo's
+/// spin.toml gives tokens 64 KiB, while compute keeps the host's 10 MiB.
+#[test]
+fn a_components_own_body_limit_applies_to_its_routes() -> Result<()> {
+    let app = app_with(&["tokens", "compute"], false, &[])?;
+    let body = vec![b' '; 100 << 10];
+    let post = |path: &str| -> Result<Raw> {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        exchange(&app, &req)
+    };
+    post(INTROSPECT)?.expect_error(413).context("tokens, 100 KiB")?;
+    let res = post(SUBMIT)?;
+    assert_ne!(res.status, 413, "compute refused 100 KiB: {}", res.text());
+    assert!(res.status < 500, "{} {}", res.status, res.text());
     Ok(())
 }

@@ -18,6 +18,9 @@
 //! - `shared_directories = []`: more directories bound into every sandbox
 //!   (scratch file systems, say); Unix permissions decide who writes there
 //! - `kill_wait_secs = 2`: between SIGTERM and SIGKILL on cancel and timeout
+//! - `min_job_age = 300`: seconds an ended job stays readable before it is
+//!   purged from memory and disk (Slurm's `MinJobAge`, same default); 0
+//!   keeps ended jobs for ever
 //! - `isolation = "sandbox"` (the default): each job runs as `{project}_auser`
 //!   (the user must exist) in a bubblewrap sandbox where only the system,
 //!   its project's directory and `shared_directories` exist. The host must
@@ -64,6 +67,8 @@ struct Shared {
     work_root: PathBuf,
     kill_wait: Duration,
     isolation: Isolation,
+    /// Ended jobs older than this are purged (None: kept for ever).
+    min_job_age: Option<i64>,
     hostname: String,
     started_at: i64,
     jobs: Mutex<Table>,
@@ -228,6 +233,34 @@ impl Shared {
         };
         self.persist(&copy);
         Some(copy)
+    }
+
+    /// Forgets ended jobs older than `min_job_age`, as Slurm does, so that
+    /// memory and the job directory do not grow for ever.
+    fn purge(&self) {
+        let Some(age) = self.min_job_age else { return };
+        let before = now() - age;
+        let gone: Vec<u32> = {
+            let mut table = self.jobs.lock().unwrap();
+            let old: Vec<u32> = table
+                .jobs
+                .values()
+                .filter(|j| j.end_time.is_some_and(|t| t < before) && !table.running.contains_key(&j.job_id))
+                .map(|j| j.job_id)
+                .collect();
+            for id in &old {
+                table.jobs.remove(id);
+            }
+            // Ids are never reused, even once every job is purged.
+            if !old.is_empty() {
+                let _ = std::fs::write(self.dir.join("next_id"), table.next_id.to_string());
+            }
+            old
+        };
+        for id in gone {
+            let _ = std::fs::remove_file(self.jobs_dir().join(format!("{id}.json")));
+            let _ = std::fs::remove_file(self.script_path(id));
+        }
     }
 
     /// Starts queued jobs while slots are free.
@@ -604,7 +637,16 @@ impl LocalScheduler {
                 interrupted.push(job.clone());
             }
         }
-        let next_id = jobs.keys().next_back().map(|id| id + 1).unwrap_or(1);
+        let purged_up_to = std::fs::read_to_string(dir.join("next_id"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(1);
+        let next_id = jobs
+            .keys()
+            .next_back()
+            .map(|id| id + 1)
+            .unwrap_or(1)
+            .max(purged_up_to);
         let shared = Arc::new(Shared {
             dir,
             slots,
@@ -614,6 +656,10 @@ impl LocalScheduler {
             work_root,
             kill_wait: Duration::from_secs(config_u64(resource, table, "kill_wait_secs")?.unwrap_or(2)),
             isolation,
+            min_job_age: match config_u64(resource, table, "min_job_age")?.unwrap_or(300) {
+                0 => None,
+                n => Some(n as i64),
+            },
             hostname,
             started_at: t,
             jobs: Mutex::new(Table { next_id, jobs, running: BTreeMap::new(), stats: Stats::default(), last_update: t }),
@@ -626,6 +672,7 @@ impl LocalScheduler {
         tokio::spawn(async move {
             loop {
                 queue.dispatch();
+                queue.purge();
                 // Woken by submits and job ends; the tick starts jobs whose begin time came.
                 let _ = tokio::time::timeout(Duration::from_secs(1), queue.wake.notified()).await;
             }
