@@ -232,7 +232,10 @@ impl Server {
         };
         let component = m.component.to_string();
         set_spin_headers(&mut parts, &m, client);
-        match self.run(parts, body, component.clone(), max_body, permit).await {
+        match self
+            .run(parts, body, component.clone(), max_body, permit)
+            .await
+        {
             Ok(r) => r,
             Err(Failure::Answered(r)) => r,
             Err(Failure::Busy) => {

@@ -58,8 +58,16 @@ async fn a_component_gets_no_capability_spin_toml_does_not_grant() -> Result<()>
     let app = app(&[])?;
     let token = app.token(&["compute-ace", "data-streaming"], "STF040")?;
     let r = call(&app, "/impostor/partitions?resource=cedar", Some(&token)).await?;
-    assert!(refused(&r, "not granted the scheduler-read capability"), "{r:?}");
-    let r = call(&app, "/impostor/submit?resource=cedar&project=STF040", Some(&token)).await?;
+    assert!(
+        refused(&r, "not granted the scheduler-read capability"),
+        "{r:?}"
+    );
+    let r = call(
+        &app,
+        "/impostor/submit?resource=cedar&project=STF040",
+        Some(&token),
+    )
+    .await?;
     assert!(refused(&r, "not granted the scheduler capability"), "{r:?}");
     let r = call(&app, "/impostor/clusters?project=STF040", Some(&token)).await?;
     assert!(refused(&r, "not granted the brokers capability"), "{r:?}");
@@ -73,9 +81,19 @@ async fn a_read_grant_reads_but_never_submits() -> Result<()> {
     let token = app.token(&["compute-ace"], "STF040")?;
     let r = call(&app, "/impostor/partitions?resource=cedar", None).await?;
     assert!(allowed(&r), "{r:?}");
-    let r = call(&app, "/impostor/jobs?resource=cedar&project=STF040", Some(&token)).await?;
+    let r = call(
+        &app,
+        "/impostor/jobs?resource=cedar&project=STF040",
+        Some(&token),
+    )
+    .await?;
     assert!(allowed(&r), "{r:?}");
-    let r = call(&app, "/impostor/submit?resource=cedar&project=STF040", Some(&token)).await?;
+    let r = call(
+        &app,
+        "/impostor/submit?resource=cedar&project=STF040",
+        Some(&token),
+    )
+    .await?;
     assert!(refused(&r, "not granted the scheduler capability"), "{r:?}");
     Ok(())
 }
@@ -88,9 +106,19 @@ async fn the_host_acts_only_for_the_project_of_the_requests_own_valid_token() ->
     let streaming_only = app.token(&["data-streaming"], "STF040")?;
 
     // The caller the component names must be the token's project.
-    let r = call(&app, "/impostor/jobs?resource=cedar&project=PRJ101", Some(&stf)).await?;
+    let r = call(
+        &app,
+        "/impostor/jobs?resource=cedar&project=PRJ101",
+        Some(&stf),
+    )
+    .await?;
     assert!(refused(&r, "not the request's project"), "{r:?}");
-    let r = call(&app, "/impostor/submit?resource=cedar&project=PRJ101", Some(&stf)).await?;
+    let r = call(
+        &app,
+        "/impostor/submit?resource=cedar&project=PRJ101",
+        Some(&stf),
+    )
+    .await?;
     assert!(refused(&r, "not the request's project"), "{r:?}");
     let r = call(&app, "/impostor/clusters?project=PRJ101", Some(&stf)).await?;
     assert!(refused(&r, "not the request's project"), "{r:?}");
@@ -102,17 +130,37 @@ async fn the_host_acts_only_for_the_project_of_the_requests_own_valid_token() ->
         parts[2] = "AAAA";
         parts.join(".")
     };
-    let r = call(&app, "/impostor/jobs?resource=cedar&project=STF040", Some(&forged)).await?;
+    let r = call(
+        &app,
+        "/impostor/jobs?resource=cedar&project=STF040",
+        Some(&forged),
+    )
+    .await?;
     assert!(refused(&r, "does not match its record"), "{r:?}");
     // The token's permissions bound what the host does for it.
-    let r = call(&app, "/impostor/submit?resource=cedar&project=STF040", Some(&readonly)).await?;
+    let r = call(
+        &app,
+        "/impostor/submit?resource=cedar&project=STF040",
+        Some(&readonly),
+    )
+    .await?;
     assert!(refused(&r, "lacks compute-ace"), "{r:?}");
-    let r = call(&app, "/impostor/jobs?resource=cedar&project=STF040", Some(&streaming_only)).await?;
+    let r = call(
+        &app,
+        "/impostor/jobs?resource=cedar&project=STF040",
+        Some(&streaming_only),
+    )
+    .await?;
     assert!(refused(&r, "lacks"), "{r:?}");
     let r = call(&app, "/impostor/clusters?project=STF040", Some(&readonly)).await?;
     assert!(refused(&r, "lacks data-streaming"), "{r:?}");
     // The right token acts (the project's case does not matter, as in tokens).
-    let r = call(&app, "/impostor/jobs?resource=cedar&project=stf040", Some(&readonly)).await?;
+    let r = call(
+        &app,
+        "/impostor/jobs?resource=cedar&project=stf040",
+        Some(&readonly),
+    )
+    .await?;
     assert!(allowed(&r), "{r:?}");
     let r = call(&app, "/impostor/clusters?project=STF040", Some(&stf)).await?;
     assert!(allowed(&r), "{r:?}");
@@ -121,7 +169,10 @@ async fn the_host_acts_only_for_the_project_of_the_requests_own_valid_token() ->
     let r = call(&app, "/impostor/clusters?project=STF040", Some(&stf)).await?;
     assert!(refused(&r, "revoked"), "{r:?}");
     for t in [&stf, &readonly, &streaming_only] {
-        assert!(!app.stderr().contains(t.as_str()), "a token reached the log");
+        assert!(
+            !app.stderr().contains(t.as_str()),
+            "a token reached the log"
+        );
     }
     Ok(())
 }

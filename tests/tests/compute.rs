@@ -291,12 +291,17 @@ async fn jobs_cannot_reach_the_host_or_other_projects(provider: Provider) -> Res
         .await?;
     let job = env.wait_state(&victim, id, &terminal, wait).await?;
     assert_eq!(job["job_state"][0], "COMPLETED", "{job}");
-    let victim_output = job["standard_output"].as_str().context("standard_output")?.to_string();
+    let victim_output = job["standard_output"]
+        .as_str()
+        .context("standard_output")?
+        .to_string();
     // The output is the project's own: make it private as a careful user would.
     std::fs::set_permissions(&victim_output, std::fs::Permissions::from_mode(0o600))?;
 
     // Root-only things on the host.
-    let root_dir = tempfile::Builder::new().prefix("s3m-root-only-").tempdir()?;
+    let root_dir = tempfile::Builder::new()
+        .prefix("s3m-root-only-")
+        .tempdir()?;
     std::fs::set_permissions(root_dir.path(), std::fs::Permissions::from_mode(0o700))?;
     let root_secret = root_dir.path().join("secret");
     std::fs::write(&root_secret, "root-secret\n")?;
@@ -307,9 +312,14 @@ async fn jobs_cannot_reach_the_host_or_other_projects(provider: Provider) -> Res
     std::fs::create_dir_all(&fake_bin)?;
     std::fs::set_permissions(&fake_bin, std::fs::Permissions::from_mode(0o755))?;
     let marker = env.out_dir.join(unique("ran-as"));
-    for tool in ["setpriv", "bwrap", "env", "sh", "bash", "id", "cat", "mkdir", "kill"] {
+    for tool in [
+        "setpriv", "bwrap", "env", "sh", "bash", "id", "cat", "mkdir", "kill",
+    ] {
         let path = fake_bin.join(tool);
-        std::fs::write(&path, format!("#!/bin/sh\n/usr/bin/id -u >> {}\n", marker.display()))?;
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\n/usr/bin/id -u >> {}\n", marker.display()),
+        )?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     }
 
@@ -343,14 +353,32 @@ async fn jobs_cannot_reach_the_host_or_other_projects(provider: Provider) -> Res
         )
         .await?;
     let job = env.wait_state(&attacker, id, &terminal, wait).await?;
-    assert_eq!(job["job_state"][0], "COMPLETED", "the attack job itself runs: {job}");
-    let text = std::fs::read_to_string(job["standard_output"].as_str().context("standard_output")?)?;
-    assert!(!text.contains("READ ") && !text.contains("LISTED ") && !text.contains("WROTE "), "a job reached what it must not:\n{text}");
-    let uid = text.lines().find_map(|l| l.strip_prefix("uid=")).context("no uid line")?.trim().to_string();
+    assert_eq!(
+        job["job_state"][0], "COMPLETED",
+        "the attack job itself runs: {job}"
+    );
+    let text =
+        std::fs::read_to_string(job["standard_output"].as_str().context("standard_output")?)?;
+    assert!(
+        !text.contains("READ ") && !text.contains("LISTED ") && !text.contains("WROTE "),
+        "a job reached what it must not:\n{text}"
+    );
+    let uid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("uid="))
+        .context("no uid line")?
+        .trim()
+        .to_string();
     assert_ne!(uid, "0", "the job ran as root:\n{text}");
-    assert!(!text.contains("prj101-secret") && !text.contains("root-secret"), "{text}");
+    assert!(
+        !text.contains("prj101-secret") && !text.contains("root-secret"),
+        "{text}"
+    );
     if let Ok(ran) = std::fs::read_to_string(&marker) {
-        assert!(!ran.lines().any(|l| l.trim() == "0"), "a helper from the job's PATH ran as root: {ran}");
+        assert!(
+            !ran.lines().any(|l| l.trim() == "0"),
+            "a helper from the job's PATH ran as root: {ran}"
+        );
     }
 
     // A root-only file through standard_input; an output in a root-only directory.
@@ -362,7 +390,10 @@ async fn jobs_cannot_reach_the_host_or_other_projects(provider: Provider) -> Res
         )
         .await?;
     let job = env.wait_state(&attacker, id, &terminal, wait).await?;
-    assert_ne!(job["job_state"][0], "COMPLETED", "a job read a root-only file as its input: {job}");
+    assert_ne!(
+        job["job_state"][0], "COMPLETED",
+        "a job read a root-only file as its input: {job}"
+    );
     if let Some(p) = job["standard_output"].as_str() {
         let text = std::fs::read_to_string(p).unwrap_or_default();
         assert!(!text.contains("root-secret"), "{text}");
@@ -375,8 +406,15 @@ async fn jobs_cannot_reach_the_host_or_other_projects(provider: Provider) -> Res
         )
         .await?;
     env.wait_state(&attacker, id, &terminal, wait).await?;
-    let made: Vec<_> = std::fs::read_dir(root_dir.path())?.flatten().map(|e| e.file_name()).collect();
-    assert_eq!(made.len(), 1, "a job created files in a root-only directory: {made:?}");
+    let made: Vec<_> = std::fs::read_dir(root_dir.path())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        made.len(),
+        1,
+        "a job created files in a root-only directory: {made:?}"
+    );
 
     // The host's own files are private whatever the job could reach.
     for f in ["facility-key.pem", "key-value.db"] {
@@ -728,7 +766,11 @@ async fn bad_bodies_and_job_ids_are_400(provider: Provider) -> Result<()> {
             message.contains(needle),
             "the 400 for {body} should name `{needle}`: {message}"
         );
-        assert!(message.len() < 1000, "a 400 echoed a huge value: {} bytes", message.len());
+        assert!(
+            message.len() < 1000,
+            "a 400 echoed a huge value: {} bytes",
+            message.len()
+        );
     }
     // v0.0.44 takes `jobs`, but not both forms at once, and one job only.
     let res = env.post(&token, "v0.0.44", &json!({"job": {"script": "#!/bin/bash\ntrue\n"}, "jobs": [{}], "script": "#!/bin/bash\ntrue\n"}), None).await?;
@@ -944,7 +986,10 @@ async fn slurmrestd_stopped_is_503() -> Result<()> {
         let message = err["message"].as_str().unwrap();
         let address = restd.url.replace("http://", "");
         assert!(!message.contains(&address), "{message}");
-        assert!(message.contains(RESOURCE) && message.contains("unavailable"), "{message}");
+        assert!(
+            message.contains(RESOURCE) && message.contains("unavailable"),
+            "{message}"
+        );
         let id = message
             .split("request ")
             .nth(1)

@@ -515,7 +515,10 @@ async fn a_hung_scheduler_is_reported_unreachable_and_holds_up_nobody() -> Resul
             "{e:#}"
         );
     }
-    let basalt = envs.iter().find(|e| e["name"] == "basalt").context("basalt")?;
+    let basalt = envs
+        .iter()
+        .find(|e| e["name"] == "basalt")
+        .context("basalt")?;
     assert_eq!(basalt["scheduler"]["reachable"], true, "{basalt:#}");
     assert!(!basalt["partitions"].as_array().unwrap().is_empty());
     drop(silent);

@@ -1012,7 +1012,9 @@ fn a_components_own_body_limit_applies_to_its_routes() -> Result<()> {
         req.extend_from_slice(&body);
         exchange(&app, &req)
     };
-    post(INTROSPECT)?.expect_error(413).context("tokens, 100 KiB")?;
+    post(INTROSPECT)?
+        .expect_error(413)
+        .context("tokens, 100 KiB")?;
     let res = post(SUBMIT)?;
     assert_ne!(res.status, 413, "compute refused 100 KiB: {}", res.text());
     assert!(res.status < 500, "{} {}", res.status, res.text());

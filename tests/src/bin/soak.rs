@@ -111,20 +111,48 @@ async fn main() -> Result<()> {
             let mut n = 0u64;
             let forged = format!("{}x", &token[..token.len() - 1]);
             while started.elapsed() < total {
-                let (method, path, auth, body): (&str, String, Option<&str>, Option<&str>) = match n % 6 {
-                    0 => ("GET", "/olcf/v1/token/ctls/introspect".into(), Some(forged.as_str()), None),
-                    1 => ("GET", "/slurm/open/v0.0.43/basalt/jobs".into(), None, None),
-                    2 => ("GET", "/slurm/open/v0.0.43/basalt/job/1".into(), Some(other.as_str()), None),
-                    3 => ("GET", format!("/no/such/path/{n}"), Some(token.as_str()), None),
-                    4 => ("POST", "/slurm/open/v0.0.43/basalt/job/submit".into(), Some(token.as_str()), Some("{not json")),
-                    _ => ("POST", "/olcf/open/v1alpha/streaming/redis/provision_cluster".into(), Some(token.as_str()), Some("{\"kind\":\"general\",\"name\":\"Bad_Name\"}")),
-                };
+                let (method, path, auth, body): (&str, String, Option<&str>, Option<&str>) =
+                    match n % 6 {
+                        0 => (
+                            "GET",
+                            "/olcf/v1/token/ctls/introspect".into(),
+                            Some(forged.as_str()),
+                            None,
+                        ),
+                        1 => ("GET", "/slurm/open/v0.0.43/basalt/jobs".into(), None, None),
+                        2 => (
+                            "GET",
+                            "/slurm/open/v0.0.43/basalt/job/1".into(),
+                            Some(other.as_str()),
+                            None,
+                        ),
+                        3 => (
+                            "GET",
+                            format!("/no/such/path/{n}"),
+                            Some(token.as_str()),
+                            None,
+                        ),
+                        4 => (
+                            "POST",
+                            "/slurm/open/v0.0.43/basalt/job/submit".into(),
+                            Some(token.as_str()),
+                            Some("{not json"),
+                        ),
+                        _ => (
+                            "POST",
+                            "/olcf/open/v1alpha/streaming/redis/provision_cluster".into(),
+                            Some(token.as_str()),
+                            Some("{\"kind\":\"general\",\"name\":\"Bad_Name\"}"),
+                        ),
+                    };
                 let mut req = client.request(method.parse().unwrap(), format!("{base}{path}"));
                 if let Some(a) = auth {
                     req = req.header("Authorization", a);
                 }
                 if let Some(b) = body {
-                    req = req.header("content-type", "application/json").body(b.to_string());
+                    req = req
+                        .header("content-type", "application/json")
+                        .body(b.to_string());
                 }
                 if let Ok(r) = req.send().await {
                     if r.status().is_server_error() {
@@ -139,8 +167,15 @@ async fn main() -> Result<()> {
     };
 
     let (rss0, fds0) = sample(pid);
-    println!("soak: {} s, samples every {} s; s3m pid {pid}", args.seconds, window.as_secs());
-    println!("{:>6}  {:>10}  {:>5}  {:>9}  {:>6}", "t (s)", "RSS (MiB)", "fds", "req/s", "non-2xx");
+    println!(
+        "soak: {} s, samples every {} s; s3m pid {pid}",
+        args.seconds,
+        window.as_secs()
+    );
+    println!(
+        "{:>6}  {:>10}  {:>5}  {:>9}  {:>6}",
+        "t (s)", "RSS (MiB)", "fds", "req/s", "non-2xx"
+    );
     println!("{:>6}  {:>10.1}  {:>5}", 0, rss0 as f64 / 1024.0, fds0);
     let mut samples = vec![(rss0, fds0)];
     let mut non_2xx_total = 0;
@@ -153,7 +188,13 @@ async fn main() -> Result<()> {
             load::run(&base, "/olcf/v1/token/ctls/introspect", &auth, 4, d),
             load::run(&base, "/olcf/v1alpha/environment/basalt", &auth, 2, d),
             load::run(&base, "/slurm/open/v0.0.43/basalt/jobs", &auth, 2, d),
-            load::run(&base, "/olcf/open/v1alpha/streaming/redis/list_clusters", &auth, 2, d),
+            load::run(
+                &base,
+                "/olcf/open/v1alpha/streaming/redis/list_clusters",
+                &auth,
+                2,
+                d
+            ),
         );
         let mut reports = Vec::new();
         for (name, r) in [
@@ -171,7 +212,12 @@ async fn main() -> Result<()> {
                     broken += 1;
                     println!("load on {name} failed: {e:#}");
                     let log = app.stderr();
-                    for line in log.lines().filter(|l| l.contains("connection") || l.contains("while sending")).rev().take(5) {
+                    for line in log
+                        .lines()
+                        .filter(|l| l.contains("connection") || l.contains("while sending"))
+                        .rev()
+                        .take(5)
+                    {
                         println!("  host log: {line}");
                     }
                 }

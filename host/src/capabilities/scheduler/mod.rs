@@ -244,8 +244,8 @@ impl s3m::facility::scheduler::Host for HostState {
         deadline_ms: u32,
     ) -> wasmtime::Result<Vec<s3m::facility::scheduler::SchedulerOverview>> {
         use s3m::facility::scheduler::SchedulerOverview;
-        let deadline = std::time::Duration::from_millis(deadline_ms.max(1) as u64)
-            .min(MAX_OVERVIEW_DEADLINE);
+        let deadline =
+            std::time::Duration::from_millis(deadline_ms.max(1) as u64).min(MAX_OVERVIEW_DEADLINE);
         if let Err(why) = self.authorize("scheduler-read", None, &[]).await {
             return Ok(resources
                 .into_iter()
@@ -279,9 +279,8 @@ impl s3m::facility::scheduler::Host for HostState {
                 SchedulerOverview {
                     resource,
                     about,
-                    reachable: ping.map(|pings| {
-                        pings.iter().any(|p| p.pinged.eq_ignore_ascii_case("UP"))
-                    }),
+                    reachable: ping
+                        .map(|pings| pings.iter().any(|p| p.pinged.eq_ignore_ascii_case("UP"))),
                     partitions,
                 }
             }

@@ -28,8 +28,14 @@ impl SqliteDb {
                 .append(true)
                 .mode(0o600)
                 .open(path)
-                .map_err(|e| anyhow::anyhow!("cannot create key-value database {}: {e}", path.display()))?;
-            for p in [path.to_path_buf(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot create key-value database {}: {e}", path.display())
+                })?;
+            for p in [
+                path.to_path_buf(),
+                path.with_extension("db-wal"),
+                path.with_extension("db-shm"),
+            ] {
                 if p.exists() {
                     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
                 }

@@ -245,7 +245,9 @@ impl Shared {
             let old: Vec<u32> = table
                 .jobs
                 .values()
-                .filter(|j| j.end_time.is_some_and(|t| t < before) && !table.running.contains_key(&j.job_id))
+                .filter(|j| {
+                    j.end_time.is_some_and(|t| t < before) && !table.running.contains_key(&j.job_id)
+                })
                 .map(|j| j.job_id)
                 .collect();
             for id in &old {
@@ -570,7 +572,12 @@ impl LocalScheduler {
             // Job records hold environments: only the host reads them. The
             // projects' users reach their own scripts and directories (not
             // list them).
-            for (sub, mode) in [("", 0o711), ("jobs", 0o700), ("scripts", 0o711), ("work", 0o711)] {
+            for (sub, mode) in [
+                ("", 0o711),
+                ("jobs", 0o700),
+                ("scripts", 0o711),
+                ("work", 0o711),
+            ] {
                 let path = dir.join(sub);
                 std::fs::DirBuilder::new()
                     .recursive(true)
@@ -578,13 +585,19 @@ impl LocalScheduler {
                     .create(&path)
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
                 let mode = match (&isolation, sub) {
-                    (Isolation::None { as_project_user: false }, "scripts" | "work" | "") => 0o700,
+                    (
+                        Isolation::None {
+                            as_project_user: false,
+                        },
+                        "scripts" | "work" | "",
+                    ) => 0o700,
                     _ => mode,
                 };
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
             }
             for entry in std::fs::read_dir(dir.join("jobs"))?.flatten() {
-                let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
+                let _ =
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
             }
         }
         let cpus = std::thread::available_parallelism()
@@ -650,11 +663,15 @@ impl LocalScheduler {
         let shared = Arc::new(Shared {
             dir,
             slots,
-            partition: config_str(resource, table, "partition")?.unwrap_or("local").to_string(),
+            partition: config_str(resource, table, "partition")?
+                .unwrap_or("local")
+                .to_string(),
             default_time,
             max_time,
             work_root,
-            kill_wait: Duration::from_secs(config_u64(resource, table, "kill_wait_secs")?.unwrap_or(2)),
+            kill_wait: Duration::from_secs(
+                config_u64(resource, table, "kill_wait_secs")?.unwrap_or(2),
+            ),
             isolation,
             min_job_age: match config_u64(resource, table, "min_job_age")?.unwrap_or(300) {
                 0 => None,
@@ -662,7 +679,13 @@ impl LocalScheduler {
             },
             hostname,
             started_at: t,
-            jobs: Mutex::new(Table { next_id, jobs, running: BTreeMap::new(), stats: Stats::default(), last_update: t }),
+            jobs: Mutex::new(Table {
+                next_id,
+                jobs,
+                running: BTreeMap::new(),
+                stats: Stats::default(),
+                last_update: t,
+            }),
             wake: Notify::new(),
         });
         for job in &interrupted {
@@ -745,7 +768,10 @@ impl SchedulerProvider for LocalScheduler {
         }
         for (field, value) in [
             ("name", job.name.as_deref()),
-            ("current_working_directory", job.current_working_directory.as_deref()),
+            (
+                "current_working_directory",
+                job.current_working_directory.as_deref(),
+            ),
             ("standard_input", job.standard_input.as_deref()),
             ("standard_output", job.standard_output.as_deref()),
             ("standard_error", job.standard_error.as_deref()),
@@ -798,7 +824,8 @@ impl SchedulerProvider for LocalScheduler {
                         ))
                     })?,
                 };
-                let visible = cwd.starts_with(&project_dir) || shared.iter().any(|d| cwd.starts_with(d));
+                let visible =
+                    cwd.starts_with(&project_dir) || shared.iter().any(|d| cwd.starts_with(d));
                 if !visible {
                     let mut places = vec![project_dir.display().to_string()];
                     places.extend(shared.iter().map(|d| d.display().to_string()));

@@ -203,7 +203,9 @@ fn bwrap_base_args() -> Vec<OsString> {
 /// Binds `dir` read-write at the same path, its missing ancestors made
 /// traversable (bwrap would make them 0700 root).
 fn bind_dir(cmd: &mut tokio::process::Command, dir: &Path) {
-    let base = ["/", "/tmp", "/var", "/var/tmp", "/run", "/usr", "/etc", "/proc", "/dev"];
+    let base = [
+        "/", "/tmp", "/var", "/var/tmp", "/run", "/usr", "/etc", "/proc", "/dev",
+    ];
     let mut ancestors: Vec<&Path> = dir.ancestors().skip(1).collect();
     ancestors.reverse();
     for a in ancestors {
@@ -246,7 +248,14 @@ pub fn command(isolation: &Isolation, launch: &Launch) -> tokio::process::Comman
             for (k, v) in &launch.env {
                 cmd.arg(format!("{k}={v}"));
             }
-            cmd.args([SH, "-c", wrapper(same), "s3m-job", launch.cwd, SCRIPT_IN_SANDBOX]);
+            cmd.args([
+                SH,
+                "-c",
+                wrapper(same),
+                "s3m-job",
+                launch.cwd,
+                SCRIPT_IN_SANDBOX,
+            ]);
         }
         Isolation::None { .. } => {
             match launch.user {
@@ -326,7 +335,10 @@ mod tests {
         assert!(envs
             .iter()
             .all(|(_, v)| v.map(|v| v == HELPER_PATH).unwrap_or(true)));
-        let args: Vec<_> = std.get_args().map(|a| a.to_string_lossy().to_string()).collect();
+        let args: Vec<_> = std
+            .get_args()
+            .map(|a| a.to_string_lossy().to_string())
+            .collect();
         // The job's variables come after the user switch, given to `env -i`.
         let setpriv = args.iter().position(|a| a == SETPRIV).unwrap();
         let evil = args.iter().position(|a| a == "PATH=/evil").unwrap();
