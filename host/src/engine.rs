@@ -225,7 +225,6 @@ impl App {
             services: self.services.clone(),
             request_token: None,
             principal: None,
-            request_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

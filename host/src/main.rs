@@ -13,6 +13,7 @@ mod routes;
 mod runtime_config;
 mod server;
 mod state;
+mod text;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -61,9 +61,6 @@ pub struct HostState {
     pub request_token: Option<String>,
     /// What the host found checking `request_token`, once.
     pub principal: Option<Result<crate::admin::principal::Principal, String>>,
-    /// Names this request in the log, and in answers whose details only
-    /// the log holds.
-    pub request_id: String,
 }
 
 impl WasiView for HostState {
@@ -153,11 +150,10 @@ impl HostState {
     /// A provider's failure as the caller may see it: what failed and the
     /// request id; the provider's own words (addresses, paths, settings)
     /// go to the log only.
+    /// The id is made here, only when there is something to conceal.
     pub fn conceal(&self, what: &str, detail: &str) -> String {
-        tracing::error!(request_id = %self.request_id, component = %self.grants.component, "{what}: {detail}");
-        format!(
-            "{what} (request {}: the facility's operators have the details)",
-            self.request_id
-        )
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
+        tracing::error!(request_id = %id, component = %self.grants.component, "{what}: {detail}");
+        format!("{what} (request {id}: the facility's operators have the details)")
     }
 }

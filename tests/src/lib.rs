@@ -75,6 +75,23 @@ pub fn component_wasm(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// The test-looper fixture (tests/components/looper), routed under
+/// /looper/, as more spin.toml for `AppOptions::extra_manifest`.
+pub fn looper_manifest(allowed_outbound: &[String]) -> String {
+    let wasm = component_wasm("test_looper");
+    assert!(
+        wasm.is_file(),
+        "{} is missing: build it with `cargo build --target wasm32-wasip2 --release -p test-looper` (scripts/test does)",
+        wasm.display()
+    );
+    format!(
+        "\n[[trigger.http]]\nroute = \"/looper/...\"\ncomponent = \"looper\"\n\
+         [component.looper]\nsource = \"{}\"\nallowed_outbound_hosts = {:?}\n",
+        wasm.display(),
+        allowed_outbound
+    )
+}
+
 /// Options of one test app.
 #[derive(Debug, Clone, Default)]
 pub struct AppOptions {

@@ -1012,6 +1012,18 @@ async fn slurmrestd_stopped_is_503() -> Result<()> {
     Ok(())
 }
 
+/// Submits `#!/bin/bash\ntrue` on v0.0.43 and returns the job id.
+async fn submit_true(app: &TestApp, token: &str) -> Result<u64> {
+    let res = app
+        .client()
+        .post(app.url(&format!("/slurm/open/v0.0.43/{RESOURCE}/job/submit")))
+        .header("Authorization", token)
+        .json(&json!({"job": {"script": "#!/bin/bash\ntrue\n"}}))
+        .send()
+        .await?;
+    ok_json(res).await?["job_id"].as_u64().context("job_id")
+}
+
 /// The local scheduler keeps its jobs across a host restart: a second host
 /// on the same scheduler state sees the first one's job, and new ids go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1025,16 +1037,7 @@ async fn local_jobs_survive_a_host_restart() -> Result<()> {
     );
     let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
     let token = app.token(&["compute-ace"], "STF040")?;
-    let submit = |app: &TestApp, token: &str| {
-        app.client()
-            .post(app.url(&format!("/slurm/open/v0.0.43/{RESOURCE}/job/submit")))
-            .header("Authorization", token)
-            .json(&json!({"job": {"script": "#!/bin/bash\necho kept\n"}}))
-            .send()
-    };
-    let id = ok_json(submit(&app, &token).await?).await?["job_id"]
-        .as_u64()
-        .context("job_id")?;
+    let id = submit_true(&app, &token).await?;
     let job_path = format!("/slurm/open/v0.0.43/{RESOURCE}/job/{id}");
     let start = Instant::now();
     loop {
@@ -1057,9 +1060,7 @@ async fn local_jobs_survive_a_host_restart() -> Result<()> {
         body["jobs"][0]["exit_code"]["return_code"]["number"], 0,
         "{body}"
     );
-    let next = ok_json(submit(&app, &token).await?).await?["job_id"]
-        .as_u64()
-        .context("job_id")?;
+    let next = submit_true(&app, &token).await?;
     assert!(next > id, "new jobs must not reuse ids: {next} after {id}");
     Ok(())
 }
@@ -1118,16 +1119,7 @@ async fn local_ended_jobs_are_purged_after_min_job_age_and_ids_never_return() ->
     );
     let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
     let token = app.token(&["compute-ace"], "STF040")?;
-    let submit = |app: &TestApp, token: &str| {
-        app.client()
-            .post(app.url(&format!("/slurm/open/v0.0.43/{RESOURCE}/job/submit")))
-            .header("Authorization", token)
-            .json(&json!({"job": {"script": "#!/bin/bash\ntrue\n"}}))
-            .send()
-    };
-    let id = ok_json(submit(&app, &token).await?).await?["job_id"]
-        .as_u64()
-        .context("job_id")?;
+    let id = submit_true(&app, &token).await?;
     let job_path = format!("/slurm/open/v0.0.43/{RESOURCE}/job/{id}");
     let record = state.join("jobs").join(format!("{id}.json"));
     let start = Instant::now();
@@ -1145,9 +1137,7 @@ async fn local_ended_jobs_are_purged_after_min_job_age_and_ids_never_return() ->
     drop(app);
     let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
     let token = app.token(&["compute-ace"], "STF040")?;
-    let next = ok_json(submit(&app, &token).await?).await?["job_id"]
-        .as_u64()
-        .context("job_id")?;
+    let next = submit_true(&app, &token).await?;
     assert!(next > id, "a purged job's id came back: {next} after {id}");
     Ok(())
 }

@@ -4,38 +4,18 @@
 
 use anyhow::Result;
 use s3m_tests::redis_server::RedisServer;
-use s3m_tests::{component_wasm, expect_error, expect_json, s3m_bin, AppOptions, TestApp};
+use s3m_tests::{
+    component_wasm, expect_error, expect_json, looper_manifest, s3m_bin, AppOptions, TestApp,
+};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The test-looper fixture, routed under /looper/.
-fn looper(allowed_outbound: &[String]) -> String {
-    let wasm = component_wasm("test_looper");
-    assert!(
-        wasm.is_file(),
-        "{} is missing: build it with `cargo build --target wasm32-wasip2 --release -p test-looper` (scripts/test does)",
-        wasm.display()
-    );
-    format!(
-        r#"
-[[trigger.http]]
-route = "/looper/..."
-component = "looper"
-[component.looper]
-source = "{}"
-allowed_outbound_hosts = {:?}
-"#,
-        wasm.display(),
-        allowed_outbound
-    )
-}
-
 fn app_with_looper(up_args: &[&str], allowed_outbound: &[String]) -> Result<TestApp> {
     TestApp::start(AppOptions {
         components: vec!["tokens".into()],
-        extra_manifest: Some(looper(allowed_outbound)),
+        extra_manifest: Some(looper_manifest(allowed_outbound)),
         up_args: up_args.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     })

@@ -5,7 +5,7 @@
 //! 500, never a token echoed, and the host's log must never hold a token.
 
 use anyhow::{anyhow, bail, Context, Result};
-use s3m_tests::{check_error_body, component_wasm, AppOptions, TestApp};
+use s3m_tests::{check_error_body, looper_manifest, AppOptions, TestApp};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -194,24 +194,10 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> V
     r
 }
 
-/// The test-looper fixture, routed under /looper/.
-fn looper_manifest() -> String {
-    let wasm = component_wasm("test_looper");
-    assert!(
-        wasm.is_file(),
-        "{} is missing: build it with `cargo build --target wasm32-wasip2 --release -p test-looper` (scripts/test does)",
-        wasm.display()
-    );
-    format!(
-        "[[trigger.http]]\nroute = \"/looper/...\"\ncomponent = \"looper\"\n[component.looper]\nsource = \"{}\"\n",
-        wasm.display()
-    )
-}
-
 fn app_with(components: &[&str], looper: bool, up_args: &[&str]) -> Result<TestApp> {
     TestApp::start(AppOptions {
         components: components.iter().map(|c| c.to_string()).collect(),
-        extra_manifest: looper.then(looper_manifest),
+        extra_manifest: looper.then(|| looper_manifest(&[])),
         up_args: up_args.iter().map(|s| s.to_string()).collect(),
         // The most talkative log the host has: it must still hold no token.
         env: vec![("S3M_LOG".into(), "s3m=debug,warn".into())],

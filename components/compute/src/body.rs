@@ -6,7 +6,7 @@
 
 use crate::bindings::s3m::facility::scheduler::JobDescription;
 use crate::Version;
-use s3m_guest::ApiError;
+use s3m_guest::{cut, ApiError};
 use serde_json::{Map, Value};
 
 /// The job fields S3M passes on: slurmrestd's job description, the part a
@@ -75,15 +75,6 @@ fn string(field: &str, v: &Value) -> Result<String, ApiError> {
         return Err(bad(format!("job field `{field}` holds a NUL byte")));
     }
     Ok(s.to_string())
-}
-
-/// A caller's value for an error message: at most 64 characters.
-fn cut(value: &str) -> String {
-    if value.chars().count() <= 64 {
-        value.to_string()
-    } else {
-        format!("{}...", value.chars().take(64).collect::<String>())
-    }
 }
 
 /// A number, or Slurm's `{"number": n, "set": true, "infinite": false}`.

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use s3m_guest::time::{now, rfc3339};
-use s3m_guest::{authenticate, json, route_path, ApiError};
+use s3m_guest::{authenticate, cut, json, route_path, ApiError};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
@@ -35,15 +35,6 @@ const BASE: &str = "/olcf/v1alpha/environment";
 const CONFIG_FILE: &str = "/config/facility.toml";
 /// How long the schedulers of a request may take, all together.
 const SCHEDULER_DEADLINE_MS: u32 = 5_000;
-
-/// A user-supplied value for an error message: at most 100 characters.
-fn cut(value: &str) -> String {
-    if value.chars().count() <= 100 {
-        value.to_string()
-    } else {
-        format!("{}...", value.chars().take(100).collect::<String>())
-    }
-}
 
 // ---- routes ----
 

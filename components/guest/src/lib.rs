@@ -11,4 +11,4 @@ pub mod time;
 
 pub use auth::{authenticate, Principal, TokenRecord};
 pub use error::ApiError;
-pub use response::{json, json_with_status, route_path};
+pub use response::{cut, json, json_with_status, route_path};

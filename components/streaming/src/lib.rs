@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use s3m_guest::{authenticate, json, route_path, ApiError};
+use s3m_guest::{authenticate, cut, json, route_path, ApiError};
 use serde::Serialize;
 use serde_json::Value;
 use spin_sdk::http::{Method, Request, Response};
@@ -142,16 +142,6 @@ fn broker_error(e: BrokerError) -> ApiError {
         BrokerError::NotFound(m) => ApiError::not_found(m),
         BrokerError::Unavailable(m) => ApiError::unavailable(m),
         BrokerError::Permission(m) => ApiError::permission_denied(m),
-    }
-}
-
-/// A caller's value for an error message: at most 64 characters, so that
-/// a huge value is never echoed back whole.
-fn cut(value: &str) -> String {
-    if value.chars().count() <= 64 {
-        value.to_string()
-    } else {
-        format!("{}...", value.chars().take(64).collect::<String>())
     }
 }
 

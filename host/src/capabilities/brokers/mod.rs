@@ -487,7 +487,7 @@ impl Brokers {
 fn not_found(engine: Engine, name: &str) -> BrokerError {
     BrokerError::NotFound(format!(
         "no {engine} cluster named {:?} in this project",
-        registry::cut(name)
+        crate::text::cut(name)
     ))
 }
 

@@ -179,16 +179,6 @@ impl ClusterRecord {
     }
 }
 
-/// A caller's value for an error message: at most 64 characters, so that
-/// a huge value is never echoed back whole.
-pub fn cut(value: &str) -> String {
-    if value.chars().count() <= 64 {
-        value.to_string()
-    } else {
-        format!("{}...", value.chars().take(64).collect::<String>())
-    }
-}
-
 /// Is `name` an RFC 1123 label of at most 40 characters?
 pub fn valid_cluster_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -221,7 +211,7 @@ pub fn check_spec(
         return Err(BrokerError::InvalidSettings(format!(
             "name: {:?} is not an RFC 1123 label of at most 40 characters \
              (lower-case letters, digits and '-', starting and ending with a letter or digit)",
-            cut(name)
+            crate::text::cut(name)
         )));
     }
     let mut out = BTreeMap::new();

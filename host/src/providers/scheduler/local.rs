@@ -40,6 +40,7 @@ use crate::capabilities::scheduler::{
 };
 use crate::providers::scheduler::sandbox::{self, Isolation, JobUser};
 use crate::providers::scheduler::slurm::{expand_path_pattern, project_user};
+use crate::text::cut;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -462,15 +463,6 @@ impl Shared {
 enum Outcome {
     Exited(std::process::ExitStatus),
     TimedOut,
-}
-
-/// A user-supplied value for an error message: at most 200 characters.
-fn cut(value: &str) -> String {
-    if value.chars().count() <= 200 {
-        value.to_string()
-    } else {
-        format!("{}...", value.chars().take(200).collect::<String>())
-    }
 }
 
 /// A project's directory: owned by its user, mode 0700.

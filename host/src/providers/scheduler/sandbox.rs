@@ -137,7 +137,7 @@ fn setpriv_args(user: &JobUser, init_groups: bool) -> Vec<String> {
         format!("--regid={}", user.gid),
     ];
     if init_groups {
-        args.push(format!("--init-groups"));
+        args.push("--init-groups".into());
     } else {
         args.push("--clear-groups".into());
     }
