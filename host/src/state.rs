@@ -56,11 +56,12 @@ pub struct HostState {
     pub outbound: OutboundHooks,
     pub grants: Arc<ComponentGrants>,
     pub services: Arc<Services>,
-    /// The token of the request this Store serves (never logged): the
-    /// host checks it itself before a capability acts for a project.
+    /// The `Authorization` value of the HTTP request this Store serves, if
+    /// it serves one (never logged): a capability call's `caller.token` must
+    /// be this token.
     pub request_token: Option<String>,
-    /// What the host found checking `request_token`, once.
-    pub principal: Option<Result<crate::admin::principal::Principal, String>>,
+    /// The last token the host checked for this Store and what it found.
+    pub principal: Option<(String, Result<crate::admin::principal::Principal, String>)>,
 }
 
 impl WasiView for HostState {
@@ -82,15 +83,27 @@ impl WasiHttpView for HostState {
     }
 }
 
+/// Who a capability call says it acts for: the `caller` record's project
+/// and token (the WIT `caller`; each capability's bindings have their own
+/// Rust type of it).
+#[derive(Clone, Copy)]
+pub struct Acting<'a> {
+    pub project: &'a str,
+    pub token: &'a str,
+}
+
 impl HostState {
-    /// Lets a capability act for `project` only when the component holds
-    /// the capability and the host itself found this request's token valid
+    /// Lets a capability act for a project only when the component holds
+    /// the capability and the host itself found the caller's token valid
     /// for that project with one of `permissions` (none: any valid token).
-    /// The error says why, never holding the token.
+    /// When the Store serves an HTTP request, the caller's token must also
+    /// be that request's token: a component cannot act with a token it
+    /// kept from another request. The error says why, never holding the
+    /// token.
     pub async fn authorize(
         &mut self,
         capability: &str,
-        project: Option<&str>,
+        acting: Option<Acting<'_>>,
         permissions: &[&str],
     ) -> Result<(), String> {
         if !self.grants.allows(capability) {
@@ -104,27 +117,37 @@ impl HostState {
                 self.grants.component, self.grants.component
             ));
         }
-        let Some(project) = project else {
+        let Some(acting) = acting else {
             return Ok(());
         };
-        if self.principal.is_none() {
-            let checked = match self.request_token.as_deref() {
-                None => Err("the request carries no token".to_string()),
-                Some(header) => {
-                    let token = crate::admin::principal::token_of(header).to_string();
-                    match self
-                        .services
-                        .key_value
-                        .get(crate::admin::principal::TOKEN_STORE)
-                    {
-                        Ok(store) => crate::admin::principal::verify(store.as_ref(), &token).await,
-                        Err(e) => Err(format!("key-value unavailable: {e}")),
-                    }
-                }
-            };
-            self.principal = Some(checked);
+        let token = crate::admin::principal::token_of(acting.token);
+        if let Some(header) = self.request_token.as_deref() {
+            let request = crate::admin::principal::token_of(header);
+            if !crate::admin::principal::same_secret(request, token) {
+                tracing::warn!(
+                    component = %self.grants.component,
+                    capability,
+                    "a component named a token that is not its request's"
+                );
+                return Err(
+                    "the host refused the call: the caller's token is not the request's".into(),
+                );
+            }
         }
-        match self.principal.as_ref().expect("set above") {
+        let cached = matches!(&self.principal, Some((t, _)) if crate::admin::principal::same_secret(t, token));
+        if !cached {
+            let checked = match self
+                .services
+                .key_value
+                .get(crate::admin::principal::TOKEN_STORE)
+            {
+                Ok(store) => crate::admin::principal::verify(store.as_ref(), token).await,
+                Err(e) => Err(format!("key-value unavailable: {e}")),
+            };
+            self.principal = Some((token.to_string(), checked));
+        }
+        let project = acting.project;
+        match &self.principal.as_ref().expect("set above").1 {
             Err(why) => {
                 tracing::warn!(component = %self.grants.component, capability, "refused a capability call: {why}");
                 Err(format!("the host refused the call: {why}"))
@@ -133,12 +156,12 @@ impl HostState {
                 tracing::warn!(
                     component = %self.grants.component,
                     capability,
-                    "a component asked to act for another project than its request's token"
+                    "a component asked to act for another project than its caller's token"
                 );
-                Err("the host refused the call: the caller is not the request's project".into())
+                Err("the host refused the call: the caller is not the token's project".into())
             }
             Ok(p) if !p.has_any(permissions) => Err(format!(
-                "the host refused the call: the request's token lacks {}",
+                "the host refused the call: the caller's token lacks {}",
                 permissions.join(" or ")
             )),
             Ok(_) => Ok(()),

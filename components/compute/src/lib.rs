@@ -279,6 +279,7 @@ impl Context<'_> {
         Caller {
             project: self.principal.project.clone(),
             username: self.principal.username.clone(),
+            token: self.principal.token.clone(),
         }
     }
 

@@ -85,15 +85,30 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Who is calling: the token's record, checked.
-#[derive(Debug, Clone)]
+/// Who is calling: the token's record, checked. Its `Debug` leaves the
+/// token out.
+#[derive(Clone)]
 pub struct Principal {
     pub jti: String,
+    /// The token as the client sent it: only for the host's own check
+    /// (`caller.token`); never logged, never put in an answer.
+    pub token: String,
     /// `{project}_auser`, lower case.
     pub username: String,
     pub project: String,
     pub permissions: Vec<String>,
     pub record: TokenRecord,
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("jti", &self.jti)
+            .field("username", &self.username)
+            .field("project", &self.project)
+            .field("permissions", &self.permissions)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Principal {
@@ -340,6 +355,7 @@ pub fn authenticate(req: &Request) -> Result<Principal, ApiError> {
     }
     Ok(Principal {
         jti,
+        token: token.clone(),
         username: record.username.clone(),
         project: record.project.clone(),
         permissions: record.permissions.clone(),

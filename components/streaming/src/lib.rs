@@ -79,6 +79,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
     let caller = Caller {
         project: principal.project.clone(),
         username: principal.username.clone(),
+        token: principal.token.clone(),
     };
     match route {
         Route::ListBackends => Ok(json(&BackendsAnswer {

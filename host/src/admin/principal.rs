@@ -39,6 +39,12 @@ pub fn token_of(header: &str) -> &str {
     }
 }
 
+/// Whether two secrets are equal, in time that does not tell how much of
+/// them matched.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Checks `token` against its record. The error is for the log and the
 /// component: it never holds the token.
 pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, String> {

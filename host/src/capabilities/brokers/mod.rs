@@ -625,7 +625,7 @@ impl wit::Host for HostState {
 
     async fn provision(&mut self, caller: Caller, spec: wit::ClusterSpec) -> R<wit::Credentials> {
         if let Err(why) = self
-            .authorize("brokers", Some(&caller.project), STREAMING)
+            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -657,7 +657,7 @@ impl wit::Host for HostState {
 
     async fn list(&mut self, caller: Caller, engine: wit::Engine) -> R<Vec<wit::ClusterSummary>> {
         if let Err(why) = self
-            .authorize("brokers", Some(&caller.project), STREAMING)
+            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -672,7 +672,7 @@ impl wit::Host for HostState {
 
     async fn get(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<wit::Cluster> {
         if let Err(why) = self
-            .authorize("brokers", Some(&caller.project), STREAMING)
+            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -708,7 +708,7 @@ impl wit::Host for HostState {
 
     async fn delete(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<()> {
         if let Err(why) = self
-            .authorize("brokers", Some(&caller.project), STREAMING)
+            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -729,7 +729,7 @@ impl wit::Host for HostState {
         name: String,
     ) -> R<wit::Lifetime> {
         if let Err(why) = self
-            .authorize("brokers", Some(&caller.project), STREAMING)
+            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));

@@ -201,7 +201,14 @@ impl HostState {
         } else {
             ("scheduler-read", READ)
         };
-        self.authorize(capability, caller.map(|c| c.project.as_str()), permissions)
+        self.authorize(
+            capability,
+            caller.map(|c| crate::state::Acting {
+                project: &c.project,
+                token: &c.token,
+            }),
+            permissions,
+        )
             .await
             .map_err(SchedulerError::Permission)?;
         self.scheduler(resource)

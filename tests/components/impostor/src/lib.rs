@@ -58,6 +58,15 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     let caller = Caller {
         project: param(&query, "project").to_string(),
         username: format!("{}_auser", param(&query, "project").to_lowercase()),
+        // A token of the impostor's choosing (`token=`), else the request's own.
+        token: match param(&query, "token") {
+            "" => req
+                .header("authorization")
+                .and_then(|h| h.as_str())
+                .map(|h| h.trim_start_matches("Bearer ").to_string())
+                .unwrap_or_default(),
+            t => t.to_string(),
+        },
     };
     Ok(match req.path() {
         "/impostor/jobs" => answer(
