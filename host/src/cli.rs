@@ -54,6 +54,31 @@ enum Command {
     /// Mint, list and revoke project access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The capability gateway: what a component needs to reach it.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+}
+
+#[derive(Subcommand)]
+enum GatewayCommand {
+    /// Print, as NAME=value lines for a shell or `wasmtime serve --env`, the
+    /// variables through which a component's adapters reach the gateway:
+    /// SPIN_VARIABLE_S3M_GATEWAY_URL and SPIN_VARIABLE_S3M_GATEWAY_CREDENTIAL.
+    /// The credential is a secret: it lets the component use what spin.toml
+    /// grants it.
+    Env {
+        /// The component (a spin.toml component id).
+        #[arg(long, short = 'c')]
+        component: String,
+        /// The gateway's URL; default: the one the running `s3m up` wrote to
+        /// <state>/gateway.url, else http://127.0.0.1:3001.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the names stock Spin reads for this component's application
+        /// variables (SPIN_VARIABLE_S3M_GATEWAY_CREDENTIAL_<COMPONENT>).
+        #[arg(long)]
+        spin: bool,
+    },
 }
 
 #[derive(Args)]
@@ -91,6 +116,12 @@ struct UpArgs {
     /// connection is closed.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
+    /// Where the capability gateway listens (docs/gateway.md): the facility
+    /// capabilities over HTTP, for components that stock Spin, `wasmtime serve`
+    /// or jco run through the adapters. Loopback by default; port 0 picks a free
+    /// one; `off` serves none.
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    gateway_listen: String,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +242,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build { components } => crate::builder::build(&ctx.manifest, &components),
         Command::Up(args) => up(ctx, args).await,
         Command::Token(cmd) => token(ctx, cmd).await,
+        Command::Gateway(cmd) => gateway(ctx, cmd),
+    }
+}
+
+fn gateway(ctx: Context_, cmd: GatewayCommand) -> anyhow::Result<()> {
+    match cmd {
+        GatewayCommand::Env {
+            component,
+            url,
+            spin,
+        } => {
+            if !ctx.manifest.components.contains_key(&component) {
+                anyhow::bail!(
+                    "{} has no component {component:?}; its components: {}",
+                    ctx.manifest.dir.join("spin.toml").display(),
+                    ctx.manifest
+                        .components
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let url = match url {
+                Some(u) => u,
+                None => std::fs::read_to_string(ctx.state_dir.join("gateway.url"))
+                    .map(|u| u.trim().to_string())
+                    .unwrap_or_else(|_| "http://127.0.0.1:3001".into()),
+            };
+            let key = crate::gateway::load_or_create_key(&ctx.state_dir)?;
+            let credential = crate::gateway::credential(&key, &component);
+            println!("SPIN_VARIABLE_S3M_GATEWAY_URL={url}");
+            if spin {
+                println!(
+                    "SPIN_VARIABLE_S3M_GATEWAY_CREDENTIAL_{}={credential}",
+                    component.to_ascii_uppercase().replace('-', "_")
+                );
+            } else {
+                println!("SPIN_VARIABLE_S3M_GATEWAY_CREDENTIAL={credential}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -292,10 +365,34 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
         max_concurrent_requests: args.max_concurrent_requests as usize,
         header_read_timeout: args.header_read_timeout,
     };
+    let app = Arc::new(app);
+    let gateway = match args.gateway_listen.as_str() {
+        "off" => None,
+        addr => {
+            let key = crate::gateway::load_or_create_key(&ctx.state_dir)?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the capability gateway: pass --gateway-listen ADDR (or off)")
+            })?;
+            let url = format!("http://{}", listener.local_addr()?);
+            std::fs::write(ctx.state_dir.join("gateway.url"), &url)?;
+            eprintln!(
+                "Capability gateway: {url}{} (docs/gateway.md)",
+                crate::gateway::PREFIX
+            );
+            Some(crate::gateway::Gateway::new(app.clone(), key).serve(listener))
+        }
+    };
+    let gateway = async move {
+        match gateway {
+            Some(g) => g.await,
+            None => std::future::pending().await,
+        }
+    };
     let server = crate::server::Server::new(app, router, http_limits);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = server.serve(listener) => r,
+        r = gateway => r,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("stopping (SIGINT)");
             Ok(())

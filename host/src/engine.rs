@@ -200,8 +200,15 @@ impl App {
         })
     }
 
-    /// A fresh Store for one request to `component`.
-    pub fn new_store(&self, component: &LoadedComponent) -> anyhow::Result<Store<HostState>> {
+    /// The data of a fresh Store for `component`: its grants, its files,
+    /// its variables. `request_token` is the `Authorization` value of the
+    /// HTTP request it serves, if any (the capability gateway serves calls,
+    /// not requests: there, each call's `caller.token` alone speaks).
+    pub fn host_state(
+        &self,
+        component: &LoadedComponent,
+        request_token: Option<String>,
+    ) -> anyhow::Result<HostState> {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stderr();
         // Guests read only small local files (the facility configuration):
@@ -212,7 +219,7 @@ impl App {
         for (host, guest) in &component.mounts {
             wasi.preopened_dir(host, guest, FsPerms::ReadOnly)?;
         }
-        let state = HostState {
+        Ok(HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -223,9 +230,14 @@ impl App {
             outbound: component.outbound.clone(),
             grants: component.grants.clone(),
             services: self.services.clone(),
-            request_token: None,
+            request_token,
             principal: None,
-        };
+        })
+    }
+
+    /// A fresh Store for one request to `component`.
+    pub fn new_store(&self, component: &LoadedComponent) -> anyhow::Result<Store<HostState>> {
+        let state = self.host_state(component, None)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // At every epoch tick a running guest yields to the executor, so a

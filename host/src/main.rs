@@ -7,6 +7,7 @@ mod capabilities;
 mod cli;
 mod engine;
 mod facility;
+mod gateway;
 mod manifest;
 mod providers;
 mod routes;

@@ -74,7 +74,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 4 << 20;
 
 pub struct Server {
-    app: App,
+    app: Arc<App>,
     router: Router,
     limits: HttpLimits,
     /// One permit per request being handled (`max_concurrent_requests`).
@@ -113,7 +113,7 @@ fn bad_request(message: &str) -> hyper::Response<HyperOutgoingBody> {
 }
 
 impl Server {
-    pub fn new(app: App, router: Router, limits: HttpLimits) -> Arc<Self> {
+    pub fn new(app: Arc<App>, router: Router, limits: HttpLimits) -> Arc<Self> {
         let in_flight = Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1)));
         let instances = Arc::new(Semaphore::new((app.limits.max_instances as usize).max(1)));
         Arc::new(Self {

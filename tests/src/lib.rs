@@ -176,7 +176,8 @@ impl TestApp {
         let mut cmd = Command::new(&bin);
         cmd.arg("up");
         push_globals(&mut cmd, &manifest, &state_dir, runtime_config.as_deref());
-        cmd.args(["--listen", "127.0.0.1:0"]).args(&opts.up_args);
+        cmd.args(["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
+            .args(&opts.up_args);
         scrub_env(&mut cmd, &opts.env);
         cmd.current_dir(dir.path())
             .stdin(Stdio::null())
@@ -273,6 +274,25 @@ impl TestApp {
         self.child.id()
     }
 
+    /// The capability gateway's URL, as `s3m up` wrote it to its state directory.
+    pub fn gateway_url(&self) -> Result<String> {
+        let path = self.state_dir.join("gateway.url");
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("s3m up wrote no {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// The credential `s3m gateway env` prints for `component`.
+    pub fn gateway_credential(&self, component: &str) -> Result<String> {
+        let out = self.cli_ok(&["gateway", "env", "--component", component])?;
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("SPIN_VARIABLE_S3M_GATEWAY_CREDENTIAL="))
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("s3m gateway env printed no credential: {}", out.stdout))
+    }
+
     /// What `s3m up` wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
@@ -287,7 +307,7 @@ impl TestApp {
         cmd.arg(sub);
         // Subcommand groups (`token create`) take the globals after their last word.
         let mut rest = rest.to_vec();
-        if *sub == "token" && !rest.is_empty() {
+        if (*sub == "token" || *sub == "gateway") && !rest.is_empty() {
             cmd.arg(rest.remove(0));
         }
         push_globals(

@@ -340,7 +340,7 @@ impl Host {
             .arg(manifest)
             .arg("--state-dir")
             .arg(state_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

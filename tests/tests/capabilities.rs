@@ -112,19 +112,19 @@ async fn the_host_acts_only_for_the_project_of_the_requests_own_valid_token() ->
         Some(&stf),
     )
     .await?;
-    assert!(refused(&r, "not the request's project"), "{r:?}");
+    assert!(refused(&r, "not the token's project"), "{r:?}");
     let r = call(
         &app,
         "/impostor/submit?resource=cedar&project=PRJ101",
         Some(&stf),
     )
     .await?;
-    assert!(refused(&r, "not the request's project"), "{r:?}");
+    assert!(refused(&r, "not the token's project"), "{r:?}");
     let r = call(&app, "/impostor/clusters?project=PRJ101", Some(&stf)).await?;
-    assert!(refused(&r, "not the request's project"), "{r:?}");
+    assert!(refused(&r, "not the token's project"), "{r:?}");
     // Without a token, or with one the host did not mint, nothing acts for a project.
     let r = call(&app, "/impostor/jobs?resource=cedar&project=STF040", None).await?;
-    assert!(refused(&r, "no token"), "{r:?}");
+    assert!(refused(&r, "no usable token"), "{r:?}");
     let forged = {
         let mut parts: Vec<&str> = stf.split('.').collect();
         parts[2] = "AAAA";
@@ -137,6 +137,16 @@ async fn the_host_acts_only_for_the_project_of_the_requests_own_valid_token() ->
     )
     .await?;
     assert!(refused(&r, "does not match its record"), "{r:?}");
+    // A valid token of the project the component names, but not the
+    // request's own: the component cannot act with a token it kept.
+    let other = app.token(&["compute-ace"], "PRJ101")?;
+    let r = call(
+        &app,
+        &format!("/impostor/jobs?resource=cedar&project=PRJ101&token={other}"),
+        Some(&stf),
+    )
+    .await?;
+    assert!(refused(&r, "not the request's"), "{r:?}");
     // The token's permissions bound what the host does for it.
     let r = call(
         &app,

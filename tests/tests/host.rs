@@ -116,7 +116,14 @@ fn refused(manifest: &str) -> Result<String> {
     let path = dir.path().join("spin.toml");
     std::fs::write(&path, manifest)?;
     let out = Command::new(s3m_bin()?)
-        .args(["up", "--listen", "127.0.0.1:0", "--manifest"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--manifest",
+        ])
         .arg(&path)
         .arg("--state-dir")
         .arg(dir.path().join("state"))

@@ -42,7 +42,11 @@ pub fn token_of(header: &str) -> &str {
 /// Whether two secrets are equal, in time that does not tell how much of
 /// them matched.
 pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Checks `token` against its record. The error is for the log and the

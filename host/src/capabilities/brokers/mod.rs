@@ -23,6 +23,8 @@ wasmtime::component::bindgen!({
     world: "s3m:facility/brokers-host",
     path: "../wit",
     imports: { default: async | trappable },
+    // The capability gateway carries these values as JSON (docs/gateway.md).
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 use s3m::facility::brokers as wit;
@@ -625,7 +627,14 @@ impl wit::Host for HostState {
 
     async fn provision(&mut self, caller: Caller, spec: wit::ClusterSpec) -> R<wit::Credentials> {
         if let Err(why) = self
-            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
+            .authorize(
+                "brokers",
+                Some(crate::state::Acting {
+                    project: &caller.project,
+                    token: &caller.token,
+                }),
+                STREAMING,
+            )
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -657,7 +666,14 @@ impl wit::Host for HostState {
 
     async fn list(&mut self, caller: Caller, engine: wit::Engine) -> R<Vec<wit::ClusterSummary>> {
         if let Err(why) = self
-            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
+            .authorize(
+                "brokers",
+                Some(crate::state::Acting {
+                    project: &caller.project,
+                    token: &caller.token,
+                }),
+                STREAMING,
+            )
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -672,7 +688,14 @@ impl wit::Host for HostState {
 
     async fn get(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<wit::Cluster> {
         if let Err(why) = self
-            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
+            .authorize(
+                "brokers",
+                Some(crate::state::Acting {
+                    project: &caller.project,
+                    token: &caller.token,
+                }),
+                STREAMING,
+            )
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -708,7 +731,14 @@ impl wit::Host for HostState {
 
     async fn delete(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<()> {
         if let Err(why) = self
-            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
+            .authorize(
+                "brokers",
+                Some(crate::state::Acting {
+                    project: &caller.project,
+                    token: &caller.token,
+                }),
+                STREAMING,
+            )
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -729,7 +759,14 @@ impl wit::Host for HostState {
         name: String,
     ) -> R<wit::Lifetime> {
         if let Err(why) = self
-            .authorize("brokers", Some(crate::state::Acting { project: &caller.project, token: &caller.token }), STREAMING)
+            .authorize(
+                "brokers",
+                Some(crate::state::Acting {
+                    project: &caller.project,
+                    token: &caller.token,
+                }),
+                STREAMING,
+            )
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));

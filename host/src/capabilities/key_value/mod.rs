@@ -69,7 +69,7 @@ impl KeyValueStores {
 impl HostState {
     /// Opens a store for the guest: it must be granted by the manifest and
     /// backed by the runtime configuration.
-    fn open_store(&self, label: &str) -> KvResult<OpenStore> {
+    pub(crate) fn open_store(&self, label: &str) -> KvResult<OpenStore> {
         if !self.grants.key_value_stores.contains(label) {
             return Err(KeyValueError::AccessDenied);
         }
@@ -81,7 +81,7 @@ impl HostState {
 
 /// A store handle held in the guest's resource table.
 pub struct OpenStore {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
 }
 
 /// A compare-and-swap handle: the key and the value it held when read.

@@ -26,6 +26,8 @@ wasmtime::component::bindgen!({
     world: "s3m:facility/scheduler-host",
     path: "../wit",
     imports: { default: async | trappable },
+    // The capability gateway carries these values as JSON (docs/gateway.md).
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 pub use s3m::facility::scheduler::{
@@ -209,8 +211,8 @@ impl HostState {
             }),
             permissions,
         )
-            .await
-            .map_err(SchedulerError::Permission)?;
+        .await
+        .map_err(SchedulerError::Permission)?;
         self.scheduler(resource)
     }
 

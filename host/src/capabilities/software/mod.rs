@@ -32,6 +32,8 @@ wasmtime::component::bindgen!({
     world: "s3m:facility/software-host",
     path: "../wit",
     imports: { default: async | trappable },
+    // The capability gateway carries these values as JSON (docs/gateway.md).
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 use s3m::facility::software as wit;
