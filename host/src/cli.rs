@@ -355,16 +355,6 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
         state_dir = %ctx.state_dir.display(),
         "ready"
     );
-    print_routes(&ctx.manifest, addr);
-    println!("Serving http://{addr}");
-    use std::io::Write;
-    std::io::stdout().flush()?;
-    let http_limits = crate::server::HttpLimits {
-        max_body_size: args.max_body_size as u64,
-        max_connections: args.max_connections as usize,
-        max_concurrent_requests: args.max_concurrent_requests as usize,
-        header_read_timeout: args.header_read_timeout,
-    };
     let app = Arc::new(app);
     let gateway = match args.gateway_listen.as_str() {
         "off" => None,
@@ -387,6 +377,16 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
             Some(g) => g.await,
             None => std::future::pending().await,
         }
+    };
+    print_routes(&ctx.manifest, addr);
+    println!("Serving http://{addr}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let http_limits = crate::server::HttpLimits {
+        max_body_size: args.max_body_size as u64,
+        max_connections: args.max_connections as usize,
+        max_concurrent_requests: args.max_concurrent_requests as usize,
+        header_read_timeout: args.header_read_timeout,
     };
     let server = crate::server::Server::new(app, router, http_limits);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -18,6 +18,7 @@
 pub mod lmod;
 pub mod load;
 pub mod redis_server;
+pub mod serving;
 pub mod slurm;
 pub mod streaming;
 
@@ -142,6 +143,9 @@ pub struct TestApp {
     child: Child,
     stderr: Arc<Mutex<String>>,
     client: reqwest::Client,
+    /// With S3M_TEST_SERVING=wasmtime-serve: the composed components under
+    /// `wasmtime serve`, which `base_url` then reaches.
+    frontend: Option<serving::Frontend>,
 }
 
 /// What a CLI run printed.
@@ -223,6 +227,7 @@ impl TestApp {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()?,
+            frontend: None,
         };
         let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
         loop {
@@ -231,6 +236,24 @@ impl TestApp {
                 Ok(line) => {
                     if let Some(url) = serving_url(&line) {
                         app.base_url = url;
+                        if serving::serving() == serving::Serving::WasmtimeServe {
+                            let variables = opts
+                                .up_args
+                                .windows(2)
+                                .filter(|w| w[0] == "--variable")
+                                .filter_map(|w| w[1].split_once('='))
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect();
+                            let frontend = serving::start(
+                                &app.manifest,
+                                app.dir.path(),
+                                &app.gateway_url()?,
+                                &variables,
+                                |id| app.gateway_credential(id),
+                            )?;
+                            app.base_url = frontend.base_url.clone();
+                            app.frontend = Some(frontend);
+                        }
                         return Ok(app);
                     }
                 }

@@ -1,6 +1,33 @@
 //! The embedded key-value backend: one SQLite file in the state directory.
 //! SQLite's locking lets the token CLI write while `s3m up` serves on the
 //! same file, and makes increment and compare-and-swap atomic across both.
+//!
+//! The file is in stock Spin's schema (`spin_key_value`, from
+//! spinframework/spin `crates/key-value-spin/src/store.rs`) and counters are
+//! in Spin's encoding (8-byte little-endian i64), so stock `spin up` can open
+//! the same file (runtime config `[key_value_store.default] type = "spin"
+//! path = "..."`) and see every token `s3m token create` mints.
+//!
+//! Sharing the file with stock Spin:
+//! - SQLite's file locks keep both processes' writes whole, and the journal
+//!   mode (WAL) is stored in the file, so Spin's connection uses WAL too; the
+//!   file must be on a local file system, and Spin must run as the user that
+//!   owns it (it is 0600).
+//! - s3m waits up to 10 s for a lock. Spin sets no busy timeout: a Spin
+//!   request that meets a write in progress (from `s3m up`, the token CLI or
+//!   another Spin) fails at once with "database is locked", and Spin's
+//!   increment, a DEFERRED transaction, can fail the same way when it races
+//!   another writer. Nothing is lost, but under load such calls fail; Redis
+//!   is the better shared backend there.
+//! - Spin's increment accepts only 8-byte values (it panics on others), so
+//!   incrementing a counter s3m wrote before this format as decimal text (a
+//!   one-time token's `token-used/<jti>` marker holding "1") fails the
+//!   request under Spin, which keeps a used token refused, until s3m
+//!   increments it once and so rewrites it in Spin's form.
+//! - Compare-and-swap from an absent value: Spin's swap then upserts without
+//!   checking, so a racing writer's value can be overwritten; s3m's inserts
+//!   only if the key is still absent. With a present value both write only
+//!   if the row still holds it.
 
 use crate::capabilities::key_value::{KeyValueError, KvResult, Store};
 use async_trait::async_trait;
@@ -41,20 +68,15 @@ impl SqliteDb {
                 }
             }
         }
-        let conn = Connection::open(path).map_err(|e| {
+        let mut conn = Connection::open(path).map_err(|e| {
             anyhow::anyhow!("cannot open key-value database {}: {e}", path.display())
         })?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS key_value (
-                store TEXT NOT NULL,
-                key TEXT NOT NULL,
-                value BLOB NOT NULL,
-                PRIMARY KEY (store, key)
-            )",
-        )?;
+        create_and_migrate(&mut conn).map_err(|e| {
+            anyhow::anyhow!("cannot prepare key-value database {}: {e}", path.display())
+        })?;
         Ok(Arc::new(Self {
             conn: Mutex::new(conn),
         }))
@@ -67,6 +89,39 @@ impl SqliteDb {
             .map_err(|_| KeyValueError::Other("key-value database lock poisoned".into()))?;
         f(&mut conn).map_err(|e| KeyValueError::Other(format!("key-value database: {e}")))
     }
+}
+
+/// Creates Spin's table and moves the rows of the table older s3m versions
+/// used (`key_value`, same columns) into it, then drops the old table: one
+/// IMMEDIATE transaction, so concurrent opens (the token CLI and `s3m up`)
+/// migrate once, and a second open finds nothing to do. A row Spin already
+/// holds under the same store and key wins. Values are copied as blobs, the
+/// type Spin reads.
+fn create_and_migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Stock Spin's statement, column for column.
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS spin_key_value (
+            store TEXT NOT NULL,
+            key   TEXT NOT NULL,
+            value BLOB NOT NULL,
+
+            PRIMARY KEY (store, key)
+        )",
+    )?;
+    let old: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'key_value')",
+        [],
+        |row| row.get(0),
+    )?;
+    if old {
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO spin_key_value (store, key, value)
+                 SELECT store, key, CAST(value AS BLOB) FROM key_value;
+             DROP TABLE key_value;",
+        )?;
+    }
+    tx.commit()
 }
 
 /// One label's view of the database.
@@ -85,14 +140,14 @@ impl SqliteStore {
 }
 
 fn get(conn: &Connection, store: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-    conn.prepare_cached("SELECT value FROM key_value WHERE store = ?1 AND key = ?2")?
+    conn.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
         .query_row(params![store, key], |row| row.get(0))
         .optional()
 }
 
 fn set(conn: &Connection, store: &str, key: &str, value: &[u8]) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO key_value (store, key, value) VALUES (?1, ?2, ?3)
+        "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
          ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
     )?
     .execute(params![store, key, value])?;
@@ -111,7 +166,7 @@ impl Store for SqliteStore {
 
     async fn delete(&self, key: &str) -> KvResult<()> {
         self.db.with(|c| {
-            c.prepare_cached("DELETE FROM key_value WHERE store = ?1 AND key = ?2")?
+            c.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?
                 .execute(params![self.label, key])
                 .map(|_| ())
         })
@@ -123,7 +178,7 @@ impl Store for SqliteStore {
 
     async fn keys(&self) -> KvResult<Vec<String>> {
         self.db.with(|c| {
-            let mut stmt = c.prepare_cached("SELECT key FROM key_value WHERE store = ?1")?;
+            let mut stmt = c.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")?;
             let keys = stmt
                 .query_map(params![self.label], |row| row.get(0))?
                 .collect::<Result<Vec<String>, _>>()?;
@@ -138,7 +193,7 @@ impl Store for SqliteStore {
             // cannot both read the same old number.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let old = get(&tx, &self.label, key)?;
-            let old = match old.as_deref().map(parse_number) {
+            let old = match old.as_deref().map(decode_counter) {
                 None => 0,
                 Some(Some(n)) => n,
                 Some(None) => {
@@ -147,7 +202,8 @@ impl Store for SqliteStore {
                 }
             };
             let new = old.saturating_add(delta);
-            set(&tx, &self.label, key, new.to_string().as_bytes())?;
+            // Spin's encoding, whatever form the old value had.
+            set(&tx, &self.label, key, &new.to_le_bytes())?;
             tx.commit()?;
             Ok(new)
         })?;
@@ -165,6 +221,8 @@ impl Store for SqliteStore {
         expected: Option<&[u8]>,
         value: &[u8],
     ) -> KvResult<bool> {
+        // Stricter than Spin's swap when `expected` is None (see the module
+        // comment); the same when it is Some.
         self.db.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if get(&tx, &self.label, key)?.as_deref() != expected {
@@ -177,7 +235,24 @@ impl Store for SqliteStore {
     }
 }
 
-/// Counters are kept as decimal text, as Redis keeps them.
+/// Reads a counter. Spin writes 8-byte little-endian i64s; s3m before the
+/// Spin schema wrote decimal text, as Redis keeps counters. An 8-byte value
+/// that is decimal text (an optional '-' and digits) is read as text: the
+/// only little-endian numbers that look like that have a digit as their top
+/// byte, so are above 3.4e18, which no counter here reaches.
+pub(crate) fn decode_counter(bytes: &[u8]) -> Option<i64> {
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(le) if !is_decimal_text(bytes) => Some(i64::from_le_bytes(le)),
+        _ => parse_number(bytes),
+    }
+}
+
+fn is_decimal_text(bytes: &[u8]) -> bool {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+}
+
+/// Decimal text, as older s3m versions (and Redis) keep counters.
 pub(crate) fn parse_number(bytes: &[u8]) -> Option<i64> {
     std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
@@ -204,7 +279,7 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, (1..=20).collect::<Vec<_>>());
-        assert_eq!(store.get("n").await.unwrap().unwrap(), b"20");
+        assert_eq!(store.get("n").await.unwrap().unwrap(), 20i64.to_le_bytes());
     }
 
     #[tokio::test]
@@ -234,6 +309,136 @@ mod tests {
                 assert_eq!(mode, 0o600, "{}", p.display());
             }
         }
+    }
+
+    #[tokio::test]
+    async fn increment_reads_spin_little_endian_counters() {
+        let dir = tempdir();
+        let path = dir.join("kv.db");
+        let store = SqliteStore::new(SqliteDb::open(&path).unwrap(), "default");
+        // As stock Spin writes a counter, straight into its table.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute(
+            "INSERT INTO spin_key_value (store, key, value) VALUES ('default', 'c', ?1)",
+            params![41i64.to_le_bytes()],
+        )
+        .unwrap();
+        raw.execute(
+            "INSERT INTO spin_key_value (store, key, value) VALUES ('default', 'neg', ?1)",
+            params![(-5i64).to_le_bytes()],
+        )
+        .unwrap();
+        drop(raw);
+        assert_eq!(store.increment("c", 1).await.unwrap(), 42);
+        assert_eq!(store.get("c").await.unwrap().unwrap(), 42i64.to_le_bytes());
+        assert_eq!(store.increment("neg", 2).await.unwrap(), -3);
+        // A fresh counter is written in Spin's form too.
+        assert_eq!(store.increment("fresh", 7).await.unwrap(), 7);
+        assert_eq!(
+            store.get("fresh").await.unwrap().unwrap(),
+            7i64.to_le_bytes()
+        );
+    }
+
+    #[tokio::test]
+    async fn increment_reads_decimal_counters_of_older_s3m() {
+        let dir = tempdir();
+        let store = SqliteStore::new(SqliteDb::open(&dir.join("kv.db")).unwrap(), "default");
+        // A one-time token's marker, as s3m wrote it before.
+        store.set("token-used/j1", b"1").await.unwrap();
+        assert_eq!(store.increment("token-used/j1", 1).await.unwrap(), 2);
+        assert_eq!(
+            store.get("token-used/j1").await.unwrap().unwrap(),
+            2i64.to_le_bytes()
+        );
+        // Eight bytes of decimal text are text, not a little-endian number.
+        store.set("eight", b"12345678").await.unwrap();
+        assert_eq!(store.increment("eight", 1).await.unwrap(), 12345679);
+        store.set("negative", b"-1234567").await.unwrap();
+        assert_eq!(store.increment("negative", 1).await.unwrap(), -1234566);
+    }
+
+    #[tokio::test]
+    async fn increment_refuses_a_value_that_is_no_number() {
+        let dir = tempdir();
+        let store = SqliteStore::new(SqliteDb::open(&dir.join("kv.db")).unwrap(), "default");
+        for value in [&b"not a number"[..], b"", b"12x", b"\xff\xfe"] {
+            store.set("k", value).await.unwrap();
+            let err = store.increment("k", 1).await.unwrap_err();
+            assert!(
+                err.to_string().contains("does not hold a number"),
+                "{value:?}: {err}"
+            );
+            // Left as it was.
+            assert_eq!(store.get("k").await.unwrap().unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn counters_decode_in_both_forms() {
+        assert_eq!(decode_counter(&1i64.to_le_bytes()), Some(1));
+        assert_eq!(decode_counter(&i64::MIN.to_le_bytes()), Some(i64::MIN));
+        assert_eq!(decode_counter(b"1"), Some(1));
+        assert_eq!(decode_counter(b"00000007"), Some(7));
+        assert_eq!(decode_counter(b"-9"), Some(-9));
+        assert_eq!(
+            decode_counter(b"abcdefgh"),
+            Some(i64::from_le_bytes(*b"abcdefgh"))
+        );
+        assert_eq!(decode_counter(b"abc"), None);
+    }
+
+    #[tokio::test]
+    async fn an_old_key_value_table_is_moved_into_spins_table() {
+        let dir = tempdir();
+        let path = dir.join("kv.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE key_value (
+                    store TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    value BLOB NOT NULL,
+                    PRIMARY KEY (store, key)
+                );
+                INSERT INTO key_value VALUES ('default', 'token/j1', X'7B7D');
+                INSERT INTO key_value VALUES ('default', 'token-used/j2', '1'); -- text: cast to a blob
+                INSERT INTO key_value VALUES ('other', 'k', X'6F6C64');
+                CREATE TABLE spin_key_value (
+                    store TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    value BLOB NOT NULL,
+                    PRIMARY KEY (store, key)
+                );
+                INSERT INTO spin_key_value VALUES ('other', 'k', X'7370696E');",
+            )
+            .unwrap();
+        }
+        let tables = |path: &Path| -> Vec<String> {
+            let c = Connection::open(path).unwrap();
+            let mut stmt = c
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .unwrap();
+            stmt.query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        for _ in 0..2 {
+            // The second open finds nothing left to migrate.
+            let db = SqliteDb::open(&path).unwrap();
+            assert_eq!(tables(&path), vec!["spin_key_value".to_string()]);
+            let default = SqliteStore::new(db.clone(), "default");
+            let other = SqliteStore::new(db, "other");
+            assert_eq!(default.get("token/j1").await.unwrap().unwrap(), b"{}");
+            let mut keys = default.keys().await.unwrap();
+            keys.sort();
+            assert_eq!(keys, ["token-used/j2", "token/j1"]);
+            // A row Spin already held wins over the old one.
+            assert_eq!(other.get("k").await.unwrap().unwrap(), b"spin");
+        }
+        let store = SqliteStore::new(SqliteDb::open(&path).unwrap(), "default");
+        assert_eq!(store.increment("token-used/j2", 1).await.unwrap(), 2);
     }
 
     fn tempdir() -> std::path::PathBuf {
