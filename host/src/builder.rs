@@ -2,7 +2,7 @@
 //! progress display, and shows the command's output only when it fails.
 
 use crate::manifest::Manifest;
-use anyhow::bail;
+use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::Stdio;
 use std::time::Duration;
@@ -110,4 +110,147 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
         // what is missing.
         Err(_) => Ok(()),
     }
+}
+
+/// Where `s3m build --compose` finds the key-value adapter when
+/// `[application.tool.s3m] key_value_adapter` does not say.
+pub const DEFAULT_KEY_VALUE_ADAPTER: &str = "target/wasm32-wasip2/release/key_value_adapter.wasm";
+/// Where `s3m build --compose` finds the variables adapter when
+/// `[application.tool.s3m] variables_adapter` does not say.
+pub const DEFAULT_VARIABLES_ADAPTER: &str = "target/wasm32-wasip2/release/variables_adapter.wasm";
+
+/// `s3m build --compose`: runs `[application.tool.s3m] adapters_build` (unless
+/// `run_build` is false), then makes of each component one self-contained
+/// component, target/composed/<id>.wasm: its `[component.x.dependencies]`
+/// composed in (by Spin's rules), then the key-value and variables adapters
+/// for whatever still imports their interfaces (the component or what was
+/// composed into it). Fails naming every import left that is not `wasi:*`.
+pub fn compose(manifest: &Manifest, only: &[String], run_build: bool) -> anyhow::Result<()> {
+    if run_build {
+        if let Some(cmd) = &manifest.s3m.adapters_build {
+            eprintln!("building the adapters: {cmd}");
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(&manifest.dir)
+                .stdin(Stdio::null())
+                .output()?;
+            if !out.status.success() {
+                eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+                bail!("[application.tool.s3m] adapters_build `{cmd}` failed");
+            }
+        }
+    }
+    let mut pool = Vec::new();
+    let mut missing = Vec::new();
+    for (what, configured, default) in [
+        (
+            "key_value_adapter",
+            &manifest.s3m.key_value_adapter,
+            DEFAULT_KEY_VALUE_ADAPTER,
+        ),
+        (
+            "variables_adapter",
+            &manifest.s3m.variables_adapter,
+            DEFAULT_VARIABLES_ADAPTER,
+        ),
+    ] {
+        let path = manifest.dir.join(configured.as_deref().unwrap_or(default));
+        match std::fs::read(&path) {
+            Ok(bytes) => pool.push(crate::compose::Part {
+                label: file_name(&path),
+                bytes,
+            }),
+            Err(e) => missing.push(format!(
+                "{what} {}: {e}",
+                path.strip_prefix(&manifest.dir).unwrap_or(&path).display()
+            )),
+        }
+    }
+    let out_dir = manifest.dir.join("target/composed");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut failed = Vec::new();
+    for decl in manifest.components.values() {
+        if !only.is_empty() && !only.contains(&decl.id) {
+            continue;
+        }
+        let bytes = std::fs::read(&decl.source).map_err(|e| {
+            anyhow::anyhow!(
+                "component {}: cannot read {}: {e}; run `s3m build` first",
+                decl.id,
+                decl.source.display()
+            )
+        })?;
+        let composed = crate::compose::compose(
+            &decl.id,
+            &bytes,
+            &decl.dependencies,
+            &crate::engine::read_dependency,
+            &|_| false,
+            &pool,
+        )
+        .with_context(|| format!("component {}: composing", decl.id))?;
+        let (bytes, wiring) = match composed {
+            Some(c) => (c.bytes, c.wiring),
+            None => (bytes, Vec::new()),
+        };
+        let (imports, exports) = crate::compose::interface_names(&bytes)
+            .with_context(|| format!("component {}: reading the composition", decl.id))?;
+        let left: Vec<&String> = imports.iter().filter(|i| !i.starts_with("wasi:")).collect();
+        if !exports
+            .iter()
+            .any(|e| e.starts_with("wasi:http/incoming-handler@0.2"))
+        {
+            failed.push(format!(
+                "{}: exports no wasi:http/incoming-handler@0.2.x (exports: {})",
+                decl.id,
+                exports.join(", ")
+            ));
+        }
+        if !left.is_empty() {
+            failed.push(format!(
+                "{}: imports {} (not wasi:*): add a [component.{}.dependencies] entry exporting it",
+                decl.id,
+                left.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                decl.id
+            ));
+            continue;
+        }
+        let out = out_dir.join(format!("{}.wasm", decl.id));
+        std::fs::write(&out, &bytes)?;
+        println!(
+            "composed {:<12} {} ({:.1} MiB, {} imports, all wasi:*)",
+            decl.id,
+            out.strip_prefix(&manifest.dir).unwrap_or(&out).display(),
+            bytes.len() as f64 / (1 << 20) as f64,
+            imports.len()
+        );
+        for w in &wiring {
+            println!("    {} import {} <- {}", w.importer, w.import, w.by);
+        }
+    }
+    if !failed.is_empty() {
+        let hint = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n(adapters not found: {}; build them, or set [application.tool.s3m] key_value_adapter / variables_adapter)",
+                missing.join("; ")
+            )
+        };
+        bail!(
+            "not composed into self-contained components:\n  {}{hint}",
+            failed.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }

@@ -50,6 +50,14 @@ enum Command {
         /// Build only this component (repeatable).
         #[arg(long = "component", short = 'c')]
         components: Vec<String>,
+        /// Then compose each component with its [component.x.dependencies] and
+        /// the key-value and variables adapters into one self-contained
+        /// component, target/composed/<id>.wasm, importing only wasi:*.
+        #[arg(long)]
+        compose: bool,
+        /// With --compose: compose what is built already, running no build command.
+        #[arg(long, requires = "compose")]
+        no_build: bool,
     },
     /// Mint, list and revoke project access tokens.
     #[command(subcommand)]
@@ -239,7 +247,19 @@ fn context(g: &Global) -> anyhow::Result<Context_> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = context(&cli.global)?;
     match cli.command {
-        Command::Build { components } => crate::builder::build(&ctx.manifest, &components),
+        Command::Build {
+            components,
+            compose,
+            no_build,
+        } => {
+            if !no_build {
+                crate::builder::build(&ctx.manifest, &components)?;
+            }
+            if compose {
+                crate::builder::compose(&ctx.manifest, &components, !no_build)?;
+            }
+            Ok(())
+        }
         Command::Up(args) => up(ctx, args).await,
         Command::Token(cmd) => token(ctx, cmd).await,
         Command::Gateway(cmd) => gateway(ctx, cmd),

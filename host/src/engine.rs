@@ -44,6 +44,71 @@ impl Default for Limits {
     }
 }
 
+/// The interfaces this host links natively besides WASI (see
+/// `capabilities::add_to_linker`): a `[component.x.dependencies]` entry that
+/// names only these is not composed (no HTTP hop through an adapter).
+pub const NATIVE_INTERFACES: &[&str] = &[
+    "s3m:facility/types@0.1.0",
+    "s3m:facility/scheduler@0.1.0",
+    "s3m:facility/brokers@0.1.0",
+    "s3m:facility/software@0.1.0",
+    "fermyon:spin/key-value@2.0.0",
+    "fermyon:spin/variables@2.0.0",
+    "wasi:keyvalue/store@0.2.0-draft2",
+    "wasi:keyvalue/atomics@0.2.0-draft2",
+    "wasi:keyvalue/batch@0.2.0-draft2",
+];
+
+pub fn is_native(import: &str) -> bool {
+    NATIVE_INTERFACES.contains(&import)
+}
+
+/// A component's bytes with its non-native dependencies composed in.
+pub fn component_bytes(decl: &ComponentDecl) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(&decl.source).map_err(|e| {
+        let hint = match &decl.build {
+            Some(b) => format!("build it with `s3m build` (runs: {})", b.command),
+            None => "build it first".into(),
+        };
+        anyhow::anyhow!(
+            "component {}: cannot read {}: {e}; {hint}",
+            decl.id,
+            decl.source.display()
+        )
+    })?;
+    if decl.dependencies.is_empty() {
+        return Ok(bytes);
+    }
+    let composed = crate::compose::compose(
+        &decl.id,
+        &bytes,
+        &decl.dependencies,
+        &read_dependency,
+        &is_native,
+        &[],
+    )
+    .with_context(|| format!("component {}: composing its dependencies", decl.id))?;
+    Ok(match composed {
+        Some(c) => {
+            for w in &c.wiring {
+                tracing::info!("component {}: {} <- {}", decl.id, w.import, w.by);
+            }
+            c.bytes
+        }
+        None => bytes,
+    })
+}
+
+pub fn read_dependency(dep: &crate::dependencies::Dependency) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(&dep.path).map_err(|e| {
+        anyhow::anyhow!(
+            "dependency {}: cannot read {}: {e}",
+            dep.name,
+            dep.path.display()
+        )
+    })
+}
+
 /// One component, ready to serve.
 pub struct LoadedComponent {
     pub pre: ProxyPre<HostState>,
@@ -149,11 +214,26 @@ impl App {
                     .with_context(|| format!("component {} variable {name}", decl.id))?;
                 vars.insert(name.clone(), value);
             }
-            let allowed = decl
-                .allowed_outbound_hosts
-                .iter()
-                .map(|h| AllowedHost::parse(h))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut allowed = Vec::new();
+            for h in &decl.allowed_outbound_hosts {
+                if !h.contains("{{") {
+                    allowed.push(AllowedHost::parse(h)?);
+                    continue;
+                }
+                // As Spin: a template of application variables; one that
+                // renders empty (or to a bare scheme) allows nothing.
+                let rendered = crate::manifest::render_template(h, variables)
+                    .with_context(|| format!("component {} allowed_outbound_hosts", decl.id))?;
+                if rendered.is_empty() || rendered == "http://" || rendered == "https://" {
+                    continue;
+                }
+                allowed.push(AllowedHost::parse(&rendered).with_context(|| {
+                    format!(
+                        "component {}: allowed_outbound_hosts {h:?} renders as {rendered:?}",
+                        decl.id
+                    )
+                })?);
+            }
             for label in &decl.key_value_stores {
                 if services.key_value.get(label).is_err() {
                     bail!(
@@ -271,17 +351,7 @@ impl App {
 /// Compiles a component, or loads the machine code compiled for the same
 /// bytes by the same engine settings before.
 fn compile_cached(engine: &Engine, decl: &ComponentDecl) -> anyhow::Result<Component> {
-    let bytes = std::fs::read(&decl.source).map_err(|e| {
-        let hint = match &decl.build {
-            Some(b) => format!("build it with `s3m build` (runs: {})", b.command),
-            None => "build it first".into(),
-        };
-        anyhow::anyhow!(
-            "component {}: cannot read {}: {e}; {hint}",
-            decl.id,
-            decl.source.display()
-        )
-    })?;
+    let bytes = component_bytes(decl)?;
     let mut hasher = Sha256::new();
     hasher.update(&bytes);
     std::hash::Hash::hash(

@@ -5,6 +5,8 @@ mod admin;
 mod builder;
 mod capabilities;
 mod cli;
+mod compose;
+mod dependencies;
 mod engine;
 mod facility;
 mod gateway;

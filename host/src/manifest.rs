@@ -30,6 +30,28 @@ struct RawApplication {
     #[serde(default)]
     #[allow(dead_code)]
     authors: Vec<String>,
+    /// `[application.tool.<name>]`: settings of other tools, which Spin
+    /// ignores; the s3m host reads `[application.tool.s3m]`.
+    #[serde(default)]
+    tool: BTreeMap<String, toml::Table>,
+}
+
+/// `[application.tool.s3m]`: what `s3m build --compose` uses beyond Spin's
+/// settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3mAppTool {
+    /// The component exporting `fermyon:spin/key-value@2.0.0` and
+    /// `wasi:keyvalue/*@0.2.0-draft2`, composed into components importing them.
+    #[serde(default)]
+    pub key_value_adapter: Option<String>,
+    /// The component exporting `fermyon:spin/variables@2.0.0`, composed into
+    /// components (and their dependencies) importing it.
+    #[serde(default)]
+    pub variables_adapter: Option<String>,
+    /// The command building those adapters, run by `s3m build --compose`.
+    #[serde(default)]
+    pub adapters_build: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +113,13 @@ struct RawComponent {
     /// ignores; the s3m host reads `[component.x.tool.s3m]`.
     #[serde(default)]
     tool: BTreeMap<String, toml::Table>,
+    /// Spin's `dependencies_inherit_configuration`.
+    #[serde(default)]
+    dependencies_inherit_configuration: Option<bool>,
+    /// Spin's `[component.x.dependencies]`: import name -> the component
+    /// satisfying it.
+    #[serde(default)]
+    dependencies: BTreeMap<String, toml::Value>,
 }
 
 /// `[component.x.tool.s3m]`: what the s3m host grants the component beyond
@@ -151,6 +180,8 @@ pub struct ComponentDecl {
     pub capabilities: Vec<String>,
     /// `[component.x.tool.s3m] max_body_size`, in bytes.
     pub max_body_size: Option<u64>,
+    /// `[component.x.dependencies]`, validated as Spin validates them.
+    pub dependencies: Vec<crate::dependencies::Dependency>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +201,8 @@ pub struct Manifest {
     pub variables: BTreeMap<String, VariableDecl>,
     pub triggers: Vec<HttpTrigger>,
     pub components: BTreeMap<String, ComponentDecl>,
+    /// `[application.tool.s3m]`.
+    pub s3m: S3mAppTool,
 }
 
 impl Manifest {
@@ -243,9 +276,27 @@ impl Manifest {
                 }
             }
             for h in &c.allowed_outbound_hosts {
+                if h.contains("{{") {
+                    // A template of application variables, as Spin allows:
+                    // parsed once the variables have values.
+                    let names: BTreeMap<String, String> = raw
+                        .variables
+                        .keys()
+                        .map(|k| (k.clone(), String::new()))
+                        .collect();
+                    render_template(h, &names)
+                        .with_context(|| format!("component {id}: allowed_outbound_hosts"))?;
+                    continue;
+                }
                 crate::capabilities::outbound_http::AllowedHost::parse(h)
                     .with_context(|| format!("component {id}"))?;
             }
+            let dependencies = crate::dependencies::parse(
+                &id,
+                &c.dependencies,
+                c.dependencies_inherit_configuration,
+                dir,
+            )?;
             let s3m: S3mTool = match c.tool.get("s3m") {
                 None => S3mTool::default(),
                 Some(t) => t
@@ -280,9 +331,14 @@ impl Manifest {
                     build: c.build,
                     capabilities: s3m.capabilities,
                     max_body_size,
+                    dependencies,
                 },
             );
         }
+        let s3m_app: S3mAppTool = match raw.application.tool.get("s3m") {
+            None => S3mAppTool::default(),
+            Some(t) => t.clone().try_into().context("[application.tool.s3m]")?,
+        };
         let mut triggers = Vec::new();
         for t in raw.trigger.http {
             let who = t.id.clone().unwrap_or_else(|| t.component.clone());
@@ -313,6 +369,7 @@ impl Manifest {
             variables: raw.variables,
             triggers,
             components,
+            s3m: s3m_app,
         })
     }
 }
@@ -354,6 +411,59 @@ mod tests {
         let m = Manifest::load(&dir.join("spin.toml")).unwrap();
         assert!(m.components.contains_key("tokens"));
         assert!(m.triggers.iter().any(|t| t.component == "status"));
+        // The adapters, as Spin dependencies, each on interfaces the host
+        // links natively.
+        let env = &m.components["environment"];
+        assert_eq!(env.dependencies.len(), 2);
+        assert!(env
+            .dependencies
+            .iter()
+            .all(|d| d.inherit == crate::dependencies::Inherit::All));
+        for d in m.components.values().flat_map(|c| &c.dependencies) {
+            assert!(
+                crate::engine::NATIVE_INTERFACES
+                    .iter()
+                    .any(|i| crate::dependencies::matches_import(&d.name, i)),
+                "{}",
+                d.name
+            );
+        }
+        assert_eq!(
+            m.components["compute"].allowed_outbound_hosts,
+            ["{{ s3m_gateway_url }}"]
+        );
+    }
+
+    #[test]
+    fn dependencies_and_templated_hosts() {
+        let base = "spin_manifest_version = 2\n[application]\nname = \"a\"\n[variables]\nh = { default = \"http://x:1\" }\n[component.x]\nsource = \"x.wasm\"\n";
+        let d = Path::new("/tmp");
+        let m = Manifest::parse(
+            &format!("{base}allowed_outbound_hosts = [\"{{{{ h }}}}\"]\ndependencies_inherit_configuration = true\n[component.x.dependencies]\n\"a:b/c@1.0.0\" = {{ path = \"c.wasm\" }}\n"),
+            d,
+        )
+        .unwrap();
+        assert_eq!(m.components["x"].dependencies.len(), 1);
+        // A template naming an undeclared variable is refused at parse.
+        let e = Manifest::parse(
+            &format!("{base}allowed_outbound_hosts = [\"{{{{ nope }}}}\"]\n"),
+            d,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("nope"), "{e:#}");
+        // dependencies_inherit_configuration must be a bool.
+        assert!(Manifest::parse(
+            &format!("{base}dependencies_inherit_configuration = \"yes\"\n"),
+            d
+        )
+        .is_err());
+        // Registry forms are refused by name.
+        let e = Manifest::parse(
+            &format!("{base}[component.x.dependencies]\n\"a:b\" = \"1.0\"\n"),
+            d,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("registry package"), "{e:#}");
     }
 
     #[test]
