@@ -11,6 +11,10 @@ use wasi::io::streams::StreamError;
 pub fn post(gateway: &Gateway, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
     let headers = Fields::from_list(&[
         ("content-type".to_string(), b"application/json".to_vec()),
+        (
+            "content-length".to_string(),
+            body.len().to_string().into_bytes(),
+        ),
         ("accept".to_string(), b"application/json".to_vec()),
         (
             "authorization".to_string(),
@@ -37,6 +41,27 @@ pub fn post(gateway: &Gateway, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)
     // Send first, then write the body: the host streams it while the call runs.
     let future = outgoing_handler::handle(request, None)
         .map_err(|e| format!("cannot send the request: {e:?}"))?;
+    // A body that cannot be written (the connection failed, or the gateway
+    // answered early, e.g. 413) is reported only if no answer comes.
+    let written = write_all(outgoing, body);
+
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(e))) => return Err(format!("no answer: {e:?}")),
+        Some(Err(())) | None => return Err(written.err().unwrap_or("no answer".to_string())),
+    };
+    let status = response.status();
+    let incoming = response
+        .consume()
+        .map_err(|()| "cannot read the answer".to_string())?;
+    let answer = read_all(&incoming)?;
+    drop(incoming);
+    Ok((status, answer))
+}
+
+/// Writes the whole request body and finishes it.
+fn write_all(outgoing: OutgoingBody, body: &[u8]) -> Result<(), String> {
     {
         let stream = outgoing
             .write()
@@ -48,21 +73,7 @@ pub fn post(gateway: &Gateway, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)
         }
     }
     OutgoingBody::finish(outgoing, None)
-        .map_err(|e| format!("cannot finish the request body: {e:?}"))?;
-
-    future.subscribe().block();
-    let response = match future.get() {
-        Some(Ok(Ok(response))) => response,
-        Some(Ok(Err(e))) => return Err(format!("no answer: {e:?}")),
-        Some(Err(())) | None => return Err("no answer".to_string()),
-    };
-    let status = response.status();
-    let incoming = response
-        .consume()
-        .map_err(|()| "cannot read the answer".to_string())?;
-    let answer = read_all(&incoming)?;
-    drop(incoming);
-    Ok((status, answer))
+        .map_err(|e| format!("cannot finish the request body: {e:?}"))
 }
 
 /// Reads a whole body, refusing one over [`MAX_ANSWER_BYTES`].
