@@ -79,6 +79,47 @@ pub fn build(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
     if bar.is_hidden() {
         eprintln!("components built in {:.1} s", bar.elapsed().as_secs_f64());
     }
+    merge_facility_adapter(manifest)
+}
+
+/// The facility adapters stock Spin composes into a component importing
+/// more than one s3m:facility interface (environment: scheduler and
+/// software), as one component: Spin accepts one dependency per package.
+pub const FACILITY_ADAPTER: &str = "target/adapters/facility.wasm";
+const FACILITY_PARTS: &[&str] = &[
+    "target/wasm32-wasip2/release/scheduler_adapter.wasm",
+    "target/wasm32-wasip2/release/brokers_adapter.wasm",
+    "target/wasm32-wasip2/release/software_adapter.wasm",
+];
+
+/// Makes FACILITY_ADAPTER from the three facility adapters, once they are
+/// built; says what it exports.
+fn merge_facility_adapter(manifest: &Manifest) -> anyhow::Result<()> {
+    let mut parts = Vec::new();
+    for p in FACILITY_PARTS {
+        let path = manifest.dir.join(p);
+        match std::fs::read(&path) {
+            Ok(bytes) => parts.push(crate::compose::Part {
+                label: file_name(&path),
+                bytes,
+            }),
+            // Not every build builds the adapters (`s3m build -c status`).
+            Err(_) => return Ok(()),
+        }
+    }
+    let (bytes, wiring) = crate::compose::merge_exports(&parts)
+        .context("composing the facility adapter from the scheduler, brokers and software adapters")?;
+    let out = manifest.dir.join(FACILITY_ADAPTER);
+    std::fs::create_dir_all(out.parent().expect("a parent"))?;
+    std::fs::write(&out, &bytes)?;
+    eprintln!(
+        "facility adapter {FACILITY_ADAPTER}: {}",
+        wiring
+            .iter()
+            .map(|w| format!("{} from {}", w.import, w.by))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 

@@ -405,3 +405,33 @@ pub fn apply_deny_adapter(source: &[u8], inherit: &Inherit) -> anyhow::Result<Ve
     }
     Ok(source.to_vec())
 }
+
+/// One component exporting everything `parts` export (the first part to
+/// export a name gives it), its parts' imports shared: how several adapters
+/// of one package become the single dependency stock Spin accepts for a
+/// component importing more than one of its interfaces (Spin registers
+/// every dependency under its package's name, so two dependencies of
+/// `s3m:facility` cannot both be composed into one component there).
+pub fn merge_exports(parts: &[Part]) -> anyhow::Result<(Vec<u8>, Vec<Wiring>)> {
+    let mut graph = CompositionGraph::new();
+    let mut exported = std::collections::BTreeSet::new();
+    let mut wiring = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let (world, instance) = register(&mut graph, &format!("s3m:part{i}"), part.bytes.clone())
+            .with_context(|| format!("{} is not a valid component", part.label))?;
+        let names: Vec<String> = graph.types()[world].exports.keys().cloned().collect();
+        for name in names {
+            if !exported.insert(name.clone()) {
+                continue;
+            }
+            let export = graph.alias_instance_export(instance, &name)?;
+            graph.export(export, &name)?;
+            wiring.push(Wiring {
+                importer: "facility adapter".into(),
+                import: name,
+                by: part.label.clone(),
+            });
+        }
+    }
+    Ok((graph.encode(EncodeOptions::default())?, wiring))
+}
