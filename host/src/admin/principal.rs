@@ -12,7 +12,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 /// The key-value label of token records.
-pub const TOKEN_STORE: &str = "default";
+pub const TOKEN_STORE: &str = s3m_wire::token::STORE;
 
 /// Who a request's token speaks for.
 #[derive(Debug, Clone)]
@@ -42,7 +42,11 @@ pub fn token_of(header: &str) -> &str {
 /// Whether two secrets are equal, in time that does not tell how much of
 /// them matched.
 pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Checks `token` against its record. The error is for the log and the
@@ -72,7 +76,7 @@ pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, String>
         return Err("the request's token has no valid jti".into());
     }
     let bytes = store
-        .get(&format!("token/{jti}"))
+        .get(&crate::admin::tokens::record_key(jti))
         .await
         .map_err(|e| format!("key-value unavailable while checking a token: {e}"))?
         .ok_or_else(|| "the request's token was not minted here".to_string())?;
