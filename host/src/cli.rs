@@ -231,16 +231,13 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
         .runtime_config
         .key_value_stores(ctx.runtime_config_dir.as_deref(), &ctx.state_dir)
         .await?;
-    let schedulers =
-        crate::capabilities::scheduler::Schedulers::from_facility(&facility, &ctx.state_dir)
-            .await?;
-    let brokers =
-        crate::capabilities::brokers::Brokers::from_facility(&facility, &ctx.state_dir).await?;
+    let schedulers = crate::wiring::schedulers(&facility, &ctx.state_dir).await?;
+    let brokers = crate::wiring::brokers(&facility, &ctx.state_dir).await?;
+    crate::wiring::software(&facility);
     let services = Arc::new(Services {
         key_value,
         schedulers,
         brokers,
-        facility,
     });
 
     let router = crate::routes::Router::build(

@@ -14,6 +14,7 @@ mod runtime_config;
 mod server;
 mod state;
 mod text;
+mod wiring;
 
 fn main() -> std::process::ExitCode {
     cli::main()
