@@ -2,7 +2,6 @@
 
 use crate::admin::{keys, tokens};
 use crate::engine::{self, App, Limits};
-use crate::facility::FacilityConfig;
 use crate::manifest::Manifest;
 use crate::runtime_config::RuntimeConfig;
 use crate::state::Services;
@@ -226,7 +225,7 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
     let variables = engine::resolve_variables(&ctx.manifest, &host_values, &cli_values)?;
 
     let facility_path = ctx.manifest.dir.join("config/facility.toml");
-    let facility = FacilityConfig::load(&facility_path)?;
+    let facility = crate::facility::load(&facility_path)?;
     let key_value = ctx
         .runtime_config
         .key_value_stores(ctx.runtime_config_dir.as_deref(), &ctx.state_dir)

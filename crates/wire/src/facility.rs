@@ -4,10 +4,15 @@
 //! The host reads it at start (`s3m up`); the components read it, mounted at
 //! `/config/facility.toml`, on every request, so that edits show at once.
 //!
-//! **When the file is missing** (or cannot be read, or is not valid), the
-//! error is a [`FacilityError`] that names the file and says how to fix it.
-//! The host refuses to start with it; a component answers 503 with it as the
-//! message. No reader treats a missing file as an empty facility.
+//! **When the file is missing**, [`FacilityConfig::load`] answers
+//! [`FacilityError::Missing`], whose message names the file and says how to
+//! fix it. Every component that reads the file answers 503 with that
+//! message. The host only needs the file for the providers it configures:
+//! it logs the same message as a warning and starts with no resources
+//! ([`FacilityConfig::load_or_empty`]), so that an app none of whose
+//! components reads facility.toml (a tokens-only app) needs none. A file that
+//! cannot be read or is not valid is an error everywhere: the host refuses
+//! to start, and components answer 503.
 //!
 //! Keys this shape does not know are ignored. `[resources.compute]` and
 //! `[resources.environment]` are kept as tables: their keys belong to their
@@ -167,6 +172,16 @@ impl FacilityConfig {
             }
         })?;
         Self::parse(&text, path)
+    }
+
+    /// As [`FacilityConfig::load`], but a missing file is an empty facility
+    /// (no resources), with the [`FacilityError::Missing`] that says so.
+    pub fn load_or_empty(path: &Path) -> Result<(Self, Option<FacilityError>), FacilityError> {
+        match Self::load(path) {
+            Ok(f) => Ok((f, None)),
+            Err(e @ FacilityError::Missing { .. }) => Ok((Self::default(), Some(e))),
+            Err(e) => Err(e),
+        }
     }
 
     /// The resource named `name`.
