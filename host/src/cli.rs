@@ -2,7 +2,6 @@
 
 use crate::admin::{keys, tokens};
 use crate::engine::{self, App, Limits};
-use crate::facility::FacilityConfig;
 use crate::manifest::Manifest;
 use crate::runtime_config::RuntimeConfig;
 use crate::state::Services;
@@ -319,21 +318,18 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
     let variables = engine::resolve_variables(&ctx.manifest, &host_values, &cli_values)?;
 
     let facility_path = ctx.manifest.dir.join("config/facility.toml");
-    let facility = FacilityConfig::load(&facility_path)?;
+    let facility = crate::facility::load(&facility_path)?;
     let key_value = ctx
         .runtime_config
         .key_value_stores(ctx.runtime_config_dir.as_deref(), &ctx.state_dir)
         .await?;
-    let schedulers =
-        crate::capabilities::scheduler::Schedulers::from_facility(&facility, &ctx.state_dir)
-            .await?;
-    let brokers =
-        crate::capabilities::brokers::Brokers::from_facility(&facility, &ctx.state_dir).await?;
+    let schedulers = crate::wiring::schedulers(&facility, &ctx.state_dir).await?;
+    let brokers = crate::wiring::brokers(&facility, &ctx.state_dir).await?;
+    crate::wiring::software(&facility);
     let services = Arc::new(Services {
         key_value,
         schedulers,
         brokers,
-        facility,
     });
 
     let router = crate::routes::Router::build(

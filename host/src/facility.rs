@@ -1,43 +1,20 @@
-//! The facility configuration (config/facility.toml) as the host reads it.
-//! Components read the same file for what they show; the host reads only
-//! what its providers need, each capability parsing its own section.
+//! The facility configuration (config/facility.toml): one shape and one
+//! reader, shared with the components, in the `s3m-wire` crate. The host
+//! reads it at start; the wiring (wiring.rs) takes the sections its
+//! providers need from it.
 
-use anyhow::Context;
-use serde::Deserialize;
+pub use s3m_wire::facility::FacilityConfig;
 use std::path::Path;
 
-/// The parts of facility.toml the host uses. Unknown keys are ignored: the
-/// components read the rest.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct FacilityConfig {
-    #[serde(default)]
-    pub resources: Vec<ResourceConfig>,
-    /// `[streaming]`: parsed by the brokers capability.
-    #[serde(default)]
-    pub streaming: toml::Table,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ResourceConfig {
-    pub name: String,
-    /// `[resources.compute]`: parsed by the scheduler capability.
-    #[serde(default)]
-    pub compute: Option<toml::Table>,
-    /// `[resources.environment]`: read by the environment component.
-    #[serde(default)]
-    pub environment: Option<toml::Table>,
-}
-
-impl FacilityConfig {
-    /// Reads the file; a missing file is an empty facility.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        if !path.exists() {
-            tracing::warn!(path = %path.display(), "no facility configuration: no resources");
-            return Ok(Self::default());
-        }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading facility configuration {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("facility configuration {} is not valid", path.display()))
+/// Reads facility.toml for `s3m up`. A file that cannot be read or is not
+/// valid stops start-up, naming the file and the problem. A missing file
+/// is no resources: the host needs it only for the providers it
+/// configures, and every component that reads it answers 503 naming it;
+/// the same message goes to the log here.
+pub fn load(path: &Path) -> anyhow::Result<FacilityConfig> {
+    let (facility, missing) = FacilityConfig::load_or_empty(path)?;
+    if let Some(why) = missing {
+        tracing::warn!("{why}; starting with no resources");
     }
+    Ok(facility)
 }

@@ -17,6 +17,7 @@ mod runtime_config;
 mod server;
 mod state;
 mod text;
+mod wiring;
 
 fn main() -> std::process::ExitCode {
     cli::main()

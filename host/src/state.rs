@@ -4,7 +4,6 @@ use crate::capabilities::brokers::Brokers;
 use crate::capabilities::key_value::KeyValueStores;
 use crate::capabilities::outbound_http::OutboundHooks;
 use crate::capabilities::scheduler::Schedulers;
-use crate::facility::FacilityConfig;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -18,7 +17,6 @@ pub struct Services {
     pub key_value: KeyValueStores,
     pub schedulers: Schedulers,
     pub brokers: Brokers,
-    pub facility: FacilityConfig,
 }
 
 /// What the manifest grants one component, resolved once at start-up.

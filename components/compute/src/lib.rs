@@ -28,12 +28,11 @@ mod bindings {
 use bindings::s3m::facility::scheduler::{self, SchedulerError};
 use bindings::s3m::facility::types::Caller;
 use s3m_guest::{authenticate, json, route_path, ApiError, Principal};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use wire::*;
 
-const CONFIG_FILE: &str = "/config/facility.toml";
 const PERMISSION: &str = "compute-ace";
 const READONLY: &str = "compute-ace-readonly";
 
@@ -199,33 +198,9 @@ fn parse_job_id(text: &str) -> Result<u32, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("job_id `{text}` is out of range")))
 }
 
-#[derive(Deserialize)]
-struct Facility {
-    #[serde(default)]
-    resources: Vec<ResourceEntry>,
-}
-
-#[derive(Deserialize)]
-struct ResourceEntry {
-    name: String,
-    #[serde(default)]
-    compute: Option<toml::Table>,
-}
-
 /// 404 unless the facility configures `resource` as a compute resource.
 fn check_resource(resource: &str) -> Result<(), ApiError> {
-    let text = match std::fs::read_to_string(CONFIG_FILE) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(ApiError::unavailable(format!(
-                "cannot read the facility configuration: {e}"
-            )))
-        }
-    };
-    let facility: Facility = toml::from_str(&text).map_err(|e| {
-        ApiError::unavailable(format!("the facility configuration is not valid TOML: {e}"))
-    })?;
+    let facility = s3m_guest::facility::load()?;
     if facility
         .resources
         .iter()

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use s3m_guest::facility::{self, ResourceConfig};
 use s3m_guest::time::{now, rfc3339};
 use s3m_guest::{authenticate, cut, json, route_path, ApiError};
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,6 @@ use bindings::s3m::facility::scheduler::{self, PartitionState, SchedulerError};
 use bindings::s3m::facility::software::{self, SoftwareError};
 
 const BASE: &str = "/olcf/v1alpha/environment";
-const CONFIG_FILE: &str = "/config/facility.toml";
 /// How long the schedulers of a request may take, all together.
 const SCHEDULER_DEADLINE_MS: u32 = 5_000;
 
@@ -57,7 +57,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
         return Err(ApiError::wrong_method(req.method(), &path, &["GET"]));
     }
     authenticate(req)?;
-    let facility = Facility::load()?;
+    let facility = facility::load()?;
     let wanted: Vec<&ResourceConfig> = match resource {
         None => facility.resources.iter().collect(),
         Some(name) => match facility.resources.iter().find(|r| r.name == name) {
@@ -84,7 +84,8 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             .collect();
     let mut environments = Vec::new();
     for r in wanted {
-        environments.push(environment(r, overviews.remove(&r.name))?);
+        let config = environment_config(r)?;
+        environments.push(environment(r, &config, overviews.remove(&r.name))?);
     }
     Ok(match resource {
         None => json(&EnvironmentsAnswer { environments }),
@@ -181,23 +182,6 @@ struct Filesystem {
 
 // ---- the facility configuration (this room's keys) ----
 
-#[derive(Deserialize)]
-struct Facility {
-    #[serde(default)]
-    resources: Vec<ResourceConfig>,
-}
-
-#[derive(Deserialize)]
-struct ResourceConfig {
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    compute: Option<toml::Table>,
-    #[serde(default)]
-    environment: EnvironmentConfig,
-}
-
 #[derive(Deserialize, Default)]
 struct EnvironmentConfig {
     #[serde(default)]
@@ -232,30 +216,27 @@ fn never() -> String {
     "never".into()
 }
 
-impl Facility {
-    fn load() -> Result<Self, ApiError> {
-        let text = std::fs::read_to_string(CONFIG_FILE).map_err(|e| {
-            ApiError::internal(format!(
-                "cannot read the facility configuration {CONFIG_FILE}: {e}; the component needs \
-                 files = [{{ source = \"config\", destination = \"/config\" }}] in spin.toml"
-            ))
-        })?;
-        Self::parse(&text)
-    }
-
-    fn parse(text: &str) -> Result<Self, ApiError> {
-        toml::from_str(text).map_err(|e| {
-            ApiError::internal(format!(
-                "the facility configuration {CONFIG_FILE} is not valid: {e}"
-            ))
-        })
-    }
+/// This room's keys of a resource's `[resources.environment]` (the host's
+/// software providers read the others); a wrong one is a 503 naming the
+/// resource and the key.
+fn environment_config(r: &ResourceConfig) -> Result<EnvironmentConfig, ApiError> {
+    let Some(table) = &r.environment else {
+        return Ok(EnvironmentConfig::default());
+    };
+    table.clone().try_into().map_err(|e: toml::de::Error| {
+        facility::invalid(format!(
+            "resource {:?}: [resources.environment] is not valid: {}",
+            r.name,
+            e.to_string().trim_end().replace('\n', " ")
+        ))
+    })
 }
 
 // ---- capability calls ----
 
 fn environment(
     r: &ResourceConfig,
+    env: &EnvironmentConfig,
     overview: Option<scheduler::SchedulerOverview>,
 ) -> Result<Environment, ApiError> {
     let mut warnings = Vec::new();
@@ -288,7 +269,6 @@ fn environment(
             Vec::new()
         }
     };
-    let env = &r.environment;
     Ok(Environment {
         name: r.name.clone(),
         description: r.description.clone(),
@@ -393,10 +373,17 @@ fn scheduler_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use s3m_guest::facility::FacilityConfig;
+
+    fn parse(text: &str) -> Result<Vec<EnvironmentConfig>, ApiError> {
+        let f = FacilityConfig::parse(text, std::path::Path::new(facility::CONFIG_FILE))
+            .map_err(facility::error)?;
+        f.resources.iter().map(environment_config).collect()
+    }
 
     #[test]
     fn reads_this_rooms_keys_and_ignores_the_rest() {
-        let f = Facility::parse(
+        let f = parse(
             r#"
             [[resources]]
             name = "basalt"
@@ -411,7 +398,7 @@ mod tests {
             "#,
         )
         .unwrap_or_else(|e| panic!("{}", e.message));
-        let e = &f.resources[0].environment;
+        let e = &f[0];
         assert_eq!(e.container_runtimes[0].name, "apptainer");
         assert_eq!(e.filesystems[0].mount_path, "/lustre/scratch");
         assert_eq!(e.variables["OMP_NUM_THREADS"], "1");
@@ -419,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_misspelt_filesystem_key_is_named() {
-        let Err(e) = Facility::parse(
+        let Err(e) = parse(
             r#"
             [[resources]]
             name = "basalt"
@@ -429,8 +416,10 @@ mod tests {
         ) else {
             panic!("accepted")
         };
+        assert_eq!(e.status, 503);
         assert!(
-            e.message.contains("mount_path") || e.message.contains("path"),
+            e.message.contains("basalt")
+                && (e.message.contains("mount_path") || e.message.contains("path")),
             "{}",
             e.message
         );

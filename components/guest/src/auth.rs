@@ -11,7 +11,7 @@
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
@@ -20,70 +20,15 @@ use subtle::ConstantTimeEq;
 use crate::time::parse_rfc3339;
 use crate::ApiError;
 
-/// The key-value store label that holds token records.
-pub const STORE: &str = "default";
+/// The key-value store label that holds token records, and their keys: the
+/// record itself is the one `s3m-wire` defines, shared with the host.
+pub use s3m_wire::token::{record_key, used_key, TokenRecord, STORE};
 /// The audience a token must carry when the component variable `token_audience` is unset.
 pub const DEFAULT_AUDIENCE: &str = "s3m";
 /// The only token type this API accepts: an OLCF project access token.
 pub const TOKEN_TYPE: &str = "opat";
 /// Longest Authorization value looked at; real tokens are a few hundred bytes.
 const MAX_TOKEN_LEN: usize = 8192;
-
-/// The key of the record of token `jti`.
-pub fn record_key(jti: &str) -> String {
-    format!("token/{jti}")
-}
-
-/// The key whose atomic counter consumes one-time token `jti`.
-pub fn used_key(jti: &str) -> String {
-    format!("token-used/{jti}")
-}
-
-/// The record of a token, as the host CLI `s3m token create` writes it under `token/{jti}`.
-/// Fields this crate does not know are tolerated (and kept by writers that go through
-/// `serde_json::Value`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct TokenRecord {
-    #[serde(deserialize_with = "null_as_default")]
-    pub jti: String,
-    /// Lower-case hex SHA-256 of the whole token string as minted.
-    #[serde(deserialize_with = "null_as_default")]
-    pub token_sha256: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub username: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub project: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub permissions: Vec<String>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub planned_expiration: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub security_enclave: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub description: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub one_time_token: bool,
-    #[serde(deserialize_with = "null_as_default")]
-    pub delayed_start: bool,
-    pub delay_date: Option<String>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub owner_name: String,
-    #[serde(deserialize_with = "null_as_default")]
-    pub revoked: bool,
-    pub revoked_at: Option<String>,
-    pub created_at: Option<String>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub extensions: i64,
-}
-
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
 
 /// Who is calling: the token's record, checked. Its `Debug` leaves the
 /// token out.

@@ -2,10 +2,12 @@
 //!
 //! Every endpoint component uses it for the same three things, so that there is one way to
 //! do each: the error shape ([`ApiError`]), JSON answers ([`json`]), and the token check
-//! ([`authenticate`] -> [`Principal`]). It holds no endpoint logic and no state.
+//! ([`authenticate`] -> [`Principal`]); and it reads the facility configuration
+//! ([`facility::load`]). It holds no endpoint logic and no state.
 
 pub mod auth;
 pub mod error;
+pub mod facility;
 pub mod response;
 pub mod time;
 

@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
+use s3m_guest::facility::{self, FacilityConfig, ResourceConfig};
 use s3m_guest::time::{now, parse_rfc3339, rfc3339, rfc3339_micros};
 use s3m_guest::{json, route_path, ApiError};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
 const BASE: &str = "/olcf/v1alpha/status";
-const CONFIG_FILE: &str = "/config/facility.toml";
 /// How far ahead "upcoming" downtimes reach.
 const UPCOMING_DAYS: i64 = 10;
 
@@ -114,61 +114,11 @@ struct DowntimeAttributes {
 
 const STATUSES: [&str; 3] = ["OPERATIONAL", "UNAVAILABLE", "UNSPECIFIED"];
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct FacilityFile {
-    facility: FacilitySection,
-    resources: Vec<ResourceSection>,
-    downtimes: Vec<DowntimeSection>,
-}
-
-#[derive(Deserialize)]
-#[serde(default)]
-struct FacilitySection {
-    name: String,
-    organization: String,
-    security_enclave: String,
-}
-
-impl Default for FacilitySection {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            organization: String::new(),
-            security_enclave: "open".into(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ResourceSection {
-    name: String,
-    #[serde(default)]
-    description: String,
-    organization: Option<String>,
-    status: Option<String>,
-    downtime_schedule_available: Option<bool>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct DowntimeSection {
-    resource: String,
-    start: toml::Value,
-    end: toml::Value,
-    #[serde(default)]
-    description: String,
-    scheduled: Option<bool>,
-    reboot: Option<bool>,
-    updated_at: Option<toml::Value>,
-}
-
 /// The configuration, checked: times parsed, statuses known, downtimes on known resources.
 struct Facility {
     organization: String,
     security_enclave: String,
-    resources: Vec<ResourceSection>,
+    resources: Vec<ResourceConfig>,
     downtimes: Vec<ScheduledDowntime>,
 }
 
@@ -183,7 +133,7 @@ struct ScheduledDowntime {
 }
 
 fn config_error(problem: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable(format!("facility configuration {CONFIG_FILE}: {problem}"))
+    facility::invalid(problem)
 }
 
 /// A time written as a TOML string ("2026-01-01T00:00:00Z") or a bare TOML datetime.
@@ -206,17 +156,18 @@ fn config_time(value: &toml::Value, what: &str) -> Result<DateTime<Utc>, ApiErro
 
 impl Facility {
     fn load() -> Result<Self, ApiError> {
-        let text = std::fs::read_to_string(CONFIG_FILE).map_err(|e| {
-            config_error(format!(
-                "cannot be read ({e}); the app's config/ directory must hold facility.toml"
-            ))
-        })?;
-        Self::parse(&text)
+        Self::checked(facility::load()?)
     }
 
+    #[cfg(test)]
     fn parse(text: &str) -> Result<Self, ApiError> {
-        let file: FacilityFile =
-            toml::from_str(text).map_err(|e| config_error(format!("is not valid: {e}")))?;
+        let path = std::path::Path::new(facility::CONFIG_FILE);
+        Self::checked(FacilityConfig::parse(text, path).map_err(facility::error)?)
+    }
+
+    /// Checks what the shape leaves to this room: statuses, and downtimes'
+    /// resources and times.
+    fn checked(file: FacilityConfig) -> Result<Self, ApiError> {
         for r in &file.resources {
             if let Some(status) = &r.status {
                 if !STATUSES.contains(&status.as_str()) {
@@ -305,7 +256,7 @@ impl Facility {
             })
     }
 
-    fn describe(&self, r: &ResourceSection, now: DateTime<Utc>) -> Resource {
+    fn describe(&self, r: &ResourceConfig, now: DateTime<Utc>) -> Resource {
         let down = self
             .downtimes
             .iter()

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 /// The key-value label of token records.
-pub const TOKEN_STORE: &str = "default";
+pub const TOKEN_STORE: &str = s3m_wire::token::STORE;
 
 /// Who a request's token speaks for.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, String>
         return Err("the request's token has no valid jti".into());
     }
     let bytes = store
-        .get(&format!("token/{jti}"))
+        .get(&crate::admin::tokens::record_key(jti))
         .await
         .map_err(|e| format!("key-value unavailable while checking a token: {e}"))?
         .ok_or_else(|| "the request's token was not minted here".to_string())?;

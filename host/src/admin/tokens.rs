@@ -22,28 +22,9 @@ pub const PERMISSIONS: &[&str] = &[
     "workflows",
 ];
 
-/// The record of a token, as the guests read it (components/guest).
-#[derive(Debug, Clone, Se, De)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenRecord {
-    pub jti: String,
-    #[serde(skip_serializing_if = "String::is_empty", default)]
-    pub token_sha256: String,
-    pub username: String,
-    pub project: String,
-    pub permissions: Vec<String>,
-    pub planned_expiration: String,
-    pub security_enclave: String,
-    pub description: String,
-    pub one_time_token: bool,
-    pub delayed_start: bool,
-    pub delay_date: Option<String>,
-    pub owner_name: String,
-    pub revoked: bool,
-    pub revoked_at: Option<String>,
-    pub created_at: String,
-    pub extensions: u32,
-}
+/// The record of a token under `token/{jti}`: one definition, in
+/// `s3m-wire`, which the components read too.
+pub use s3m_wire::token::{record_key, TokenRecord};
 
 #[derive(Debug, Se, De)]
 struct OpatClaims {
@@ -66,10 +47,6 @@ pub struct NewToken {
 
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn record_key(jti: &str) -> String {
-    format!("token/{jti}")
 }
 
 /// Checks a project name: letters and digits, as facilities name projects.
@@ -144,8 +121,9 @@ pub async fn create(
         owner_name: new.owner,
         revoked: false,
         revoked_at: None,
-        created_at: rfc3339(now),
+        created_at: Some(rfc3339(now)),
         extensions: 0,
+        extra: Default::default(),
     };
     store
         .set(&record_key(&jti), &serde_json::to_vec(&record)?)

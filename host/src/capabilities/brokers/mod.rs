@@ -7,7 +7,6 @@
 
 pub mod registry;
 
-use crate::facility::FacilityConfig;
 use crate::state::HostState;
 use async_trait::async_trait;
 use chrono::Utc;
@@ -99,40 +98,15 @@ pub struct Brokers {
 }
 
 impl Brokers {
-    /// Builds the provider, reconciles what it finds, starts its reaper.
-    pub async fn from_facility(
-        facility: &FacilityConfig,
-        state_dir: &Path,
+    /// Runs `provider` (built by the wiring from `[streaming]`) with the
+    /// records under `dir` (`<state>/brokers`): reconciles what it finds and
+    /// starts the reaper.
+    pub async fn start(
+        config: StreamingConfig,
+        provider: Box<dyn BrokerProvider>,
+        dir: &Path,
     ) -> anyhow::Result<Self> {
-        const KNOWN: &[&str] = &[
-            "provider",
-            "lifetime_seconds",
-            "check_interval_ms",
-            "advertise_address",
-            "redis_server",
-            "rabbitmq_server",
-            "rabbitmq_management",
-            "redis_start_timeout_seconds",
-            "rabbitmq_start_timeout_seconds",
-            "kubernetes",
-        ];
-        if let Some(key) = facility
-            .streaming
-            .keys()
-            .find(|k| !KNOWN.contains(&k.as_str()))
-        {
-            anyhow::bail!(
-                "facility.toml [streaming] has an unknown key {key:?}; the keys are {KNOWN:?}"
-            );
-        }
-        let table = toml::Value::Table(facility.streaming.clone());
-        let config: StreamingConfig = table
-            .clone()
-            .try_into()
-            .map_err(|e| anyhow::anyhow!("facility.toml [streaming] is not valid: {e}"))?;
-        let dir = state_dir.join("brokers");
-        let provider = crate::providers::brokers::from_config(&config.provider, &table, &dir)?;
-        let brokers = Self::with_provider(config, provider, &dir);
+        let brokers = Self::with_provider(config, provider, dir);
         brokers.reconcile().await?;
         let monitor = brokers.clone();
         tokio::spawn(async move { monitor.monitor().await });

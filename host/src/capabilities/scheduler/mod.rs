@@ -11,14 +11,13 @@
 //! jwt_key = "/etc/slurm/jwt_hs256.key"    # slurm: the cluster's AuthAltParameters jwt_key
 //! ```
 //!
-//! The keys of each backend are documented in its provider. This room knows
-//! nothing of Slurm or processes: it routes a call to the resource's provider.
+//! The keys of each backend are documented in its provider, which reads
+//! them; the wiring (host/src/wiring.rs) builds the providers. This room
+//! knows nothing of Slurm or processes: it routes a call to the resource's
+//! provider.
 
-use crate::facility::FacilityConfig;
-use crate::providers::scheduler::{local::LocalScheduler, slurm::SlurmScheduler};
 use crate::state::HostState;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -62,11 +61,17 @@ pub trait SchedulerProvider: Send + Sync {
 
 /// The scheduler of a resource whose provider could not start: every call
 /// answers Unavailable, and the host's log says why (not the caller).
-struct NotStarted {
+pub struct NotStarted {
     resource: String,
 }
 
 impl NotStarted {
+    pub fn new(resource: &str) -> Self {
+        Self {
+            resource: resource.to_string(),
+        }
+    }
+
     fn err<T>(&self) -> SchedulerResult<T> {
         Err(SchedulerError::Unavailable(format!(
             "the scheduler of resource `{}` is not running; the facility's operators have the reason in the host's log",
@@ -116,50 +121,9 @@ pub struct Schedulers {
 }
 
 impl Schedulers {
-    /// Builds the providers the facility configuration asks for. A bad
-    /// `[resources.compute]` table stops start-up with what to fix.
-    pub async fn from_facility(
-        facility: &FacilityConfig,
-        state_dir: &Path,
-    ) -> anyhow::Result<Self> {
-        let mut by_resource: HashMap<String, Arc<dyn SchedulerProvider>> = HashMap::new();
-        for resource in &facility.resources {
-            let Some(compute) = &resource.compute else {
-                continue;
-            };
-            let kind = match compute.get("scheduler") {
-                None => "local",
-                Some(toml::Value::String(s)) => s.as_str(),
-                Some(other) => anyhow::bail!(
-                    "resources `{}`: compute.scheduler must be \"slurm\" or \"local\", not {other}",
-                    resource.name
-                ),
-            };
-            let provider: Arc<dyn SchedulerProvider> = match kind {
-                "slurm" => Arc::new(SlurmScheduler::from_config(&resource.name, compute)?),
-                "local" => match LocalScheduler::start(&resource.name, compute, state_dir).await {
-                    Ok(local) => Arc::new(local),
-                    // A scheduler that cannot isolate jobs does not start;
-                    // the rest of the facility still serves.
-                    Err(e) => {
-                        tracing::error!(
-                            resource = %resource.name,
-                            "the local scheduler did not start: {e:#}. Compute on this resource answers 503 until it is fixed."
-                        );
-                        Arc::new(NotStarted {
-                            resource: resource.name.clone(),
-                        })
-                    }
-                },
-                other => anyhow::bail!(
-                    "resource `{}`: unknown compute.scheduler \"{other}\"; use \"slurm\" or \"local\"",
-                    resource.name
-                ),
-            };
-            tracing::info!(resource = %resource.name, scheduler = kind, "compute resource ready");
-            by_resource.insert(resource.name.clone(), provider);
-        }
-        Ok(Self { by_resource })
+    /// Routes each named compute resource to its provider.
+    pub fn new(by_resource: HashMap<String, Arc<dyn SchedulerProvider>>) -> Self {
+        Self { by_resource }
     }
 
     /// The provider of a compute resource.
@@ -396,31 +360,5 @@ impl s3m::facility::scheduler::Host for HostState {
             Err(e) => Err(e),
         };
         Ok(self.told(&resource, r))
-    }
-}
-
-/// Reads an optional string key of a `[resources.compute]` table.
-pub fn config_str<'a>(
-    resource: &str,
-    table: &'a toml::Table,
-    key: &str,
-) -> anyhow::Result<Option<&'a str>> {
-    match table.get(key) {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(s.as_str())),
-        Some(other) => {
-            anyhow::bail!("resource `{resource}`: compute.{key} must be a string, not {other}")
-        }
-    }
-}
-
-/// Reads an optional non-negative integer key of a `[resources.compute]` table.
-pub fn config_u64(resource: &str, table: &toml::Table, key: &str) -> anyhow::Result<Option<u64>> {
-    match table.get(key) {
-        None => Ok(None),
-        Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(*n as u64)),
-        Some(other) => anyhow::bail!(
-            "resource `{resource}`: compute.{key} must be a whole number >= 0, not {other}"
-        ),
     }
 }

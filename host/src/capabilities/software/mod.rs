@@ -2,7 +2,8 @@
 //! a resource can load. Components cannot run programs, so the host asks the
 //! module system for them. Its providers (host/src/providers/software/) are
 //! Lmod's spider over the resource's module path, and the facility
-//! configuration's own module list.
+//! configuration's own module list; the wiring (host/src/wiring.rs) builds
+//! them at start and installs them here.
 //!
 //! Configuration, per resource, in `[resources.environment]` of
 //! config/facility.toml:
@@ -20,8 +21,6 @@
 //! Without `modulepath`, `modules` is the whole list; with it, the modules
 //! Lmod finds come first and configured ones Lmod does not know are added.
 
-use crate::facility::FacilityConfig;
-use crate::providers::software::{config::ConfiguredModules, lmod::Lmod};
 use crate::state::HostState;
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -75,25 +74,14 @@ struct Resource {
 }
 
 impl Software {
-    /// Reads `[resources.environment]` of every resource. A malformed table
-    /// is a start-up error that names the resource and the key.
-    pub fn from_facility(facility: &FacilityConfig) -> anyhow::Result<Self> {
-        let mut resources = HashMap::new();
-        for resource in &facility.resources {
-            let empty = toml::Table::new();
-            let table = resource.environment.as_ref().unwrap_or(&empty);
-            let configured = ConfiguredModules::from_table(table)
-                .map_err(|e| anyhow::anyhow!("facility.toml, resource {:?}: {e}", resource.name))?;
-            let lmod = Lmod::from_table(table)
-                .map_err(|e| anyhow::anyhow!("facility.toml, resource {:?}: {e}", resource.name))?;
-            let mut providers: Vec<Box<dyn SoftwareProvider>> = Vec::new();
-            if let Some(lmod) = lmod {
-                providers.push(Box::new(lmod));
-            }
-            providers.push(Box::new(configured));
-            resources.insert(resource.name.clone(), Resource { providers });
+    /// Each resource's module sources, in order of precedence.
+    pub fn new(resources: HashMap<String, Vec<Box<dyn SoftwareProvider>>>) -> Self {
+        Self {
+            resources: resources
+                .into_iter()
+                .map(|(name, providers)| (name, Resource { providers }))
+                .collect(),
         }
-        Ok(Self { resources })
     }
 
     /// The modules of `resource`, sorted by name, and what each failing
@@ -130,16 +118,26 @@ impl Software {
     }
 }
 
-/// Built on first use from the facility configuration the services hold, so
-/// that the capability needs no field of its own in `Services`; one host
-/// process serves one application.
-fn software(facility: &FacilityConfig) -> Result<&'static Software, SoftwareError> {
-    static SOFTWARE: OnceLock<Result<Software, String>> = OnceLock::new();
-    let built =
-        SOFTWARE.get_or_init(|| Software::from_facility(facility).map_err(|e| format!("{e:#}")));
-    match built {
-        Ok(s) => Ok(s),
-        Err(e) => Err(SoftwareError::Unavailable(e.clone())),
+/// What the wiring built at start, or why it could not (a malformed
+/// `[resources.environment]`, which then answers Unavailable); one host
+/// process serves one application, so the capability needs no field of its
+/// own in `Services`.
+static SOFTWARE: OnceLock<Result<Software, String>> = OnceLock::new();
+
+/// Installs what the wiring built; once per process.
+pub fn install(built: Result<Software, String>) {
+    if SOFTWARE.set(built).is_err() {
+        tracing::warn!("the software capability was installed twice; the first one stays");
+    }
+}
+
+fn software() -> Result<&'static Software, SoftwareError> {
+    match SOFTWARE.get() {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => Err(SoftwareError::Unavailable(e.clone())),
+        None => Err(SoftwareError::Unavailable(
+            "the software capability was not set up at start".into(),
+        )),
     }
 }
 
@@ -154,7 +152,7 @@ impl wit::Host for HostState {
         if let Err(why) = self.authorize("software", None, &[]).await {
             return Ok(Err(wit::SoftwareError::Unavailable(why)));
         }
-        let result = match software(&self.services.facility) {
+        let result = match software() {
             Ok(software) => software.modules(&resource).await,
             Err(e) => Err(e),
         };
@@ -181,56 +179,4 @@ impl wit::Host for HostState {
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn software(text: &str) -> anyhow::Result<Software> {
-        Software::from_facility(&toml::from_str::<FacilityConfig>(text)?)
-    }
-
-    #[tokio::test]
-    async fn a_failing_lmod_leaves_the_configured_modules_and_says_why() {
-        let s = software(
-            r#"
-            [[resources]]
-            name = "basalt"
-            [resources.environment]
-            modulepath = ["/nonexistent/modulefiles"]
-            modules = [{ name = "cmake", versions = ["3.27.9"] }]
-            "#,
-        )
-        .unwrap();
-        let (modules, warnings) = s.modules("basalt").await.unwrap();
-        assert_eq!(
-            modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
-            ["cmake"]
-        );
-        assert_eq!(warnings.len(), 1);
-        assert!(
-            warnings[0].contains("/nonexistent/modulefiles"),
-            "{warnings:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unknown_resource_is_not_found_and_one_without_a_table_has_none() {
-        let s = software("[[resources]]\nname = \"shale\"\n").unwrap();
-        assert!(matches!(
-            s.modules("nosuch").await,
-            Err(SoftwareError::NotFound(_))
-        ));
-        assert_eq!(s.modules("shale").await.unwrap(), (vec![], vec![]));
-    }
-
-    #[test]
-    fn a_broken_table_names_the_resource() {
-        let e =
-            software("[[resources]]\nname = \"basalt\"\n[resources.environment]\nmodulepath = 3\n")
-                .err()
-                .unwrap();
-        assert!(format!("{e}").contains("basalt"), "{e}");
-    }
 }

@@ -33,13 +33,13 @@
 //! - `state_dir`: where the jobs are kept (default `<state dir>/scheduler/<resource>`);
 //!   job records hold environments: files 0600 in a 0700 directory
 
+use super::common::{compute_config, expand_path_pattern, parse_job_state, project_user};
+use super::sandbox::{self, Isolation, JobUser};
 use crate::capabilities::scheduler::{
-    config_str, config_u64, Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState,
-    NodeInfo, PartitionInfo, PartitionState, PingInfo, ReservationInfo, SchedulerAbout,
-    SchedulerError, SchedulerProvider, SchedulerResult, Submitted,
+    Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState, NodeInfo, PartitionInfo,
+    PartitionState, PingInfo, ReservationInfo, SchedulerAbout, SchedulerError, SchedulerProvider,
+    SchedulerResult, Submitted,
 };
-use crate::providers::scheduler::sandbox::{self, Isolation, JobUser};
-use crate::providers::scheduler::slurm::{expand_path_pattern, project_user};
 use crate::text::cut;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,6 +48,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// `[resources.compute]` of a local resource (the keys above).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    pub slots: Option<u64>,
+    pub partition: Option<String>,
+    pub default_time_limit: Option<u64>,
+    pub max_time_limit: Option<u64>,
+    pub default_working_directory: Option<String>,
+    pub shared_directories: Vec<String>,
+    pub kill_wait_secs: Option<u64>,
+    pub min_job_age: Option<u64>,
+    /// `sandbox` (default) or `none`.
+    pub isolation: Option<String>,
+    /// `host` or `project-user`; only with `isolation = "none"`.
+    pub run_as: Option<String>,
+    pub state_dir: Option<String>,
+}
 
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
@@ -133,7 +152,7 @@ fn now() -> i64 {
 }
 
 fn state_of(s: &str) -> JobState {
-    crate::providers::scheduler::slurm::parse_job_state(s)
+    parse_job_state(s)
 }
 
 impl LocalJob {
@@ -498,18 +517,20 @@ fn signal_group(pgid: u32, signal: u32) {
 }
 
 impl LocalScheduler {
-    /// Loads the resource's saved jobs and starts its queue.
+    /// Reads the resource's `[resources.compute]` table (without its
+    /// `scheduler` key), loads the resource's saved jobs and starts its queue.
     pub async fn start(
         resource: &str,
         table: &toml::Table,
         state_dir: &Path,
     ) -> anyhow::Result<Self> {
-        let dir = match config_str(resource, table, "state_dir")? {
+        let config: LocalConfig = compute_config(resource, table)?;
+        let dir = match config.state_dir.as_deref() {
             Some(d) => PathBuf::from(d),
             None => state_dir.join("scheduler").join(resource),
         };
-        let run_as = config_str(resource, table, "run_as")?;
-        let isolation = match config_str(resource, table, "isolation")? {
+        let run_as = config.run_as.as_deref();
+        let isolation = match config.isolation.as_deref() {
             None | Some("sandbox") => {
                 if let Some(r) = run_as.filter(|r| *r != "project-user") {
                     anyhow::bail!(
@@ -517,21 +538,16 @@ impl LocalScheduler {
                          sandboxed jobs always run as their project's user"
                     );
                 }
-                let shared = match table.get("shared_directories") {
-                    None => Vec::new(),
-                    Some(toml::Value::Array(items)) => items
-                        .iter()
-                        .map(|v| match v.as_str().and_then(sandbox::normalized) {
-                            Some(p) => Ok(p),
-                            None => anyhow::bail!(
-                                "resource `{resource}`: compute.shared_directories holds absolute paths, not {v}"
-                            ),
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()?,
-                    Some(other) => anyhow::bail!(
-                        "resource `{resource}`: compute.shared_directories must be a list of paths, not {other}"
-                    ),
-                };
+                let shared = config
+                    .shared_directories
+                    .iter()
+                    .map(|v| match sandbox::normalized(v) {
+                        Some(p) => Ok(p),
+                        None => anyhow::bail!(
+                            "resource `{resource}`: compute.shared_directories holds absolute paths, not {v:?}"
+                        ),
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 sandbox::probe().map_err(|why| {
                     anyhow::anyhow!("resource `{resource}`: the local scheduler cannot isolate jobs: {why}")
                 })?;
@@ -595,12 +611,10 @@ impl LocalScheduler {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let slots = config_u64(resource, table, "slots")?
-            .unwrap_or(cpus as u64)
-            .max(1) as usize;
-        let default_time = config_u64(resource, table, "default_time_limit")?.unwrap_or(60) as u32;
-        let max_time = config_u64(resource, table, "max_time_limit")?.unwrap_or(1440) as u32;
-        let work_root = match config_str(resource, table, "default_working_directory")? {
+        let slots = config.slots.unwrap_or(cpus as u64).max(1) as usize;
+        let default_time = config.default_time_limit.unwrap_or(60) as u32;
+        let max_time = config.max_time_limit.unwrap_or(1440) as u32;
+        let work_root = match config.default_working_directory.as_deref() {
             Some(d) => sandbox::normalized(d).ok_or_else(|| {
                 anyhow::anyhow!("resource `{resource}`: compute.default_working_directory must be an absolute path")
             })?,
@@ -655,17 +669,13 @@ impl LocalScheduler {
         let shared = Arc::new(Shared {
             dir,
             slots,
-            partition: config_str(resource, table, "partition")?
-                .unwrap_or("local")
-                .to_string(),
+            partition: config.partition.unwrap_or_else(|| "local".into()),
             default_time,
             max_time,
             work_root,
-            kill_wait: Duration::from_secs(
-                config_u64(resource, table, "kill_wait_secs")?.unwrap_or(2),
-            ),
+            kill_wait: Duration::from_secs(config.kill_wait_secs.unwrap_or(2)),
             isolation,
-            min_job_age: match config_u64(resource, table, "min_job_age")?.unwrap_or(300) {
+            min_job_age: match config.min_job_age.unwrap_or(300) {
                 0 => None,
                 n => Some(n as i64),
             },

@@ -14,14 +14,44 @@
 //! - `default_working_directory = "/tmp"`: for jobs that name none
 //! - `token_lifetime_secs = 60`, `timeout_secs = 30`
 
+use super::common::{compute_config, expand_path_pattern, parse_job_state, project_user};
 use crate::capabilities::scheduler::{
-    config_str, config_u64, Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState,
-    NodeInfo, PartitionInfo, PartitionState, PingInfo, ReservationInfo, SchedulerAbout,
-    SchedulerError, SchedulerProvider, SchedulerResult, Submitted,
+    Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState, NodeInfo, PartitionInfo,
+    PartitionState, PingInfo, ReservationInfo, SchedulerAbout, SchedulerError, SchedulerProvider,
+    SchedulerResult, Submitted,
 };
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
+
+/// `[resources.compute]` of a Slurm resource (the keys above).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmConfig {
+    /// Required; an `http://` URL.
+    pub slurmrestd: Option<String>,
+    /// Required.
+    pub jwt_key: Option<String>,
+    pub openapi: String,
+    pub service_user: String,
+    pub default_working_directory: String,
+    pub token_lifetime_secs: u64,
+    pub timeout_secs: u64,
+}
+
+impl Default for SlurmConfig {
+    fn default() -> Self {
+        Self {
+            slurmrestd: None,
+            jwt_key: None,
+            openapi: "v0.0.38".into(),
+            service_user: "nobody".into(),
+            default_working_directory: "/tmp".into(),
+            token_lifetime_secs: 60,
+            timeout_secs: 30,
+        }
+    }
+}
 
 pub struct SlurmScheduler {
     resource: String,
@@ -38,14 +68,15 @@ struct SlurmClaims {
     sun: String,
 }
 
-/// The Unix user a project's jobs run as.
-pub fn project_user(project: &str) -> String {
-    format!("{}_auser", project.to_lowercase())
-}
-
 impl SlurmScheduler {
+    /// Reads the resource's `[resources.compute]` table (without its
+    /// `scheduler` key) and the cluster's jwt key.
     pub fn from_config(resource: &str, table: &toml::Table) -> anyhow::Result<Self> {
-        let url = config_str(resource, table, "slurmrestd")?.ok_or_else(|| {
+        Self::new(resource, compute_config(resource, table)?)
+    }
+
+    pub fn new(resource: &str, config: SlurmConfig) -> anyhow::Result<Self> {
+        let url = config.slurmrestd.ok_or_else(|| {
             anyhow::anyhow!("resource `{resource}`: scheduler = \"slurm\" needs compute.slurmrestd = \"http://HOST:PORT\"")
         })?;
         if !url.starts_with("http://") {
@@ -53,34 +84,26 @@ impl SlurmScheduler {
                 "resource `{resource}`: compute.slurmrestd must be an http:// URL, not `{url}`"
             );
         }
-        let key_path = config_str(resource, table, "jwt_key")?.ok_or_else(|| {
+        let key_path = config.jwt_key.ok_or_else(|| {
             anyhow::anyhow!("resource `{resource}`: scheduler = \"slurm\" needs compute.jwt_key = \"/path/to/jwt_hs256.key\" (the cluster's AuthAltParameters jwt_key)")
         })?;
-        let key = std::fs::read(key_path).map_err(|e| {
+        let key = std::fs::read(&key_path).map_err(|e| {
             anyhow::anyhow!("resource `{resource}`: cannot read compute.jwt_key {key_path}: {e}; give s3m read access to the cluster's jwt key")
         })?;
         if key.len() < 32 {
             anyhow::bail!("resource `{resource}`: compute.jwt_key {key_path} holds {} bytes; Slurm needs at least 32", key.len());
         }
-        let openapi = config_str(resource, table, "openapi")?.unwrap_or("v0.0.38");
-        let timeout = config_u64(resource, table, "timeout_secs")?.unwrap_or(30);
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(timeout))
+            .timeout(std::time::Duration::from_secs(config.timeout_secs))
             .pool_max_idle_per_host(64)
             .build()?;
         Ok(Self {
             resource: resource.to_string(),
-            base: format!("{}/slurm/{openapi}", url.trim_end_matches('/')),
+            base: format!("{}/slurm/{}", url.trim_end_matches('/'), config.openapi),
             key: HS256Key::from_bytes(&key),
-            service_user: config_str(resource, table, "service_user")?
-                .unwrap_or("nobody")
-                .to_string(),
-            default_cwd: config_str(resource, table, "default_working_directory")?
-                .unwrap_or("/tmp")
-                .to_string(),
-            token_lifetime: config_u64(resource, table, "token_lifetime_secs")?
-                .unwrap_or(60)
-                .max(5),
+            service_user: config.service_user,
+            default_cwd: config.default_working_directory,
+            token_lifetime: config.token_lifetime_secs.max(5),
             http,
         })
     }
@@ -286,62 +309,11 @@ fn strings_of(v: &Value, key: &str) -> Vec<String> {
     }
 }
 
-pub fn parse_job_state(s: &str) -> JobState {
-    match s
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase()
-        .as_str()
-    {
-        "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => {
-            JobState::Pending
-        }
-        "RUNNING" | "CONFIGURING" | "COMPLETING" | "SIGNALING" | "STAGE_OUT" | "RESIZING" => {
-            JobState::Running
-        }
-        "SUSPENDED" | "STOPPED" => JobState::Suspended,
-        "COMPLETED" => JobState::Completed,
-        "CANCELLED" => JobState::Cancelled,
-        "TIMEOUT" => JobState::Timeout,
-        "NODE_FAIL" => JobState::NodeFail,
-        "PREEMPTED" => JobState::Preempted,
-        "BOOT_FAIL" => JobState::BootFail,
-        "DEADLINE" => JobState::Deadline,
-        "OUT_OF_MEMORY" => JobState::OutOfMemory,
-        _ => JobState::Failed,
-    }
-}
-
 fn is_ended(state: JobState) -> bool {
     !matches!(
         state,
         JobState::Pending | JobState::Running | JobState::Suspended
     )
-}
-
-/// Expands the `%j`, `%x`, `%u`, `%%` of an output path, as Slurm does.
-pub fn expand_path_pattern(pattern: &str, job_id: u32, name: &str, user: &str) -> String {
-    let mut out = String::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('j') | Some('A') => out.push_str(&job_id.to_string()),
-            Some('x') => out.push_str(name),
-            Some('u') => out.push_str(user),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
-    }
-    out
 }
 
 fn job_info(j: &Value) -> JobInfo {
@@ -802,20 +774,5 @@ mod tests {
         assert_eq!(node_range("1-4").unwrap(), (1, Some(4)));
         assert!(node_range("4-1").is_err());
         assert!(node_range("x").is_err());
-    }
-
-    #[test]
-    fn path_patterns() {
-        assert_eq!(
-            expand_path_pattern("/o/%x-%j.%u%%", 7, "n", "u"),
-            "/o/n-7.u%"
-        );
-    }
-
-    #[test]
-    fn states() {
-        assert_eq!(parse_job_state("COMPLETED"), JobState::Completed);
-        assert_eq!(parse_job_state("CANCELLED by 0"), JobState::Cancelled);
-        assert_eq!(parse_job_state("PENDING"), JobState::Pending);
     }
 }

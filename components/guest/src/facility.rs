@@ -1,0 +1,32 @@
+//! The facility configuration as every component reads it: mounted at
+//! [`CONFIG_FILE`] (spin.toml's `files = [{ source = "config", destination =
+//! "/config" }]`) and read on every request, so that edits show at once.
+//! The shape and the reader are `s3m-wire`'s, shared with the host.
+//!
+//! A missing, unreadable or invalid file is a 503 whose message names the
+//! file and says how to fix it; no component reads a missing file as an
+//! empty facility.
+
+use crate::ApiError;
+pub use s3m_wire::facility::{
+    DowntimeConfig, FacilityConfig, FacilityError, FacilityInfo, ResourceConfig,
+};
+
+/// Where components find facility.toml.
+pub const CONFIG_FILE: &str = "/config/facility.toml";
+
+/// The facility configuration, or the 503 that says what is wrong with it.
+pub fn load() -> Result<FacilityConfig, ApiError> {
+    FacilityConfig::load(std::path::Path::new(CONFIG_FILE)).map_err(error)
+}
+
+/// The 503 of a facility configuration that cannot be used.
+pub fn error(e: FacilityError) -> ApiError {
+    ApiError::unavailable(e.to_string())
+}
+
+/// A 503 for something wrong in the file that its reader found (a bad value
+/// of its own keys): `problem` prefixed with the file's name.
+pub fn invalid(problem: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(format!("facility configuration {CONFIG_FILE}: {problem}"))
+}

@@ -1,0 +1,248 @@
+//! The facility configuration, `config/facility.toml`: one typed shape and
+//! one way to read it, for the host and for every component.
+//!
+//! The host reads it at start (`s3m up`); the components read it, mounted at
+//! `/config/facility.toml`, on every request, so that edits show at once.
+//!
+//! **When the file is missing**, [`FacilityConfig::load`] answers
+//! [`FacilityError::Missing`], whose message names the file and says how to
+//! fix it. Every component that reads the file answers 503 with that
+//! message. The host only needs the file for the providers it configures:
+//! it logs the same message as a warning and starts with no resources
+//! ([`FacilityConfig::load_or_empty`]), so that an app none of whose
+//! components reads facility.toml (a tokens-only app) needs none. A file that
+//! cannot be read or is not valid is an error everywhere: the host refuses
+//! to start, and components answer 503.
+//!
+//! Keys this shape does not know are ignored. `[resources.compute]` and
+//! `[resources.environment]` are kept as tables: their keys belong to their
+//! readers (the host's scheduler and software providers, the environment
+//! component), each of which deserialises its own typed view and names the
+//! resource and the key when one is wrong. `[streaming]` is the host's
+//! brokers capability's.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The whole facility configuration. Every section is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct FacilityConfig {
+    /// `[facility]`.
+    pub facility: FacilityInfo,
+    /// `[[resources]]`.
+    pub resources: Vec<ResourceConfig>,
+    /// `[[downtimes]]`.
+    pub downtimes: Vec<DowntimeConfig>,
+    /// `[streaming]`: parsed by the host's brokers capability.
+    pub streaming: toml::Table,
+}
+
+/// `[facility]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FacilityInfo {
+    pub name: String,
+    pub organization: String,
+    /// `open` unless set.
+    pub security_enclave: String,
+}
+
+impl Default for FacilityInfo {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            organization: String::new(),
+            security_enclave: "open".into(),
+        }
+    }
+}
+
+/// One `[[resources]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResourceConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The resource's organization when not the facility's.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// `OPERATIONAL`, `UNAVAILABLE` or `UNSPECIFIED` (checked by status).
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub downtime_schedule_available: Option<bool>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// `[resources.compute]`: the resource runs jobs; its keys are the
+    /// scheduler provider's.
+    #[serde(default)]
+    pub compute: Option<toml::Table>,
+    /// `[resources.environment]`: read by the host's software providers
+    /// (`modulepath`, `modules`, ...) and the environment component
+    /// (`container_runtimes`, `filesystems`, `variables`).
+    #[serde(default)]
+    pub environment: Option<toml::Table>,
+}
+
+/// One `[[downtimes]]` entry. Times are kept as written (a TOML string or
+/// datetime); the status component checks them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DowntimeConfig {
+    pub resource: String,
+    pub start: toml::Value,
+    pub end: toml::Value,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub scheduled: Option<bool>,
+    #[serde(default)]
+    pub reboot: Option<bool>,
+    #[serde(default)]
+    pub updated_at: Option<toml::Value>,
+}
+
+/// Why the facility configuration could not be read. Its message names the
+/// file and what to do.
+#[derive(Debug)]
+pub enum FacilityError {
+    /// The file does not exist.
+    Missing { path: PathBuf },
+    /// The file exists but cannot be read.
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML or not of this shape.
+    Invalid { path: PathBuf, error: String },
+}
+
+impl fmt::Display for FacilityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FacilityError::Missing { path } => write!(
+                f,
+                "facility configuration {} does not exist: the app's config/ directory must hold \
+                 facility.toml (start from config/facility.toml of the S3M repository), and each \
+                 component that reads it needs files = [{{ source = \"config\", destination = \"/config\" }}] \
+                 in spin.toml",
+                path.display()
+            ),
+            FacilityError::Unreadable { path, error } => write!(
+                f,
+                "facility configuration {} cannot be read ({error}); check its permissions",
+                path.display()
+            ),
+            FacilityError::Invalid { path, error } => write!(
+                f,
+                "facility configuration {} is not valid: {}",
+                path.display(),
+                error.trim_end()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FacilityError {}
+
+impl FacilityConfig {
+    /// Parses the text of facility.toml; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, FacilityError> {
+        toml::from_str(text).map_err(|e| FacilityError::Invalid {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })
+    }
+
+    /// Reads and parses facility.toml. A missing file is an error
+    /// ([`FacilityError::Missing`]), never an empty facility.
+    pub fn load(path: &Path) -> Result<Self, FacilityError> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                FacilityError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                FacilityError::Unreadable {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            }
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// As [`FacilityConfig::load`], but a missing file is an empty facility
+    /// (no resources), with the [`FacilityError::Missing`] that says so.
+    pub fn load_or_empty(path: &Path) -> Result<(Self, Option<FacilityError>), FacilityError> {
+        match Self::load(path) {
+            Ok(f) => Ok((f, None)),
+            Err(e @ FacilityError::Missing { .. }) => Ok((Self::default(), Some(e))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The resource named `name`.
+    pub fn resource(&self, name: &str) -> Option<&ResourceConfig> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../../../config/facility.toml");
+
+    #[test]
+    fn the_sample_parses() {
+        let f = FacilityConfig::parse(SAMPLE, Path::new("facility.toml")).unwrap();
+        let names: Vec<_> = f.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["basalt", "granite", "quartz-dtn", "shale-archive"]);
+        assert!(f.resource("basalt").unwrap().compute.is_some());
+        assert!(f.resource("quartz-dtn").unwrap().compute.is_none());
+        assert_eq!(f.facility.organization, "CRCF");
+        assert_eq!(f.downtimes.len(), 1);
+        assert!(f.streaming.contains_key("provider"));
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored_and_sections_are_optional() {
+        let f = FacilityConfig::parse(
+            "[facility]\nnew_key = 1\n[[resources]]\nname = \"a\"\nfuture = true\n",
+            Path::new("f"),
+        )
+        .unwrap();
+        assert_eq!(f.facility.security_enclave, "open");
+        assert_eq!(f.resources[0].name, "a");
+        assert!(FacilityConfig::parse("", Path::new("f"))
+            .unwrap()
+            .resources
+            .is_empty());
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_it_and_the_fix() {
+        let path = Path::new("/nonexistent/config/facility.toml");
+        let e = FacilityConfig::load(path).unwrap_err();
+        assert!(matches!(e, FacilityError::Missing { .. }), "{e:?}");
+        let m = e.to_string();
+        assert!(
+            m.contains("/nonexistent/config/facility.toml") && m.contains("spin.toml"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_file_names_it() {
+        let e = FacilityConfig::parse("[facility\nname = ", Path::new("/config/facility.toml"))
+            .unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("/config/facility.toml is not valid"), "{m}");
+        let e = FacilityConfig::parse("[[resources]]\ndescription = \"x\"\n", Path::new("f"))
+            .unwrap_err();
+        assert!(e.to_string().contains("name"), "{e}");
+    }
+}
