@@ -277,7 +277,10 @@ async fn a_gateway_call_acts_only_for_the_project_of_a_valid_token_it_carries() 
     .await?;
     assert_eq!(code, 200, "{v}");
     assert!(
-        v["Ok"]["account"].as_str().unwrap_or("").eq_ignore_ascii_case("STF040"),
+        v["Ok"]["account"]
+            .as_str()
+            .unwrap_or("")
+            .eq_ignore_ascii_case("STF040"),
         "{v}"
     );
     assert_eq!(v["Ok"]["user_name"], "stf040_auser", "{v}");
