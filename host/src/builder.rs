@@ -107,8 +107,9 @@ fn merge_facility_adapter(manifest: &Manifest) -> anyhow::Result<()> {
             Err(_) => return Ok(()),
         }
     }
-    let (bytes, wiring) = crate::compose::merge_exports(&parts)
-        .context("composing the facility adapter from the scheduler, brokers and software adapters")?;
+    let (bytes, wiring) = crate::compose::merge_exports(&parts).context(
+        "composing the facility adapter from the scheduler, brokers and software adapters",
+    )?;
     let out = manifest.dir.join(FACILITY_ADAPTER);
     std::fs::create_dir_all(out.parent().expect("a parent"))?;
     std::fs::write(&out, &bytes)?;

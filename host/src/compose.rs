@@ -417,8 +417,9 @@ pub fn merge_exports(parts: &[Part]) -> anyhow::Result<(Vec<u8>, Vec<Wiring>)> {
     let mut exported = std::collections::BTreeSet::new();
     let mut wiring = Vec::new();
     for (i, part) in parts.iter().enumerate() {
-        let (world, instance) = register(&mut graph, &format!("s3m:part{i}"), part.bytes.clone())
-            .with_context(|| format!("{} is not a valid component", part.label))?;
+        let (world, instance) =
+            register(&mut graph, &format!("s3m:part{i}"), part.bytes.clone())
+                .with_context(|| format!("{} is not a valid component", part.label))?;
         let names: Vec<String> = graph.types()[world].exports.keys().cloned().collect();
         for name in names {
             if !exported.insert(name.clone()) {

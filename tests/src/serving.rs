@@ -94,6 +94,8 @@ impl Route {
 /// The components of one app under `wasmtime serve`, behind one router.
 pub struct Frontend {
     pub base_url: String,
+    /// Each component's own `wasmtime serve` (no router in between), by id.
+    pub backends: BTreeMap<String, String>,
     servers: Vec<Child>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -300,6 +302,7 @@ pub fn start(
     let base_url = format!("http://{addr}");
     Ok(Frontend {
         base_url,
+        backends,
         servers,
         stop: Some(stop_tx),
     })
