@@ -414,7 +414,11 @@ mod tests {
         // The adapters, as Spin dependencies, each on interfaces the host
         // links natively.
         let env = &m.components["environment"];
-        assert_eq!(env.dependencies.len(), 2);
+        assert_eq!(
+            env.dependencies.len(),
+            1,
+            "one dependency for the whole s3m:facility package"
+        );
         assert!(env
             .dependencies
             .iter()
