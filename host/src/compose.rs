@@ -396,7 +396,7 @@ pub fn apply_deny_adapter(source: &[u8], inherit: &Inherit) -> anyhow::Result<Ve
                 .find(|import| import.as_str() == *name || are_semver_compatible(name, import))
             {
                 bail!(
-                    "it imports {import}, which Spin would deny it because it does not inherit `{key}`; \
+                    "it imports {import}, which Spin denies a dependency that does not inherit `{key}`; \
                      the s3m host does not deny interfaces one by one: let it inherit the component's \
                      configuration (dependencies_inherit_configuration = true, or inherit_configuration = [\"{key}\", ...])"
                 );
