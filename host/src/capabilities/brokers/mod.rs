@@ -549,6 +549,14 @@ const STREAMING: &[&str] = &["data-streaming"];
 
 impl s3m::facility::types::Host for HostState {}
 
+/// Whom a brokers call acts for: its caller's project and token.
+fn acting(caller: &Caller) -> crate::state::Acting<'_> {
+    crate::state::Acting {
+        project: &caller.project,
+        token: &caller.token,
+    }
+}
+
 impl HostState {
     /// A broker call's answer, its Unavailable details kept for the log.
     fn broker_told<T>(&self, r: Result<T, wit::BrokerError>) -> Result<T, wit::BrokerError> {
@@ -601,14 +609,7 @@ impl wit::Host for HostState {
 
     async fn provision(&mut self, caller: Caller, spec: wit::ClusterSpec) -> R<wit::Credentials> {
         if let Err(why) = self
-            .authorize(
-                "brokers",
-                Some(crate::state::Acting {
-                    project: &caller.project,
-                    token: &caller.token,
-                }),
-                STREAMING,
-            )
+            .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -640,14 +641,7 @@ impl wit::Host for HostState {
 
     async fn list(&mut self, caller: Caller, engine: wit::Engine) -> R<Vec<wit::ClusterSummary>> {
         if let Err(why) = self
-            .authorize(
-                "brokers",
-                Some(crate::state::Acting {
-                    project: &caller.project,
-                    token: &caller.token,
-                }),
-                STREAMING,
-            )
+            .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -662,14 +656,7 @@ impl wit::Host for HostState {
 
     async fn get(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<wit::Cluster> {
         if let Err(why) = self
-            .authorize(
-                "brokers",
-                Some(crate::state::Acting {
-                    project: &caller.project,
-                    token: &caller.token,
-                }),
-                STREAMING,
-            )
+            .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -705,14 +692,7 @@ impl wit::Host for HostState {
 
     async fn delete(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<()> {
         if let Err(why) = self
-            .authorize(
-                "brokers",
-                Some(crate::state::Acting {
-                    project: &caller.project,
-                    token: &caller.token,
-                }),
-                STREAMING,
-            )
+            .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
@@ -733,14 +713,7 @@ impl wit::Host for HostState {
         name: String,
     ) -> R<wit::Lifetime> {
         if let Err(why) = self
-            .authorize(
-                "brokers",
-                Some(crate::state::Acting {
-                    project: &caller.project,
-                    token: &caller.token,
-                }),
-                STREAMING,
-            )
+            .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
             return Ok(Err(wit::BrokerError::Permission(why)));
