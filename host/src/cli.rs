@@ -129,6 +129,11 @@ struct UpArgs {
     /// one; `off` serves none.
     #[arg(long, default_value = "127.0.0.1:3001")]
     gateway_listen: String,
+    /// Where the operator listener serves Prometheus metrics (GET /metrics);
+    /// never on --listen. Loopback by default; port 0 picks a free one (written
+    /// to <state>/operator.url); `off` serves none.
+    #[arg(long, default_value = "127.0.0.1:9300")]
+    operator_listen: String,
 }
 
 #[derive(Subcommand)]
@@ -168,6 +173,11 @@ enum TokenCommand {
     Revoke { jti: String },
 }
 
+/// The Unix user running the CLI, for the audit log.
+fn default_operator() -> String {
+    default_owner()
+}
+
 fn default_owner() -> String {
     std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
@@ -200,13 +210,7 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("S3M_LOG")
-                .unwrap_or_else(|_| "s3m=info,warn".into()),
-        )
-        .init();
+    crate::logging::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -214,7 +218,11 @@ pub fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if crate::logging::is_json() {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -312,6 +320,7 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
     }
     let started = std::time::Instant::now();
     let key = keys::load_or_create(&ctx.state_dir)?;
+    crate::audit::open(&ctx.state_dir)?;
     let host_values =
         BTreeMap::from([("facility_public_key".to_string(), key.public_key().to_pem())]);
     let cli_values: BTreeMap<String, String> = args.variables.into_iter().collect();
@@ -372,6 +381,33 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
         "ready"
     );
     let app = Arc::new(app);
+    // The workflow engine drives what the workflows component stores.
+    if let Some(component) = app.components.get("workflows") {
+        let store = app
+            .services
+            .key_value
+            .get(s3m_workflow::store::LABEL)
+            .map_err(|e| {
+                anyhow::anyhow!("key-value store {:?}: {e}", s3m_workflow::store::LABEL)
+            })?;
+        let tokens = app
+            .services
+            .key_value
+            .get(crate::admin::principal::TOKEN_STORE)?;
+        let default_resource = facility
+            .resources
+            .iter()
+            .find(|r| r.compute.is_some())
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        crate::workflows::Engine::start(
+            store,
+            tokens,
+            app.services.clone(),
+            component.outbound.clone(),
+            default_resource,
+        );
+    }
     let gateway = match args.gateway_listen.as_str() {
         "off" => None,
         addr => {
@@ -381,10 +417,10 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
             })?;
             let url = format!("http://{}", listener.local_addr()?);
             std::fs::write(ctx.state_dir.join("gateway.url"), &url)?;
-            eprintln!(
+            crate::logging::say(&format!(
                 "Capability gateway: {url}{} (docs/gateway.md)",
                 crate::gateway::PREFIX
-            );
+            ));
             Some(crate::gateway::Gateway::new(app.clone(), key).serve(listener))
         }
     };
@@ -394,10 +430,25 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    print_routes(&ctx.manifest, addr);
-    println!("Serving http://{addr}");
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    let operator = match args.operator_listen.as_str() {
+        "off" => None,
+        addr => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the operator listener (metrics): pass --operator-listen ADDR (or off)")
+            })?;
+            let url = format!("http://{}", listener.local_addr()?);
+            std::fs::write(ctx.state_dir.join("operator.url"), &url)?;
+            crate::logging::say(&format!("Operator listener: {url}/metrics"));
+            Some(crate::metrics::serve_operator(app.clone(), listener))
+        }
+    };
+    let operator = async move {
+        match operator {
+            Some(o) => o.await,
+            None => std::future::pending().await,
+        }
+    };
+    // Made before the Serving line, so that the first scrape sees its pools.
     let http_limits = crate::server::HttpLimits {
         max_body_size: args.max_body_size as u64,
         max_connections: args.max_connections as usize,
@@ -405,10 +456,15 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
         header_read_timeout: args.header_read_timeout,
     };
     let server = crate::server::Server::new(app, router, http_limits);
+    print_routes(&ctx.manifest, addr);
+    println!("Serving http://{addr}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = server.serve(listener) => r,
         r = gateway => r,
+        r = operator => r,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("stopping (SIGINT)");
             Ok(())
@@ -421,12 +477,13 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
 }
 
 fn print_routes(manifest: &Manifest, addr: std::net::SocketAddr) {
+    use crate::logging::say;
     if let Some(d) = &manifest.description {
-        eprintln!("{}: {d}", manifest.name);
+        say(&format!("{}: {d}", manifest.name));
     }
-    eprintln!("Available routes:");
+    say("Available routes:");
     for t in &manifest.triggers {
-        eprintln!("  {}: http://{addr}{}", t.component, t.route);
+        say(&format!("  {}: http://{addr}{}", t.component, t.route));
     }
 }
 
@@ -436,6 +493,8 @@ async fn token(ctx: Context_, cmd: TokenCommand) -> anyhow::Result<()> {
         .key_value_stores(ctx.runtime_config_dir.as_deref(), &ctx.state_dir)
         .await?;
     let store = stores.get("default").map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::audit::open(&ctx.state_dir)?;
+    let operator = default_operator();
     match cmd {
         TokenCommand::Create {
             project,
@@ -454,14 +513,15 @@ async fn token(ctx: Context_, cmd: TokenCommand) -> anyhow::Result<()> {
                 .get("token_audience")
                 .cloned()
                 .unwrap_or_else(|| "s3m".into());
-            let (token, record) = tokens::create(
+            let asked = project.clone();
+            let created = tokens::create(
                 store.as_ref(),
                 &key,
                 tokens::NewToken {
                     project,
-                    permissions,
+                    permissions: permissions.clone(),
                     description,
-                    owner,
+                    owner: owner.clone(),
                     expires_in,
                     one_time,
                     delay,
@@ -469,7 +529,39 @@ async fn token(ctx: Context_, cmd: TokenCommand) -> anyhow::Result<()> {
                     enclave: "open".into(),
                 },
             )
-            .await?;
+            .await;
+            crate::audit::record(
+                "token.create",
+                if created.is_ok() { "ok" } else { "error" },
+                &[
+                    ("operator", operator.as_str().into()),
+                    ("owner", owner.as_str().into()),
+                    (
+                        "project",
+                        created
+                            .as_ref()
+                            .map(|(_, r)| r.project.as_str())
+                            .unwrap_or(asked.as_str())
+                            .into(),
+                    ),
+                    (
+                        "object",
+                        crate::audit::opt(created.as_ref().ok().map(|(_, r)| r.jti.as_str())),
+                    ),
+                    ("permissions", serde_json::json!(permissions)),
+                    (
+                        "reason",
+                        crate::audit::opt(
+                            created.as_ref().err().map(|e| format!("{e:#}")).as_deref(),
+                        ),
+                    ),
+                ],
+            );
+            let (token, record) = created?;
+            // Counted beside the tokens, for the host's s3m_tokens_minted_total.
+            if let Err(e) = store.increment(crate::metrics::MINTED_KEY, 1).await {
+                tracing::warn!("cannot count the minted token for the metrics: {e}");
+            }
             if verbose {
                 let mut shown = record.clone();
                 shown.token_sha256.clear();
@@ -482,7 +574,26 @@ async fn token(ctx: Context_, cmd: TokenCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&records)?);
         }
         TokenCommand::Revoke { jti } => {
-            let record = tokens::revoke(store.as_ref(), &jti).await?;
+            let revoked = tokens::revoke(store.as_ref(), &jti).await;
+            crate::audit::record(
+                "token.revoke",
+                if revoked.is_ok() { "ok" } else { "error" },
+                &[
+                    ("operator", operator.as_str().into()),
+                    (
+                        "project",
+                        crate::audit::opt(revoked.as_ref().ok().map(|r| r.project.as_str())),
+                    ),
+                    ("object", jti.as_str().into()),
+                    (
+                        "reason",
+                        crate::audit::opt(
+                            revoked.as_ref().err().map(|e| format!("{e:#}")).as_deref(),
+                        ),
+                    ),
+                ],
+            );
+            let record = revoked?;
             eprintln!(
                 "revoked {} (project {}, {})",
                 record.jti, record.project, record.description

@@ -312,6 +312,7 @@ impl App {
             services: self.services.clone(),
             request_token,
             principal: None,
+            request_id: None,
         })
     }
 

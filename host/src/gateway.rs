@@ -206,7 +206,25 @@ impl Gateway {
         }
     }
 
+    /// Answers one call; like the public listener's, the answer carries
+    /// the call's `x-request-id` (the caller's if valid, else a new one),
+    /// and so do its log lines and the concealed errors of its providers.
     async fn handle(&self, req: hyper::Request<hyper::body::Incoming>) -> Answer {
+        let id = crate::logging::RequestId::of(req.headers());
+        let span = crate::logging::request_span(&id);
+        use tracing::Instrument as _;
+        let mut answer = self.serve_call(req, &id).instrument(span).await;
+        answer
+            .headers_mut()
+            .insert(crate::logging::REQUEST_ID, id.header());
+        answer
+    }
+
+    async fn serve_call(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+        id: &crate::logging::RequestId,
+    ) -> Answer {
         let (parts, body) = req.into_parts();
         let Some(function) = parts.uri.path().strip_prefix(PREFIX).map(str::to_string) else {
             return refuse(
@@ -260,6 +278,7 @@ impl Gateway {
             Ok(s) => s,
             Err(e) => return refuse(500, &format!("the host could not serve the call: {e:#}")),
         };
+        state.request_id = Some(id.as_str().to_string());
         match self.call(&mut state, &function, &body).await {
             Ok(value) => answer(status_of(&value), &value),
             Err(Refused(status, message)) => refuse(status, &message),

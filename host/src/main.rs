@@ -2,6 +2,7 @@
 //! behind Spin's HTTP routes, and gives them the facility's capabilities.
 
 mod admin;
+mod audit;
 mod builder;
 mod capabilities;
 mod cli;
@@ -10,7 +11,10 @@ mod dependencies;
 mod engine;
 mod facility;
 mod gateway;
+mod logging;
 mod manifest;
+mod metrics;
+mod openapi;
 mod providers;
 mod routes;
 mod runtime_config;
@@ -18,6 +22,7 @@ mod server;
 mod state;
 mod text;
 mod wiring;
+mod workflows;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -68,6 +68,18 @@ impl RuntimeConfig {
         if !self.key_value_store.contains_key("default") {
             configs.push(("default", None));
         }
+        // Workflows (s3m_workflow::store::LABEL) live where "default" does
+        // unless the runtime config says otherwise: two hosts that share
+        // their default store then share workflows too.
+        if !self
+            .key_value_store
+            .contains_key(s3m_workflow::store::LABEL)
+        {
+            configs.push((
+                s3m_workflow::store::LABEL,
+                self.key_value_store.get("default"),
+            ));
+        }
         for (label, config) in configs {
             let store: Arc<dyn Store> = match config {
                 None | Some(KeyValueStoreConfig::Spin { path: None }) => {

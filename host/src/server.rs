@@ -14,6 +14,7 @@
 //!   bounded; past a bound the answer is 503 with `Retry-After`.
 
 use crate::engine::App;
+use crate::logging::{RequestId, REQUEST_ID};
 use crate::routes::{RouteMatch, Router};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -116,6 +118,12 @@ impl Server {
     pub fn new(app: Arc<App>, router: Router, limits: HttpLimits) -> Arc<Self> {
         let in_flight = Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1)));
         let instances = Arc::new(Semaphore::new((app.limits.max_instances as usize).max(1)));
+        crate::metrics::get().watch_pools(
+            in_flight.clone(),
+            limits.max_concurrent_requests.max(1),
+            instances.clone(),
+            (app.limits.max_instances as usize).max(1),
+        );
         Arc::new(Self {
             app,
             router,
@@ -192,20 +200,32 @@ impl Server {
         local: SocketAddr,
     ) -> hyper::Response<HyperOutgoingBody> {
         let started = Instant::now();
+        let id = RequestId::of(req.headers());
+        let span = crate::logging::request_span(&id);
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let response = self.respond(req, &path, client, local).await;
+        // The metrics' labels: the matched component and spin.toml route.
+        let mut labels = (crate::metrics::NONE, crate::metrics::NONE);
+        let mut response = self
+            .respond(req, &path, client, local, &id, &mut labels)
+            .instrument(span.clone())
+            .await;
+        response.headers_mut().insert(REQUEST_ID, id.header());
+        let took = started.elapsed();
+        crate::metrics::get().request(labels.0, labels.1, response.status(), took);
         // Never the headers or the query: they may hold a token.
-        tracing::debug!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+        span.in_scope(|| tracing::debug!(%method, %path, status = response.status().as_u16(), micros = took.as_micros() as u64, "request"));
         response
     }
 
-    async fn respond(
-        self: &Arc<Self>,
+    async fn respond<'s>(
+        self: &'s Arc<Self>,
         req: hyper::Request<hyper::body::Incoming>,
         path: &str,
         client: SocketAddr,
         local: SocketAddr,
+        id: &RequestId,
+        labels: &mut (&'s str, &'s str),
     ) -> hyper::Response<HyperOutgoingBody> {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             return busy_response(
@@ -219,6 +239,9 @@ impl Server {
         // Refused before a byte of the body is read: the component's own
         // limit (`[component.x.tool.s3m] max_body_size`), else the host's.
         let m = self.router.route(path);
+        if let Some(m) = &m {
+            *labels = (m.component, m.raw_route);
+        }
         let max_body = m
             .as_ref()
             .and_then(|m| self.app.components.get(m.component))
@@ -228,12 +251,18 @@ impl Server {
             return too_large(max_body);
         }
         let Some(m) = m else {
+            // Only where no component route matches: the API's own description.
+            if let Some(r) = crate::openapi::answer(&parts.method, path) {
+                return r;
+            }
             return error_response(404, 5, &format!("no route matches {path}"));
         };
         let component = m.component.to_string();
+        // The component sees the id its answer will carry.
+        parts.headers.insert(REQUEST_ID, id.header());
         set_spin_headers(&mut parts, &m, client);
         match self
-            .run(parts, body, component.clone(), max_body, permit)
+            .run(parts, body, component.clone(), max_body, permit, id)
             .await
         {
             Ok(r) => r,
@@ -269,59 +298,66 @@ impl Server {
         component: String,
         max_body: u64,
         in_flight: OwnedSemaphorePermit,
+        id: &RequestId,
     ) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
         let server = self.clone();
+        let request_id = id.as_str().to_string();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let limit = self.app.limits.request_timeout;
         let deadline = tokio::time::Instant::now() + limit;
         let name = component.clone();
-        let task = tokio::spawn(async move {
-            // Held until the guest is done, response body included.
-            let _in_flight = in_flight;
-            let body = read_body(body, max_body, deadline)
-                .await
-                .map_err(Failure::Answered)?;
-            let _instance =
-                match tokio::time::timeout_at(deadline, server.instances.clone().acquire_owned())
+        let task = tokio::spawn(
+            async move {
+                // Held until the guest is done, response body included.
+                let _in_flight = in_flight;
+                let body = read_body(body, max_body, deadline)
                     .await
+                    .map_err(Failure::Answered)?;
+                let _instance = match tokio::time::timeout_at(
+                    deadline,
+                    server.instances.clone().acquire_owned(),
+                )
+                .await
                 {
                     Ok(Ok(permit)) => permit,
                     _ => return Err(Failure::Busy),
                 };
-            let component = server
-                .app
-                .components
-                .get(&component)
-                .ok_or_else(|| anyhow::anyhow!("route names unknown component {component}"))?;
-            let mut store = server.app.new_store(component)?;
-            // Kept for the host's own check before a capability acts for a
-            // project (never logged).
-            store.data_mut().request_token = parts
-                .headers
-                .get(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let req = hyper::Request::from_parts(parts, Full::new(body));
-            let incoming = store
-                .data_mut()
-                .http()
-                .new_incoming_request(Scheme::Http, req)?;
-            let out = store.data_mut().http().new_response_outparam(sender)?;
-            let pre = component.pre.clone();
-            // The epoch callback stops a guest that computes past the limit;
-            // this stops one that waits past it (on a slow scheduler, say).
-            let call = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, out)
-                    .await
-            };
-            match tokio::time::timeout_at(deadline, call).await {
-                Ok(r) => r.map_err(Failure::from),
-                Err(_) => Err(Failure::TimedOut),
+                let component =
+                    server.app.components.get(&component).ok_or_else(|| {
+                        anyhow::anyhow!("route names unknown component {component}")
+                    })?;
+                let mut store = server.app.new_store(component)?;
+                // Kept for the host's own check before a capability acts for a
+                // project (never logged).
+                store.data_mut().request_token = parts
+                    .headers
+                    .get(hyper::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                store.data_mut().request_id = Some(request_id);
+                let req = hyper::Request::from_parts(parts, Full::new(body));
+                let incoming = store
+                    .data_mut()
+                    .http()
+                    .new_incoming_request(Scheme::Http, req)?;
+                let out = store.data_mut().http().new_response_outparam(sender)?;
+                let pre = component.pre.clone();
+                // The epoch callback stops a guest that computes past the limit;
+                // this stops one that waits past it (on a slow scheduler, say).
+                let call = async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, incoming, out)
+                        .await
+                };
+                match tokio::time::timeout_at(deadline, call).await {
+                    Ok(r) => r.map_err(Failure::from),
+                    Err(_) => Err(Failure::TimedOut),
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
         match receiver.await {
             Ok(Ok(resp)) => {
                 // A guest that fails after its answer began (while it writes
@@ -337,7 +373,7 @@ impl Server {
                         ),
                         _ => {}
                     }
-                });
+                }.instrument(tracing::Span::current()));
                 Ok(resp)
             }
             Ok(Err(e)) => Err(anyhow::anyhow!("component answered with an error: {e:?}").into()),
@@ -568,10 +604,14 @@ fn set_spin_headers(parts: &mut http::request::Parts, m: &RouteMatch<'_>, client
 /// A connection over `max_connections`: its first request is answered 503
 /// with `Retry-After`, and it is closed.
 async fn refuse_connection(stream: TcpStream, permit: OwnedSemaphorePermit) {
-    let service = hyper::service::service_fn(|_req| async {
-        Ok::<_, std::convert::Infallible>(busy_response(
-            "the server has as many connections open as it may; retry shortly",
-        ))
+    let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| {
+        let id = RequestId::of(req.headers());
+        async move {
+            let mut response =
+                busy_response("the server has as many connections open as it may; retry shortly");
+            response.headers_mut().insert(REQUEST_ID, id.header());
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let serve = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -790,6 +830,10 @@ fn automatic_error_as_json(bytes: &[u8]) -> Option<Bytes> {
     let mut out = String::with_capacity(256 + body.len());
     out.push_str(status_line);
     out.push_str("\r\ncontent-type: application/json\r\n");
+    // The request could not be read, so it named no id of its own.
+    out.push_str("x-request-id: ");
+    out.push_str(RequestId::new().as_str());
+    out.push_str("\r\n");
     out.push_str(&format!("content-length: {}\r\n", body.len()));
     for line in kept {
         out.push_str(line);

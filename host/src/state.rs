@@ -59,7 +59,13 @@ pub struct HostState {
     /// be this token.
     pub request_token: Option<String>,
     /// The last token the host checked for this Store and what it found.
-    pub principal: Option<(String, Result<crate::admin::principal::Principal, String>)>,
+    pub principal: Option<(
+        String,
+        Result<crate::admin::principal::Principal, crate::admin::principal::Refusal>,
+    )>,
+    /// The id of the request (or gateway call) this Store serves: in its
+    /// log lines, its `x-request-id`, and what concealed errors name.
+    pub request_id: Option<String>,
 }
 
 impl WasiView for HostState {
@@ -122,6 +128,7 @@ impl HostState {
         if let Some(header) = self.request_token.as_deref() {
             let request = crate::admin::principal::token_of(header);
             if !crate::admin::principal::same_secret(request, token) {
+                crate::metrics::get().token_refused("not_request_token");
                 tracing::warn!(
                     component = %self.grants.component,
                     capability,
@@ -140,17 +147,22 @@ impl HostState {
                 .get(crate::admin::principal::TOKEN_STORE)
             {
                 Ok(store) => crate::admin::principal::verify(store.as_ref(), token).await,
-                Err(e) => Err(format!("key-value unavailable: {e}")),
+                Err(e) => Err(crate::admin::principal::Refusal::new(
+                    "unavailable",
+                    format!("key-value unavailable: {e}"),
+                )),
             };
             self.principal = Some((token.to_string(), checked));
         }
         let project = acting.project;
         match &self.principal.as_ref().expect("set above").1 {
             Err(why) => {
+                crate::metrics::get().token_refused(why.reason);
                 tracing::warn!(component = %self.grants.component, capability, "refused a capability call: {why}");
                 Err(format!("the host refused the call: {why}"))
             }
             Ok(p) if !p.project.eq_ignore_ascii_case(project) => {
+                crate::metrics::get().token_refused("wrong_project");
                 tracing::warn!(
                     component = %self.grants.component,
                     capability,
@@ -158,12 +170,59 @@ impl HostState {
                 );
                 Err("the host refused the call: the caller is not the token's project".into())
             }
-            Ok(p) if !p.has_any(permissions) => Err(format!(
-                "the host refused the call: the caller's token lacks {}",
-                permissions.join(" or ")
-            )),
-            Ok(_) => Ok(()),
+            Ok(p) if !p.has_any(permissions) => {
+                crate::metrics::get().token_refused("lacks_permission");
+                Err(format!(
+                    "the host refused the call: the caller's token lacks {}",
+                    permissions.join(" or ")
+                ))
+            }
+            Ok(_) => {
+                crate::metrics::get().token_used();
+                Ok(())
+            }
         }
+    }
+
+    /// Ends a capability call: its metrics, and when it acted for
+    /// `project`, its audit line (who: the token the host verified, if it
+    /// did).
+    pub fn finish_call<T, E: crate::metrics::CallError>(
+        &self,
+        call: &crate::metrics::Call,
+        project: Option<&str>,
+        resource: Option<&str>,
+        object: Option<&str>,
+        r: &Result<T, E>,
+    ) {
+        call.done(r);
+        let Some(project) = project else {
+            return;
+        };
+        let who = match &self.principal {
+            Some((_, Ok(p))) => Some(p),
+            _ => None,
+        };
+        let (result, reason) = match r {
+            Ok(_) => ("ok", None),
+            Err(e) if e.outcome() == "refused" => ("refused", Some(e.message())),
+            Err(e) => ("error", Some(e.case())),
+        };
+        use crate::audit::opt;
+        crate::audit::record(
+            &call.action(),
+            result,
+            &[
+                ("project", project.into()),
+                ("jti", opt(who.map(|p| p.jti.as_str()))),
+                ("username", opt(who.map(|p| p.username.as_str()))),
+                ("component", self.grants.component.as_str().into()),
+                ("request_id", opt(self.request_id.as_deref())),
+                ("resource", opt(resource)),
+                ("object", opt(object)),
+                ("reason", opt(reason)),
+            ],
+        );
     }
 }
 
@@ -171,9 +230,17 @@ impl HostState {
     /// A provider's failure as the caller may see it: what failed and the
     /// request id; the provider's own words (addresses, paths, settings)
     /// go to the log only.
-    /// The id is made here, only when there is something to conceal.
+    /// The id is the request's (its `x-request-id`); a Store that serves
+    /// none gets one made here.
     pub fn conceal(&self, what: &str, detail: &str) -> String {
-        let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
+        let made;
+        let id = match self.request_id.as_deref() {
+            Some(id) => id,
+            None => {
+                made = crate::logging::RequestId::new();
+                made.as_str()
+            }
+        };
         tracing::error!(request_id = %id, component = %self.grants.component, "{what}: {detail}");
         format!("{what} (request {id}: the facility's operators have the details)")
     }

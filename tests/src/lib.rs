@@ -180,8 +180,15 @@ impl TestApp {
         let mut cmd = Command::new(&bin);
         cmd.arg("up");
         push_globals(&mut cmd, &manifest, &state_dir, runtime_config.as_deref());
-        cmd.args(["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
-            .args(&opts.up_args);
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--operator-listen",
+            "127.0.0.1:0",
+        ])
+        .args(&opts.up_args);
         scrub_env(&mut cmd, &opts.env);
         cmd.current_dir(dir.path())
             .stdin(Stdio::null())
@@ -300,6 +307,16 @@ impl TestApp {
     /// The capability gateway's URL, as `s3m up` wrote it to its state directory.
     pub fn gateway_url(&self) -> Result<String> {
         let path = self.state_dir.join("gateway.url");
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("s3m up wrote no {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// The operator listener's URL (metrics at `/metrics`), as `s3m up` wrote it to its
+    /// state directory.
+    pub fn operator_url(&self) -> Result<String> {
+        let path = self.state_dir.join("operator.url");
         Ok(std::fs::read_to_string(&path)
             .with_context(|| format!("s3m up wrote no {}", path.display()))?
             .trim()

@@ -341,6 +341,7 @@ impl Host {
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
+            .args(["--operator-listen", "127.0.0.1:0"])
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

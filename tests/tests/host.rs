@@ -122,6 +122,8 @@ fn refused(manifest: &str) -> Result<String> {
             "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
+            "--operator-listen",
+            "127.0.0.1:0",
             "--manifest",
         ])
         .arg(&path)

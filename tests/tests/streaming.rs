@@ -190,12 +190,30 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
         url.contains(&password) && url.starts_with("amqp://s3m-events:"),
         "{url}"
     );
+    // host:port and nothing after it (the docs' shape): a client that
+    // splits the authority gets a port, not "port/%2f".
+    let authority = url.rsplit_once('@').map(|(_, a)| a).unwrap_or_default();
+    assert!(
+        !authority.contains('/')
+            && authority
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+        "{url}"
+    );
 
     let cluster = api
         .wait_healthy("rabbitmq", "events", Duration::from_secs(120))
         .await?;
     assert_eq!(cluster["amqpsUrl"], url.as_str());
     assert_eq!(cluster["resourceSettings"]["nodes"], 1);
+    // The broker's address, structured as S3M's Python client reads it.
+    assert_eq!(
+        cluster["brokerEndpoints"]["ports"]["amqp"],
+        st::url_port(&url)?,
+        "{cluster}"
+    );
+    assert_eq!(cluster["brokerEndpoints"]["addresses"][0], "127.0.0.1");
+    assert!(cluster.get("endpoints").is_none());
 
     let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
@@ -602,5 +620,78 @@ async fn a_recorded_cluster_whose_process_died_is_started_again() -> Result<()> 
         "the same URL and credentials work again"
     );
     api.delete("redis", "phoenix").await?;
+    Ok(())
+}
+
+/// OLCF's documentation (streaming-redis.rst) provisions Redis with
+/// `"kind": "dragonfly-general"` on the legacy path: its curl example
+/// verbatim, then a real client on the URL it hands out, and the broker's
+/// address in the structured form S3M's Python client reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documentations_redis_example_works_as_written() -> Result<()> {
+    st::require_servers(false)?;
+    let app = app("")?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let token = app.token(&["data-streaming"], PROJECT)?;
+    // As the docs write it: `-H @.env` (Authorization: <token>), JSON body.
+    let res = app
+        .client()
+        .post(app.url(&format!("{LEGACY_BASE}/redis/provision_cluster")))
+        .header("Authorization", &token)
+        .header("Content-Type", "application/json")
+        .body(
+            r#"{
+               "kind": "dragonfly-general",
+               "name": "mycluster",
+               "resourceSettings": {
+                 "cpus": 2,
+                 "ram-gbs": 4
+               }
+             }"#,
+        )
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    let creds: serde_json::Value = res.json().await?;
+    assert_eq!(status, 200, "{creds}");
+    let url = creds["url"].as_str().context("url")?.to_string();
+    assert!(
+        url.starts_with("redis://") && url.contains(creds["password"].as_str().unwrap()),
+        "{url}"
+    );
+    let api = Api::of(&app, &token);
+    let cluster = api
+        .wait_healthy("redis", "mycluster", Duration::from_secs(30))
+        .await?;
+    assert_eq!(cluster["kind"], "dragonfly-general");
+    assert_eq!(
+        cluster["resourceSettings"],
+        json!({"cpus": 2, "ram-gbs": 4})
+    );
+    assert_eq!(redis_set_get(&url).await?, "hello from s3m");
+    let port = st::url_port(&url)?;
+    assert_eq!(cluster["endpoints"]["ports"]["redis"], port, "{cluster}");
+    assert_eq!(
+        cluster["endpoints"]["addresses"][0], "127.0.0.1",
+        "{cluster}"
+    );
+    assert!(cluster.get("brokerEndpoints").is_none());
+    let (s, _) = api.delete("redis", "mycluster").await?;
+    assert_eq!(s, 200);
+    // More than one node is refused in the documentation's words.
+    let (s, v) = api
+        .provision(
+            "redis",
+            &json!({"kind": "dragonfly-general", "name": "many", "resourceSettings": {"nodes": 2}}),
+        )
+        .await?;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Multi-node Redis clusters are not currently supported."),
+        "{v}"
+    );
     Ok(())
 }

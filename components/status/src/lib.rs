@@ -19,6 +19,8 @@ const BASE: &str = "/olcf/v1alpha/status";
 /// How far ahead "upcoming" downtimes reach.
 const UPCOMING_DAYS: i64 = 10;
 
+mod page;
+
 // ---- routes ----
 
 #[http_component]
@@ -28,6 +30,13 @@ fn handle(req: Request) -> Response {
 
 fn route(req: &Request) -> Result<Response, ApiError> {
     let path = route_path(req);
+    if path == "/" || path == "/status" {
+        if *req.method() != Method::Get {
+            return Err(ApiError::wrong_method(req.method(), &path, &["GET"]));
+        }
+        let facility = Facility::load()?;
+        return Ok(page::render(&facility, now()));
+    }
     let Some(rest) = path.strip_prefix(BASE) else {
         return Err(ApiError::no_route(&path));
     };
@@ -116,6 +125,7 @@ const STATUSES: [&str; 3] = ["OPERATIONAL", "UNAVAILABLE", "UNSPECIFIED"];
 
 /// The configuration, checked: times parsed, statuses known, downtimes on known resources.
 struct Facility {
+    name: String,
     organization: String,
     security_enclave: String,
     resources: Vec<ResourceConfig>,
@@ -213,6 +223,7 @@ impl Facility {
         }
         downtimes.sort_by_key(|d| d.start);
         Ok(Facility {
+            name: file.facility.name,
             organization: file.facility.organization,
             security_enclave: file.facility.security_enclave,
             resources: file.resources,

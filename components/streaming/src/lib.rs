@@ -235,6 +235,19 @@ fn parse_spec(engine: Engine, body: &[u8], backends: &[Backend]) -> Result<Clust
         Some(Value::Object(settings)) => {
             for (key, value) in settings {
                 let field = format!("resourceSettings.{}", cut(key));
+                if e == "redis"
+                    && key == "nodes"
+                    && !backend.resource_options.iter().any(|o| o.key == "nodes")
+                {
+                    // OLCF's documentation: Redis is one node; more is
+                    // refused in its words.
+                    if value.as_u64() == Some(1) {
+                        continue;
+                    }
+                    return Err(ApiError::bad_request(format!(
+                        "{field}: Multi-node Redis clusters are not currently supported."
+                    )));
+                }
                 let Some(option) = backend.resource_options.iter().find(|o| &o.key == key) else {
                     let keys: Vec<&str> = backend
                         .resource_options
@@ -399,7 +412,32 @@ struct ClusterJson {
     mgmt_url: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_url: Option<String>,
+    /// Redis: where the server listens, in the structured form S3M's
+    /// published Python client reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoints: Option<EndpointsJson>,
+    /// RabbitMQ: the same for the broker (and its management API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_endpoints: Option<EndpointsJson>,
     feature_flags: BTreeMap<String, bool>,
+}
+
+#[derive(Serialize)]
+struct EndpointsJson {
+    addresses: Vec<String>,
+    ports: BTreeMap<String, u16>,
+}
+
+fn endpoints(url: &str, name: &str, mgmt: Option<&str>) -> Option<EndpointsJson> {
+    let (host, port) = s3m_wire::url::host_port(url)?;
+    let mut ports = BTreeMap::from([(name.to_string(), port)]);
+    if let Some((_, p)) = mgmt.and_then(s3m_wire::url::host_port) {
+        ports.insert("management".into(), p);
+    }
+    Some(EndpointsJson {
+        addresses: vec![host],
+        ports,
+    })
 }
 
 #[derive(Serialize)]
@@ -481,6 +519,20 @@ fn cluster_json(c: &Cluster) -> ClusterJson {
         amqps_url: rabbit.then(|| c.credentials.url.clone()),
         mgmt_url: rabbit.then(|| c.credentials.mgmt_url.clone()),
         redis_url: (!rabbit).then(|| c.credentials.url.clone()),
+        endpoints: if rabbit {
+            None
+        } else {
+            endpoints(&c.credentials.url, "redis", None)
+        },
+        broker_endpoints: if rabbit {
+            endpoints(
+                &c.credentials.url,
+                "amqp",
+                c.credentials.mgmt_url.as_deref(),
+            )
+        } else {
+            None
+        },
         feature_flags: c
             .feature_flags
             .iter()

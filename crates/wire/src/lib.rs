@@ -7,9 +7,11 @@
 //!   `s3m token create` writes and the components read (and revoke).
 //! - [`facility`]: the facility configuration, `config/facility.toml`,
 //!   which the host reads at start and the components on every request.
+//! - [`url`]: broker URLs taken apart (host, port, without the password).
 
 pub mod facility;
 pub mod token;
+pub mod url;
 
 pub use facility::{FacilityConfig, FacilityError};
 pub use token::TokenRecord;

@@ -19,6 +19,33 @@ pub const TOKEN_STORE: &str = s3m_wire::token::STORE;
 pub struct Principal {
     pub project: String,
     pub permissions: Vec<String>,
+    /// The token's id and user, for the audit log.
+    pub jti: String,
+    pub username: String,
+}
+
+/// Why the host refused a token: a short reason for the metrics
+/// (`s3m_tokens_refused_total{reason}`) and a message for the log and the
+/// component. Neither holds the token.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl Principal {
@@ -51,21 +78,27 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 
 /// Checks `token` against its record. The error is for the log and the
 /// component: it never holds the token.
-pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, String> {
+pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, Refusal> {
     if token.is_empty() || token.len() > 8192 {
-        return Err("the request carries no usable token".into());
+        return Err(Refusal::new(
+            "missing",
+            "the request carries no usable token",
+        ));
     }
     let mut parts = token.split('.');
     let (Some(_), Some(payload), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err("the request's token is not a JWT".into());
+        return Err(Refusal::new(
+            "malformed",
+            "the request's token is not a JWT",
+        ));
     };
     let payload = URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
-        .map_err(|_| "the request's token is not a JWT".to_string())?;
+        .map_err(|_| Refusal::new("malformed", "the request's token is not a JWT"))?;
     let claims: serde_json::Value = serde_json::from_slice(&payload)
-        .map_err(|_| "the request's token is not a JWT".to_string())?;
+        .map_err(|_| Refusal::new("malformed", "the request's token is not a JWT"))?;
     let jti = claims["jti"].as_str().unwrap_or_default();
     if jti.is_empty()
         || jti.len() > 128
@@ -73,15 +106,27 @@ pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, String>
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err("the request's token has no valid jti".into());
+        return Err(Refusal::new(
+            "malformed",
+            "the request's token has no valid jti",
+        ));
     }
     let bytes = store
         .get(&crate::admin::tokens::record_key(jti))
         .await
-        .map_err(|e| format!("key-value unavailable while checking a token: {e}"))?
-        .ok_or_else(|| "the request's token was not minted here".to_string())?;
-    let record: TokenRecord = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("the record of token {jti} is unreadable: {e}"))?;
+        .map_err(|e| {
+            Refusal::new(
+                "unavailable",
+                format!("key-value unavailable while checking a token: {e}"),
+            )
+        })?
+        .ok_or_else(|| Refusal::new("unknown", "the request's token was not minted here"))?;
+    let record: TokenRecord = serde_json::from_slice(&bytes).map_err(|e| {
+        Refusal::new(
+            "bad_record",
+            format!("the record of token {jti} is unreadable: {e}"),
+        )
+    })?;
     let presented = hex::encode(Sha256::digest(token.as_bytes()));
     let expected = record.token_sha256.to_ascii_lowercase();
     // Constant time: the compare must not tell how much of a hash matched.
@@ -92,28 +137,67 @@ pub async fn verify(store: &dyn Store, token: &str) -> Result<Principal, String>
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
     if !same {
-        return Err("the request's token does not match its record".into());
+        return Err(Refusal::new(
+            "mismatch",
+            "the request's token does not match its record",
+        ));
     }
+    active(record)
+}
+
+/// Whether a token record still lets its token act: not revoked, not
+/// expired, started. The workflow engine acts for a submitter by its
+/// token's id ([`by_id`]) and asks this before every side effect.
+fn active(record: TokenRecord) -> Result<Principal, Refusal> {
+    let jti = record.jti.clone();
     if record.revoked {
-        return Err("the request's token is revoked".into());
+        return Err(Refusal::new("revoked", "the request's token is revoked"));
     }
     let now = chrono::Utc::now();
-    let expires = chrono::DateTime::parse_from_rfc3339(&record.planned_expiration)
-        .map_err(|_| format!("the record of token {jti} has an invalid expiration"))?;
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(&record.planned_expiration).map_err(|_| {
+            Refusal::new(
+                "bad_record",
+                format!("the record of token {jti} has an invalid expiration"),
+            )
+        })?;
     if now > expires {
-        return Err("the request's token has expired".into());
+        return Err(Refusal::new("expired", "the request's token has expired"));
     }
     if record.delayed_start {
         if let Some(start) = record.delay_date.as_deref() {
-            let start = chrono::DateTime::parse_from_rfc3339(start)
-                .map_err(|_| format!("the record of token {jti} has an invalid delayDate"))?;
+            let start = chrono::DateTime::parse_from_rfc3339(start).map_err(|_| {
+                Refusal::new(
+                    "bad_record",
+                    format!("the record of token {jti} has an invalid delayDate"),
+                )
+            })?;
             if now < start {
-                return Err("the request's token is not active yet".into());
+                return Err(Refusal::new(
+                    "not_active",
+                    "the request's token is not active yet",
+                ));
             }
         }
     }
     Ok(Principal {
         project: record.project,
         permissions: record.permissions,
+        jti: record.jti,
+        username: record.username,
     })
+}
+
+/// The principal of a stored token record, by the token's id, if the token
+/// may still act (the workflow engine's check before each side effect: a
+/// workflow outlives its request, never its token).
+pub async fn by_id(store: &dyn Store, jti: &str) -> Result<Principal, String> {
+    let bytes = store
+        .get(&crate::admin::tokens::record_key(jti))
+        .await
+        .map_err(|e| format!("key-value unavailable while checking a token: {e}"))?
+        .ok_or_else(|| "the submitter's token no longer exists".to_string())?;
+    let record: TokenRecord = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the record of token {jti} is unreadable: {e}"))?;
+    active(record).map_err(|r| r.message)
 }

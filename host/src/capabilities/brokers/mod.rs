@@ -7,6 +7,7 @@
 
 pub mod registry;
 
+use crate::metrics::Call;
 use crate::state::HostState;
 use async_trait::async_trait;
 use chrono::Utc;
@@ -175,6 +176,20 @@ impl Brokers {
 
     pub fn backends(&self) -> Vec<Backend> {
         self.inner.provider.backends()
+    }
+
+    /// How many clusters are recorded, by engine and health (`s3m_broker_clusters`).
+    pub async fn counts(&self) -> std::collections::BTreeMap<(&'static str, &'static str), u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in self.inner.records.lock().await.iter() {
+            let health = match r.health_status {
+                HealthStatus::Provisioning => "provisioning",
+                HealthStatus::Healthy => "healthy",
+                HealthStatus::Unhealthy => "unhealthy",
+            };
+            *counts.entry((r.engine.as_str(), health)).or_default() += 1;
+        }
+        counts
     }
 
     pub async fn provision(
@@ -557,7 +572,41 @@ fn acting(caller: &Caller) -> crate::state::Acting<'_> {
     }
 }
 
+impl crate::metrics::CallError for wit::BrokerError {
+    fn case(&self) -> &'static str {
+        match self {
+            wit::BrokerError::InvalidSettings(_) => "InvalidSettings",
+            wit::BrokerError::AlreadyExists(_) => "AlreadyExists",
+            wit::BrokerError::NotFound(_) => "NotFound",
+            wit::BrokerError::Unavailable(_) => "Unavailable",
+            wit::BrokerError::Permission(_) => "Permission",
+        }
+    }
+    fn message(&self) -> &str {
+        match self {
+            wit::BrokerError::InvalidSettings(m)
+            | wit::BrokerError::AlreadyExists(m)
+            | wit::BrokerError::NotFound(m)
+            | wit::BrokerError::Unavailable(m)
+            | wit::BrokerError::Permission(m) => m,
+        }
+    }
+}
+
 impl HostState {
+    /// A broker call's answer, counted and audited (it always acts for the
+    /// caller's project).
+    fn broker_done<T>(
+        &self,
+        call: Call,
+        caller: &Caller,
+        name: Option<&str>,
+        r: Result<T, wit::BrokerError>,
+    ) -> R<T> {
+        self.finish_call(&call, Some(&caller.project), None, name, &r);
+        Ok(r)
+    }
+
     /// A broker call's answer, its Unavailable details kept for the log.
     fn broker_told<T>(&self, r: Result<T, wit::BrokerError>) -> Result<T, wit::BrokerError> {
         r.map_err(|e| match e {
@@ -571,9 +620,12 @@ impl HostState {
 
 impl wit::Host for HostState {
     async fn backends(&mut self, _caller: Caller) -> wasmtime::Result<Vec<wit::Backend>> {
+        let call = Call::start("brokers", "backends");
         if self.authorize("brokers", None, &[]).await.is_err() {
+            call.finish("refused");
             return Ok(Vec::new());
         }
+        call.finish("ok");
         Ok(self
             .services
             .brokers
@@ -608,11 +660,17 @@ impl wit::Host for HostState {
     }
 
     async fn provision(&mut self, caller: Caller, spec: wit::ClusterSpec) -> R<wit::Credentials> {
+        let call = Call::start("brokers", "provision");
         if let Err(why) = self
             .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
-            return Ok(Err(wit::BrokerError::Permission(why)));
+            return self.broker_done(
+                call,
+                &caller,
+                Some(spec.name.as_str()),
+                Err(wit::BrokerError::Permission(why)),
+            );
         }
         let settings: Vec<(String, u32)> = spec
             .resource_settings
@@ -636,37 +694,50 @@ impl wit::Host for HostState {
                 &flags,
             )
             .await;
-        Ok(self.broker_told(result.map(|r| wit_credentials(&r)).map_err(Into::into)))
+        let r = self.broker_told(result.map(|r| wit_credentials(&r)).map_err(Into::into));
+        self.broker_done(call, &caller, Some(spec.name.as_str()), r)
     }
 
     async fn list(&mut self, caller: Caller, engine: wit::Engine) -> R<Vec<wit::ClusterSummary>> {
+        let call = Call::start("brokers", "list");
         if let Err(why) = self
             .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
-            return Ok(Err(wit::BrokerError::Permission(why)));
+            return self.broker_done(call, &caller, None, Err(wit::BrokerError::Permission(why)));
         }
         let records = self
             .services
             .brokers
             .list(&caller.project, engine.into())
             .await;
-        Ok(Ok(records.iter().map(wit_summary).collect()))
+        self.broker_done(
+            call,
+            &caller,
+            None,
+            Ok(records.iter().map(wit_summary).collect()),
+        )
     }
 
     async fn get(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<wit::Cluster> {
+        let call = Call::start("brokers", "get");
         if let Err(why) = self
             .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
-            return Ok(Err(wit::BrokerError::Permission(why)));
+            return self.broker_done(
+                call,
+                &caller,
+                Some(name.as_str()),
+                Err(wit::BrokerError::Permission(why)),
+            );
         }
         let result = self
             .services
             .brokers
             .get(&caller.project, engine.into(), &name)
             .await;
-        Ok(result
+        let r = result
             .map(|r| wit::Cluster {
                 summary: wit_summary(&r),
                 resource_settings: r
@@ -687,15 +758,22 @@ impl wit::Host for HostState {
                     .collect(),
                 credentials: wit_credentials(&r),
             })
-            .map_err(Into::into))
+            .map_err(Into::into);
+        self.broker_done(call, &caller, Some(name.as_str()), r)
     }
 
     async fn delete(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<()> {
+        let call = Call::start("brokers", "delete");
         if let Err(why) = self
             .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
-            return Ok(Err(wit::BrokerError::Permission(why)));
+            return self.broker_done(
+                call,
+                &caller,
+                Some(name.as_str()),
+                Err(wit::BrokerError::Permission(why)),
+            );
         }
         let r = self
             .services
@@ -703,7 +781,8 @@ impl wit::Host for HostState {
             .delete(&caller.project, engine.into(), &name)
             .await
             .map_err(Into::into);
-        Ok(self.broker_told(r))
+        let r = self.broker_told(r);
+        self.broker_done(call, &caller, Some(name.as_str()), r)
     }
 
     async fn extend(
@@ -712,18 +791,25 @@ impl wit::Host for HostState {
         engine: wit::Engine,
         name: String,
     ) -> R<wit::Lifetime> {
+        let call = Call::start("brokers", "extend");
         if let Err(why) = self
             .authorize("brokers", Some(acting(&caller)), STREAMING)
             .await
         {
-            return Ok(Err(wit::BrokerError::Permission(why)));
+            return self.broker_done(
+                call,
+                &caller,
+                Some(name.as_str()),
+                Err(wit::BrokerError::Permission(why)),
+            );
         }
         let result = self
             .services
             .brokers
             .extend(&caller.project, engine.into(), &name)
             .await;
-        Ok(self.broker_told(result.map(|r| wit_lifetime(&r)).map_err(Into::into)))
+        let r = self.broker_told(result.map(|r| wit_lifetime(&r)).map_err(Into::into));
+        self.broker_done(call, &caller, Some(name.as_str()), r)
     }
 }
 

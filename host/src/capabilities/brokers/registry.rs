@@ -216,6 +216,20 @@ pub fn check_spec(
     }
     let mut out = BTreeMap::new();
     for (key, value) in settings {
+        if engine == Engine::Redis
+            && key == "nodes"
+            && !backend.resource_options.iter().any(|o| o.key == "nodes")
+        {
+            // OLCF's documentation: one node is what Redis is; more is refused
+            // in its words.
+            if *value == 1 {
+                continue;
+            }
+            return Err(BrokerError::InvalidSettings(
+                "resourceSettings.nodes: Multi-node Redis clusters are not currently supported."
+                    .into(),
+            ));
+        }
         let Some(option) = backend.resource_options.iter().find(|o| o.key == key) else {
             let keys: Vec<&str> = backend.resource_options.iter().map(|o| o.key).collect();
             return Err(BrokerError::InvalidSettings(format!(

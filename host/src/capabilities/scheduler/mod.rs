@@ -16,6 +16,7 @@
 //! knows nothing of Slurm or processes: it routes a call to the resource's
 //! provider.
 
+use crate::metrics::Call;
 use crate::state::HostState;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,34 @@ pub trait SchedulerProvider: Send + Sync {
     async fn nodes(&self) -> SchedulerResult<Vec<NodeInfo>>;
     async fn partitions(&self) -> SchedulerResult<Vec<PartitionInfo>>;
     async fn reservations(&self) -> SchedulerResult<Vec<ReservationInfo>>;
+
+    /// Host-side only (not in WIT): the ids of jobs as they end, where the
+    /// backend can tell at once; `None` means poll.
+    fn ended(&self) -> Option<tokio::sync::broadcast::Receiver<u32>> {
+        None
+    }
+
+    /// Host-side only: at most `limit` bytes of a file of a caller's job,
+    /// read as the job's user: `path` empty means its standard output; a
+    /// relative path is taken from its working directory.
+    async fn read_output(
+        &self,
+        caller: &Caller,
+        job_id: u32,
+        path: &str,
+        limit: u64,
+    ) -> SchedulerResult<Vec<u8>> {
+        let _ = (caller, job_id, path, limit);
+        Err(SchedulerError::Unavailable(
+            "this scheduler cannot read job files".into(),
+        ))
+    }
+
+    /// How many jobs it knows by state, when it can tell without asking
+    /// anyone (for `s3m_jobs`); None: it cannot.
+    fn job_counts(&self) -> Option<Vec<(String, u64)>> {
+        None
+    }
 }
 
 /// The scheduler of a resource whose provider could not start: every call
@@ -124,6 +153,11 @@ impl Schedulers {
     /// Routes each named compute resource to its provider.
     pub fn new(by_resource: HashMap<String, Arc<dyn SchedulerProvider>>) -> Self {
         Self { by_resource }
+    }
+
+    /// Every compute resource and its provider.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<dyn SchedulerProvider>)> {
+        self.by_resource.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// The provider of a compute resource.
@@ -194,6 +228,48 @@ impl HostState {
 
 impl s3m::facility::types::Host for HostState {}
 
+impl crate::metrics::CallError for SchedulerError {
+    fn case(&self) -> &'static str {
+        match self {
+            SchedulerError::InvalidJob(_) => "InvalidJob",
+            SchedulerError::NotFound(_) => "NotFound",
+            SchedulerError::Unavailable(_) => "Unavailable",
+            SchedulerError::Permission(_) => "Permission",
+        }
+    }
+    fn message(&self) -> &str {
+        match self {
+            SchedulerError::InvalidJob(m)
+            | SchedulerError::NotFound(m)
+            | SchedulerError::Unavailable(m)
+            | SchedulerError::Permission(m) => m,
+        }
+    }
+}
+
+impl HostState {
+    /// A scheduler call's answer (`told`), counted, and audited when it
+    /// acted for `caller`'s project.
+    fn answered<T>(
+        &self,
+        call: Call,
+        resource: &str,
+        caller: Option<&Caller>,
+        object: Option<String>,
+        r: SchedulerResult<T>,
+    ) -> R<T> {
+        let r = self.told(resource, r);
+        self.finish_call(
+            &call,
+            caller.map(|c| c.project.as_str()),
+            Some(resource),
+            object.as_deref(),
+            &r,
+        );
+        Ok(r)
+    }
+}
+
 /// `f`, or Unavailable once `deadline` has passed.
 async fn within<T>(
     deadline: std::time::Duration,
@@ -217,9 +293,11 @@ impl s3m::facility::scheduler::Host for HostState {
         deadline_ms: u32,
     ) -> wasmtime::Result<Vec<s3m::facility::scheduler::SchedulerOverview>> {
         use s3m::facility::scheduler::SchedulerOverview;
+        let call = Call::start("scheduler", "overviews");
         let deadline =
             std::time::Duration::from_millis(deadline_ms.max(1) as u64).min(MAX_OVERVIEW_DEADLINE);
         if let Err(why) = self.authorize("scheduler-read", None, &[]).await {
+            call.finish("refused");
             return Ok(resources
                 .into_iter()
                 .map(|resource| SchedulerOverview {
@@ -259,6 +337,7 @@ impl s3m::facility::scheduler::Host for HostState {
             }
         });
         let overviews = futures::future::join_all(asks).await;
+        call.finish("ok");
         Ok(overviews
             .into_iter()
             .map(|o| SchedulerOverview {
@@ -271,11 +350,12 @@ impl s3m::facility::scheduler::Host for HostState {
     }
 
     async fn about(&mut self, resource: String) -> R<SchedulerAbout> {
+        let call = Call::start("scheduler", "about");
         let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.about().await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(call, &resource, None, None, r)
     }
 
     async fn submit(
@@ -285,27 +365,36 @@ impl s3m::facility::scheduler::Host for HostState {
         job: JobDescription,
         script: String,
     ) -> R<Submitted> {
+        let call = Call::start("scheduler", "submit");
         let r = match self.allowed(&resource, true, Some(&caller)).await {
             Ok(p) => p.submit(&caller, job, script).await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(
+            call,
+            &resource,
+            Some(&caller),
+            r.as_ref().ok().map(|s| s.job_id.to_string()),
+            r,
+        )
     }
 
     async fn get(&mut self, resource: String, caller: Caller, job_id: u32) -> R<JobInfo> {
+        let call = Call::start("scheduler", "get");
         let r = match self.allowed(&resource, false, Some(&caller)).await {
             Ok(p) => p.get(&caller, job_id).await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(call, &resource, Some(&caller), Some(job_id.to_string()), r)
     }
 
     async fn list_jobs(&mut self, resource: String, caller: Caller) -> R<JobList> {
+        let call = Call::start("scheduler", "list-jobs");
         let r = match self.allowed(&resource, false, Some(&caller)).await {
             Ok(p) => p.list_jobs(&caller).await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(call, &resource, Some(&caller), None, r)
     }
 
     async fn cancel(
@@ -315,50 +404,56 @@ impl s3m::facility::scheduler::Host for HostState {
         job_id: u32,
         signal: u32,
     ) -> R<()> {
+        let call = Call::start("scheduler", "cancel");
         let r = match self.allowed(&resource, true, Some(&caller)).await {
             Ok(p) => p.cancel(&caller, job_id, signal).await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(call, &resource, Some(&caller), Some(job_id.to_string()), r)
     }
 
     async fn ping(&mut self, resource: String) -> R<Vec<PingInfo>> {
+        let call = Call::start("scheduler", "ping");
         let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.ping().await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(call, &resource, None, None, r)
     }
 
     async fn diag(&mut self, resource: String) -> R<Diagnostics> {
+        let call = Call::start("scheduler", "diag");
         let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.diag().await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(call, &resource, None, None, r)
     }
 
     async fn nodes(&mut self, resource: String) -> R<Vec<NodeInfo>> {
+        let call = Call::start("scheduler", "nodes");
         let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.nodes().await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(call, &resource, None, None, r)
     }
 
     async fn partitions(&mut self, resource: String) -> R<Vec<PartitionInfo>> {
+        let call = Call::start("scheduler", "partitions");
         let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.partitions().await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(call, &resource, None, None, r)
     }
 
     async fn reservations(&mut self, resource: String) -> R<Vec<ReservationInfo>> {
+        let call = Call::start("scheduler", "reservations");
         let r = match self.allowed(&resource, false, None).await {
             Ok(p) => p.reservations().await,
             Err(e) => Err(e),
         };
-        Ok(self.told(&resource, r))
+        self.answered(call, &resource, None, None, r)
     }
 }

@@ -149,13 +149,16 @@ impl wit::Host for HostState {
         &mut self,
         resource: String,
     ) -> wasmtime::Result<Result<wit::ModuleList, wit::SoftwareError>> {
+        let call = crate::metrics::Call::start("software", "modules");
         if let Err(why) = self.authorize("software", None, &[]).await {
+            call.finish("refused");
             return Ok(Err(wit::SoftwareError::Unavailable(why)));
         }
         let result = match software() {
             Ok(software) => software.modules(&resource).await,
             Err(e) => Err(e),
         };
+        call.finish(if result.is_ok() { "ok" } else { "error" });
         Ok(result
             .map(|(modules, warnings)| wit::ModuleList {
                 modules: modules

@@ -332,7 +332,7 @@ impl BrokerProvider for KubernetesBrokers {
         match r.engine {
             Engine::Redis => r.url = format!("redis://{}:{}@{host}:6379", r.username, r.password),
             Engine::Rabbitmq => {
-                r.url = format!("amqp://{}:{}@{host}:5672/%2f", r.username, r.password);
+                r.url = format!("amqp://{}:{}@{host}:5672", r.username, r.password);
                 r.mgmt_url = r
                     .flag("management")
                     .then(|| format!("http://{host}:15672/"));

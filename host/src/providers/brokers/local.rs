@@ -223,7 +223,7 @@ impl LocalBrokers {
         )?;
         r.endpoint =
             serde_json::json!({ "port": port, "distPort": dist_port, "mgmtPort": mgmt_port });
-        r.url = format!("amqp://{}:{}@{addr}:{port}/%2f", r.username, r.password);
+        r.url = format!("amqp://{}:{}@{addr}:{port}", r.username, r.password);
         r.mgmt_url = management.then(|| format!("http://{addr}:{mgmt_port}/"));
         Ok(())
     }
@@ -282,18 +282,25 @@ impl BrokerProvider for LocalBrokers {
                 default: true,
             });
         }
+        let redis = |kind: &str, description: &str| Backend {
+            engine: Engine::Redis,
+            kind: kind.into(),
+            description: description.into(),
+            resource_options: vec![cpus(4), ram.clone()],
+            feature_flags: vec![FeatureFlag {
+                key: "persistence",
+                description: "Keep data on disk in an append-only file".into(),
+                default: false,
+            }],
+        };
         vec![
-            Backend {
-                engine: Engine::Redis,
-                kind: "general".into(),
-                description: "One Redis 7 server with its own user and password, memory capped at ram-gbs".into(),
-                resource_options: vec![cpus(4), ram.clone()],
-                feature_flags: vec![FeatureFlag {
-                    key: "persistence",
-                    description: "Keep data on disk in an append-only file".into(),
-                    default: false,
-                }],
-            },
+            redis("general", "One Redis 7 server with its own user and password, memory capped at ram-gbs"),
+            // The kind OLCF's documentation provisions Redis with; here the
+            // same Redis-protocol server as `general` serves it.
+            redis(
+                "dragonfly-general",
+                "A Redis-protocol server (Redis 7 here) with its own user and password, memory capped at ram-gbs; the kind OLCF's documentation names",
+            ),
             Backend {
                 engine: Engine::Rabbitmq,
                 kind: "general".into(),

@@ -39,6 +39,84 @@ pub fn parse_job_state(s: &str) -> JobState {
     }
 }
 
+/// The file `read_output` means: `path` empty is the job's standard output,
+/// a relative one is taken from its working directory.
+pub fn job_file(path: &str, stdout: &str, cwd: &str) -> String {
+    if path.is_empty() {
+        stdout.to_string()
+    } else if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{path}", cwd.trim_end_matches('/'))
+    }
+}
+
+/// Reads at most `limit` bytes of a job's file for the workflow engine.
+///
+/// With `user` (the job's Unix user), the file is taken only if it is a
+/// regular file that user owns: it is opened with `O_PATH | O_NOFOLLOW`
+/// (no device is ever opened, a final symlink is refused), checked with
+/// `fstat`, and only then reopened for reading through `/proc/self/fd`.
+/// Whatever path a job chose or symlinks it planted on the way, the host
+/// reads nothing but the job user's own files. `None` (`isolation =
+/// "none"` as the host's user): a regular file, read as the host.
+pub async fn read_as(
+    user: Option<&str>,
+    path: &str,
+    limit: u64,
+) -> crate::capabilities::scheduler::SchedulerResult<Vec<u8>> {
+    use crate::capabilities::scheduler::SchedulerError;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(SchedulerError::InvalidJob(format!(
+            "{path:?} is not an absolute path"
+        )));
+    }
+    let uid = match user {
+        Some(u) => Some(
+            super::sandbox::JobUser::lookup(u)
+                .ok_or_else(|| {
+                    SchedulerError::Unavailable(format!("the Unix user {u} does not exist"))
+                })?
+                .uid,
+        ),
+        None => None,
+    };
+    let path = path.to_string();
+    let shown = crate::text::cut(&path);
+    tokio::task::spawn_blocking(move || {
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| SchedulerError::NotFound(format!("cannot read {shown}: {e}")))?;
+        let meta = handle
+            .metadata()
+            .map_err(|e| SchedulerError::NotFound(format!("cannot read {shown}: {e}")))?;
+        if !meta.file_type().is_file() {
+            return Err(SchedulerError::NotFound(format!(
+                "cannot read {shown}: not a regular file"
+            )));
+        }
+        if uid.is_some_and(|u| meta.uid() != u) {
+            return Err(SchedulerError::NotFound(format!(
+                "cannot read {shown}: the file is not the job user's own"
+            )));
+        }
+        let file = std::fs::File::open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+            .map_err(|e| SchedulerError::NotFound(format!("cannot read {shown}: {e}")))?;
+        let mut out = Vec::new();
+        file.take(limit)
+            .read_to_end(&mut out)
+            .map_err(|e| SchedulerError::NotFound(format!("cannot read {shown}: {e}")))?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| SchedulerError::Unavailable(format!("reading a job's file: {e}")))?
+}
+
 /// Expands the `%j`, `%x`, `%u`, `%%` of an output path, as Slurm does.
 pub fn expand_path_pattern(pattern: &str, job_id: u32, name: &str, user: &str) -> String {
     let mut out = String::new();

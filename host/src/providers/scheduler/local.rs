@@ -33,7 +33,9 @@
 //! - `state_dir`: where the jobs are kept (default `<state dir>/scheduler/<resource>`);
 //!   job records hold environments: files 0600 in a 0700 directory
 
-use super::common::{compute_config, expand_path_pattern, parse_job_state, project_user};
+use super::common::{
+    compute_config, expand_path_pattern, job_file, parse_job_state, project_user, read_as,
+};
 use super::sandbox::{self, Isolation, JobUser};
 use crate::capabilities::scheduler::{
     Caller, Diagnostics, JobDescription, JobInfo, JobList, JobState, NodeInfo, PartitionInfo,
@@ -93,6 +95,8 @@ struct Shared {
     started_at: i64,
     jobs: Mutex<Table>,
     wake: Notify,
+    /// Each job's id as it ends, for the workflow engine.
+    ended: tokio::sync::broadcast::Sender<u32>,
 }
 
 #[derive(Default)]
@@ -381,6 +385,7 @@ impl Shared {
         });
         self.jobs.lock().unwrap().running.remove(&id);
         self.wake.notify_one();
+        let _ = self.ended.send(id);
     }
 
     async fn execute(&self, job: &LocalJob) -> std::io::Result<Outcome> {
@@ -689,6 +694,7 @@ impl LocalScheduler {
                 last_update: t,
             }),
             wake: Notify::new(),
+            ended: tokio::sync::broadcast::channel(1024).0,
         });
         for job in &interrupted {
             shared.persist(job);
@@ -722,12 +728,48 @@ impl LocalScheduler {
 
 #[async_trait::async_trait]
 impl SchedulerProvider for LocalScheduler {
+    fn job_counts(&self) -> Option<Vec<(String, u64)>> {
+        let table = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for job in table.jobs.values() {
+            *counts.entry(job.state.as_str()).or_default() += 1;
+        }
+        Some(
+            counts
+                .into_iter()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect(),
+        )
+    }
+
     async fn about(&self) -> SchedulerResult<SchedulerAbout> {
         Ok(SchedulerAbout {
             kind: "local".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             cluster: self.resource.clone(),
         })
+    }
+
+    fn ended(&self) -> Option<tokio::sync::broadcast::Receiver<u32>> {
+        Some(self.inner.ended.subscribe())
+    }
+
+    async fn read_output(
+        &self,
+        caller: &Caller,
+        job_id: u32,
+        path: &str,
+        limit: u64,
+    ) -> SchedulerResult<Vec<u8>> {
+        let job = self.owned(caller, job_id)?;
+        let path = job_file(path, &job.standard_output, &job.current_working_directory);
+        let user = match &self.inner.isolation {
+            Isolation::None {
+                as_project_user: false,
+            } => None,
+            _ => Some(job.user_name.as_str()),
+        };
+        read_as(user, &path, limit).await
     }
 
     async fn submit(

@@ -501,6 +501,21 @@ fn job_properties(
 
 #[async_trait::async_trait]
 impl SchedulerProvider for SlurmScheduler {
+    /// The job's files as its project's user sees them on this host (the
+    /// cluster's shared file system must be mounted here).
+    async fn read_output(
+        &self,
+        caller: &Caller,
+        job_id: u32,
+        path: &str,
+        limit: u64,
+    ) -> SchedulerResult<Vec<u8>> {
+        let job = job_info(&self.job_value(caller, job_id).await?);
+        let path =
+            super::common::job_file(path, &job.standard_output, &job.current_working_directory);
+        super::common::read_as(Some(&project_user(&caller.project)), &path, limit).await
+    }
+
     async fn about(&self) -> SchedulerResult<SchedulerAbout> {
         let value = self
             .call(&self.service_user, reqwest::Method::GET, "/ping", None)
