@@ -338,6 +338,21 @@ impl TestApp {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// The host's log once a line of it satisfies `pred`, waiting up to 5 s
+    /// for it: a line the host wrote before it answered may still be in the
+    /// pipe when the answer arrives. After 5 s, the log as it is (the
+    /// caller's assertion then fails and shows it).
+    pub fn stderr_with_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.stderr();
+            if log.lines().any(&pred) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs `s3m <args...>` with this app's manifest, state and runtime config.
     pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
         let mut cmd = Command::new(&self.bin);

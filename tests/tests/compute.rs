@@ -995,7 +995,7 @@ async fn slurmrestd_stopped_is_503() -> Result<()> {
             .nth(1)
             .and_then(|rest| rest.split(':').next())
             .with_context(|| format!("no request id in {message}"))?;
-        let log = app.stderr();
+        let log = app.stderr_with_line(|l| l.contains(id) && l.contains(&address));
         assert!(
             log.lines().any(|l| l.contains(id) && l.contains(&address)),
             "the log lacks the details under request {id}:\n{log}"
