@@ -26,6 +26,30 @@ use wasmtime_wasi_http::WasiHttpCtx;
 /// time limit is checked this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Bytes of each linear memory and table slot kept resident between
+/// instances (see `new_engine`).
+const KEEP_RESIDENT_MEMORY: usize = 4 << 20;
+const KEEP_RESIDENT_TABLE: usize = 1 << 20;
+
+/// The keep-resident sizes: the defaults above, or
+/// `S3M_POOL_KEEP_RESIDENT=<bytes>` for both (0 releases every slot with
+/// madvise as wasmtime does by default; `bench_compare` runs the no-op that
+/// way too, to show the difference in the same run).
+fn keep_resident() -> (usize, usize) {
+    match std::env::var("S3M_POOL_KEEP_RESIDENT") {
+        Err(_) => (KEEP_RESIDENT_MEMORY, KEEP_RESIDENT_TABLE),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) => (n, n.min(KEEP_RESIDENT_TABLE)),
+            Err(_) => {
+                tracing::warn!(
+                    "S3M_POOL_KEEP_RESIDENT={v:?} is not a number of bytes: keeping the defaults"
+                );
+                (KEEP_RESIDENT_MEMORY, KEEP_RESIDENT_TABLE)
+            }
+        },
+    }
+}
+
 /// Limits applied to every request's Store.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -135,6 +159,16 @@ pub fn new_engine(limits: &Limits) -> anyhow::Result<Engine> {
     pool.total_tables(limits.max_instances * 4);
     pool.max_memory_size(limits.memory_bytes);
     pool.total_stacks(limits.max_instances);
+    // A slot given back is reset in place instead of released, up to these
+    // sizes: releasing it with madvise cost three madvise calls per request,
+    // each a TLB shootdown across the cores, and the page faults to bring
+    // the pages back. Where the kernel has PAGEMAP_SCAN (Linux 6.7+), only
+    // the pages the request dirtied are reset (copied back from the image or
+    // zeroed); elsewhere the whole kept size is (bench_compare, README).
+    pool.pagemap_scan(wasmtime::Enabled::Auto);
+    let (memory, table) = keep_resident();
+    pool.linear_memory_keep_resident(memory);
+    pool.table_keep_resident(table);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&config)?)
 }
