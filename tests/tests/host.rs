@@ -63,6 +63,29 @@ async fn a_component_that_eats_memory_is_stopped_at_its_limit() -> Result<()> {
 }
 
 /// A one-request HTTP server; returns its port and whether it was called.
+/// A fresh instance per request, also now that the host resets a pool slot
+/// in place instead of releasing it: what one request left in its memory (a
+/// zero-initialised static and one from the data image) is gone for the
+/// next, which runs in the same slot (one instance at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_sees_what_an_earlier_one_left_in_memory() -> Result<()> {
+    let app = app_with_looper(&["--max-instances", "1"], &[])?;
+    for round in 0..20 {
+        let left = app.client().get(app.url("/looper/leave")).send().await?;
+        assert_eq!(left.status(), 200);
+        // The check sees the marker within the request that wrote it.
+        assert_eq!(left.text().await?, "zeroed=false imaged=false");
+        let peek = app.client().get(app.url("/looper/peek")).send().await?;
+        assert_eq!(peek.status(), 200);
+        assert_eq!(
+            peek.text().await?,
+            "zeroed=true imaged=true",
+            "round {round}: a request saw what the one before it left in memory"
+        );
+    }
+    Ok(())
+}
+
 fn tiny_server() -> Result<(u16, std::sync::mpsc::Receiver<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();

@@ -4,10 +4,29 @@
 //! - `/looper/grow`: allocates until memory runs out (the memory limit must stop it);
 //! - `/looper/sleep?ms=N`: waits N milliseconds (default 1000), then answers 200, to hold a
 //!   request in flight;
-//! - `/looper/ok`: answers 200, to show the host still serves.
+//! - `/looper/ok`: answers 200, to show the host still serves;
+//! - `/looper/leave`: writes a marker over a zero-initialised static and an
+//!   initialised one, and `/looper/peek` answers whether either still holds
+//!   a marker, so that a test can check that no request sees what an earlier
+//!   one left in a reused instance slot.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Zero-initialised (in the module's zero memory) and initialised (in its
+/// data image): a reused slot must come back with both as they were.
+static ZEROED: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+static IMAGED: [AtomicU64; 1024] = [const { AtomicU64::new(INITIAL) }; 1024];
+const INITIAL: u64 = 0x0123_4567_89ab_cdef;
+const MARKER: u64 = 0x5ec2_e75e_c2e7_5ec2;
+
+/// Whether both statics are as the module's image made them.
+fn pristine() -> String {
+    let zeroed = ZEROED.iter().all(|z| z.load(Ordering::Relaxed) == 0);
+    let imaged = IMAGED.iter().all(|i| i.load(Ordering::Relaxed) == INITIAL);
+    format!("zeroed={zeroed} imaged={imaged}")
+}
 
 #[http_component]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
@@ -50,6 +69,15 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Ok(Response::new(200, "slept"))
         }
+        "/looper/leave" => {
+            for (z, i) in ZEROED.iter().zip(IMAGED.iter()) {
+                z.store(MARKER, Ordering::Relaxed);
+                i.store(MARKER, Ordering::Relaxed);
+            }
+            // The same check as /looper/peek, after the writes: it must see them.
+            Ok(Response::new(200, pristine()))
+        }
+        "/looper/peek" => Ok(Response::new(200, pristine())),
         _ => Ok(Response::new(200, "ok")),
     }
 }
