@@ -206,6 +206,12 @@ fn main() -> Result<()> {
             m.faults
         );
     }
+    println!();
+    for server in &servers {
+        if let Some(kib) = rss_kib(server.pid) {
+            println!("{:<38} RSS after the load: {:.1} MiB", server.name, kib as f64 / 1024.0);
+        }
+    }
     let rps = |name: &str| cases.iter().find(|c| c.name == name).map(|c| c.median().rps);
     let p99 = |name: &str| cases.iter().find(|c| c.name == name).map(|c| c.median().p99_ms);
     println!();
@@ -237,19 +243,25 @@ fn main() -> Result<()> {
 }
 
 struct Server {
+    name: String,
     pid: u32,
     child: Option<Child>,
 }
 
 impl Server {
-    fn child(_name: &str, child: Child) -> Self {
+    fn child(name: &str, child: Child) -> Self {
         Server {
+            name: name.into(),
             pid: child.id(),
             child: Some(child),
         }
     }
-    fn app(_name: &str, pid: u32) -> Self {
-        Server { pid, child: None }
+    fn app(name: &str, pid: u32) -> Self {
+        Server {
+            name: name.into(),
+            pid,
+            child: None,
+        }
     }
 }
 
@@ -322,6 +334,16 @@ impl Measure {
             self.faults
         )
     }
+}
+
+/// A process's resident set, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
 }
 
 /// utime and stime in clock ticks, and minor faults, of a process.
