@@ -23,7 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(about = "Request cost of s3m up against native hyper, wasmtime serve and spin, in one run")]
+#[command(
+    about = "Request cost of s3m up against native hyper, wasmtime serve and spin, in one run"
+)]
 struct Args {
     /// Concurrent keep-alive connections (wrk -c).
     #[arg(long, default_value_t = 64)]
@@ -71,7 +73,12 @@ fn main() -> Result<()> {
         .stdin(Stdio::null())
         .spawn()?;
     servers.push(Server::child("native hyper", child));
-    cases.push(Case::new("native hyper ok", servers.len() - 1, format!("http://127.0.0.1:{port}/"), None));
+    cases.push(Case::new(
+        "native hyper ok",
+        servers.len() - 1,
+        format!("http://127.0.0.1:{port}/"),
+        None,
+    ));
 
     // wasmtime serve on the same no-op wasm.
     match wasmtime_cli() {
@@ -140,7 +147,12 @@ fn main() -> Result<()> {
     let s3m = servers.len();
     servers.push(Server::app("s3m up", app.pid()));
     cases.push(Case::new("s3m no-op", s3m, app.url("/looper/ok"), None));
-    cases.push(Case::new("s3m status", s3m, app.url("/olcf/v1alpha/status"), None));
+    cases.push(Case::new(
+        "s3m status",
+        s3m,
+        app.url("/olcf/v1alpha/status"),
+        None,
+    ));
     cases.push(Case::new(
         "s3m introspect",
         s3m,
@@ -209,11 +221,25 @@ fn main() -> Result<()> {
     println!();
     for server in &servers {
         if let Some(kib) = rss_kib(server.pid) {
-            println!("{:<38} RSS after the load: {:.1} MiB", server.name, kib as f64 / 1024.0);
+            println!(
+                "{:<38} RSS after the load: {:.1} MiB",
+                server.name,
+                kib as f64 / 1024.0
+            );
         }
     }
-    let rps = |name: &str| cases.iter().find(|c| c.name == name).map(|c| c.median().rps);
-    let p99 = |name: &str| cases.iter().find(|c| c.name == name).map(|c| c.median().p99_ms);
+    let rps = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.median().rps)
+    };
+    let p99 = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.median().p99_ms)
+    };
     println!();
     let ratio = |label: &str, a: Option<f64>, b: Option<f64>, goal: &str| {
         if let (Some(a), Some(b)) = (a, b) {
@@ -226,11 +252,36 @@ fn main() -> Result<()> {
         rps("s3m no-op, pool pages released"),
         "> 1: keeping pages resident pays",
     );
-    ratio("s3m no-op / native hyper", rps("s3m no-op"), rps("native hyper ok"), ">= 0.25");
-    ratio("s3m no-op / wasmtime serve no-op", rps("s3m no-op"), rps("wasmtime serve no-op"), ">= 3");
-    ratio("s3m no-op / spin up no-op", rps("s3m no-op"), rps("spin up no-op"), ">= 3");
-    ratio("s3m introspect / s3m no-op", rps("s3m introspect"), rps("s3m no-op"), ">= 0.8");
-    ratio("s3m status / s3m no-op", rps("s3m status"), rps("s3m no-op"), ">= 0.8");
+    ratio(
+        "s3m no-op / native hyper",
+        rps("s3m no-op"),
+        rps("native hyper ok"),
+        ">= 0.25",
+    );
+    ratio(
+        "s3m no-op / wasmtime serve no-op",
+        rps("s3m no-op"),
+        rps("wasmtime serve no-op"),
+        ">= 3",
+    );
+    ratio(
+        "s3m no-op / spin up no-op",
+        rps("s3m no-op"),
+        rps("spin up no-op"),
+        ">= 3",
+    );
+    ratio(
+        "s3m introspect / s3m no-op",
+        rps("s3m introspect"),
+        rps("s3m no-op"),
+        ">= 0.8",
+    );
+    ratio(
+        "s3m status / s3m no-op",
+        rps("s3m status"),
+        rps("s3m no-op"),
+        ">= 0.8",
+    );
     for name in ["s3m introspect", "s3m status"] {
         if let Some(p) = p99(name) {
             println!("{:<38} {p:.2} ms  (goal <= 10 ms)", format!("{name} p99"));
@@ -357,7 +408,13 @@ fn proc_stat(pid: u32) -> Result<(u64, u64, u64)> {
     Ok((n(14)?, n(15)?, n(10)?))
 }
 
-fn wrk_run(wrk: &PathBuf, args: &Args, case: &Case, seconds: u64, pid: Option<u32>) -> Result<Measure> {
+fn wrk_run(
+    wrk: &PathBuf,
+    args: &Args,
+    case: &Case,
+    seconds: u64,
+    pid: Option<u32>,
+) -> Result<Measure> {
     let mut cmd = Command::new(wrk);
     cmd.args([
         "--latency",
@@ -376,12 +433,20 @@ fn wrk_run(wrk: &PathBuf, args: &Args, case: &Case, seconds: u64, pid: Option<u3
     let after = pid.map(proc_stat).transpose()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
-        bail!("wrk failed on {}: {}{}", case.name, text, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "wrk failed on {}: {}{}",
+            case.name,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
         bail!("{}: {}", case.name, line.trim());
     }
-    if let Some(line) = text.lines().find(|l| l.trim_start().starts_with("Socket errors")) {
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Socket errors"))
+    {
         bail!("{}: {}", case.name, line.trim());
     }
     let requests: f64 = text
@@ -464,7 +529,9 @@ fn wasmtime_cli() -> Option<PathBuf> {
 
 /// Polls until one GET answers 200 (up to 30 s).
 fn wait_ready(url: &str, header: Option<&str>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -496,7 +563,9 @@ fn serve_native(addr: &str) -> Result<()> {
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
