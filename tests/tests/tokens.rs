@@ -86,6 +86,7 @@ async fn introspect_shows_the_exact_record() -> Result<()> {
         "oneTimeToken",
         "delayedStart",
         "delayDate",
+        "delayDuration",
         "ownerName",
         "grpcPermissions",
         "extensions",
@@ -109,6 +110,7 @@ async fn introspect_shows_the_exact_record() -> Result<()> {
     assert_eq!(t["oneTimeToken"], false);
     assert_eq!(t["delayedStart"], false);
     assert_eq!(t["delayDate"], Value::Null);
+    assert_eq!(t["delayDuration"], "");
     assert_eq!(t["grpcPermissions"], serde_json::json!([]));
     assert_eq!(t["extensions"], 0);
     // RFC 3339 UTC with microseconds and Z, about 30 days ahead (the default lifetime).
@@ -244,6 +246,21 @@ async fn delayed_token_is_refused_until_its_start() -> Result<()> {
         message.contains("not active until") || message.contains("not yet valid"),
         "{message}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn delayed_token_works_from_its_start_and_says_its_delay() -> Result<()> {
+    let app = TestApp::start_only(&["tokens"])?;
+    let token = app.mint("STF040", &["compute-ace"], &["--delay", "2s"])?;
+    refused(&app, &token).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let body = expect_json(introspect(&app, &token).await?).await?;
+    let t = &body["token"];
+    assert_eq!(t["delayedStart"], true, "{t}");
+    assert_eq!(t["delayDuration"], "2s", "{t}");
+    let date = t["delayDate"].as_str().unwrap_or_default();
+    assert!(date.ends_with('Z') && date.len() == 27, "{t}");
     Ok(())
 }
 

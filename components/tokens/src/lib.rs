@@ -50,6 +50,8 @@ struct TokenInfo {
     one_time_token: bool,
     delayed_start: bool,
     delay_date: Option<String>,
+    /// In the Tokens page this API was specified from; `""` without a delay.
+    delay_duration: String,
     owner_name: String,
     grpc_permissions: Vec<String>,
     extensions: i64,
@@ -128,6 +130,7 @@ fn token_info(principal: Principal) -> TokenInfo {
         one_time_token: r.one_time_token,
         delayed_start: r.delayed_start,
         delay_date: r.delay_date.as_deref().map(wire_time),
+        delay_duration: r.delay_duration,
         owner_name: r.owner_name,
         grpc_permissions: Vec::new(),
         extensions: r.extensions,

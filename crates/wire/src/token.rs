@@ -57,6 +57,14 @@ pub struct TokenRecord {
     pub delayed_start: bool,
     /// RFC 3339; when the token starts to work if `delayed_start`.
     pub delay_date: Option<String>,
+    /// How long after minting the token starts to work, as Go writes a
+    /// duration (`1h30m0s`); empty when it starts at once. Not written when
+    /// empty, so records from before this field read and write back alike.
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub delay_duration: String,
     #[serde(deserialize_with = "null_as_default")]
     pub owner_name: String,
     #[serde(deserialize_with = "null_as_default")]
@@ -74,6 +82,16 @@ pub struct TokenRecord {
     /// written again loses nothing.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// `seconds` as Go's `time.Duration` prints it: `0s`, `45s`, `1m30s`, `2h0m0s`.
+pub fn go_duration(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -107,6 +125,15 @@ mod tests {
         let again: serde_json::Value = serde_json::to_value(&r).unwrap();
         let before: serde_json::Value = serde_json::from_str(HOST_WRITTEN).unwrap();
         assert_eq!(again, before);
+    }
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(45), "45s");
+        assert_eq!(go_duration(90), "1m30s");
+        assert_eq!(go_duration(7200), "2h0m0s");
+        assert_eq!(go_duration(5400 + 7), "1h30m7s");
     }
 
     #[test]

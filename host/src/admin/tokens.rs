@@ -118,6 +118,10 @@ pub async fn create(
         one_time_token: new.one_time,
         delayed_start: new.delay.is_some(),
         delay_date: new.delay.map(|_| rfc3339(start)),
+        delay_duration: new
+            .delay
+            .map(|d| s3m_wire::token::go_duration(d.as_secs()))
+            .unwrap_or_default(),
         owner_name: new.owner,
         revoked: false,
         revoked_at: None,
