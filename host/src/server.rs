@@ -115,6 +115,39 @@ fn bad_request(message: &str) -> hyper::Response<HyperOutgoingBody> {
 }
 
 impl Server {
+    /// GET the broker CA (PEM): public, so clients can verify the brokers
+    /// they were handed without a token. 404 when the brokers use no CA of
+    /// this facility (plain text, or Kubernetes with its own certificates).
+    fn broker_ca(&self, method: &http::Method) -> hyper::Response<HyperOutgoingBody> {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            let mut response = error_response(
+                405,
+                12,
+                &format!("method {method} is not allowed here; use GET"),
+            );
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+            return response;
+        }
+        match self.app.services.brokers.ca_certificate() {
+            Some(pem) => hyper::Response::builder()
+                .status(200)
+                .header("content-type", "application/x-pem-file")
+                .body(
+                    Full::new(Bytes::from(pem))
+                        .map_err(|e| match e {})
+                        .boxed_unsync(),
+                )
+                .expect("a PEM response is valid"),
+            None => error_response(
+                404,
+                5,
+                "this facility's brokers use no CA of its own: their certificates chain to a public CA, or they speak plain text",
+            ),
+        }
+    }
+
     pub fn new(app: Arc<App>, router: Router, limits: HttpLimits) -> Arc<Self> {
         let in_flight = Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1)));
         let instances = Arc::new(Semaphore::new((app.limits.max_instances as usize).max(1)));
@@ -254,6 +287,9 @@ impl Server {
             // Only where no component route matches: the API's own description.
             if let Some(r) = crate::openapi::answer(&parts.method, path) {
                 return r;
+            }
+            if path == crate::providers::brokers::tls::CA_PATH {
+                return self.broker_ca(&parts.method);
             }
             return error_response(404, 5, &format!("no route matches {path}"));
         };

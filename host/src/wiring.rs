@@ -78,6 +78,7 @@ const STREAMING_KEYS: &[&str] = &[
     "redis_server",
     "rabbitmq_server",
     "rabbitmq_management",
+    "tls",
     "redis_start_timeout_seconds",
     "rabbitmq_start_timeout_seconds",
     "kubernetes",
@@ -119,7 +120,7 @@ fn broker_provider(
                 .clone()
                 .try_into()
                 .map_err(|e| anyhow::anyhow!("facility.toml [streaming] is not valid for the local provider: {e}"))?;
-            Ok(Box::new(local_brokers::LocalBrokers::new(config, dir.join("clusters"))))
+            Ok(Box::new(local_brokers::LocalBrokers::new(config, dir.join("clusters"))?))
         }
         "kubernetes" => {
             let config: kubernetes::KubernetesConfig = streaming

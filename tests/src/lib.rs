@@ -131,6 +131,9 @@ impl AppOptions {
 pub struct TestApp {
     /// Base URL, `http://127.0.0.1:PORT`.
     pub base_url: String,
+    /// The `s3m up` process's own listener (the same as `base_url` unless a
+    /// frontend such as `wasmtime serve` is in front of it).
+    pub host_base_url: String,
     /// The temporary app directory (spin.toml, config/, state/).
     pub dir: tempfile::TempDir,
     /// The manifest `s3m` runs.
@@ -223,6 +226,7 @@ impl TestApp {
 
         let mut app = TestApp {
             base_url: String::new(),
+            host_base_url: String::new(),
             dir,
             manifest,
             state_dir,
@@ -242,7 +246,8 @@ impl TestApp {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(url) = serving_url(&line) {
-                        app.base_url = url;
+                        app.base_url = url.clone();
+                        app.host_base_url = url;
                         if serving::serving() == serving::Serving::WasmtimeServe {
                             let variables = opts
                                 .up_args

@@ -381,3 +381,41 @@ impl Drop for Host {
         let _ = self.child.wait();
     }
 }
+
+/// The facility's broker CA (PEM), as a client gets it: from the host that
+/// handed out the URLs, without a token.
+pub async fn broker_ca(host_base_url: &str) -> Result<String> {
+    let response = reqwest::get(format!("{host_base_url}/.well-known/s3m/broker-ca.pem")).await?;
+    let status = response.status();
+    let text = response.text().await?;
+    if status != 200 || !text.starts_with("-----BEGIN CERTIFICATE-----") {
+        bail!("GET /.well-known/s3m/broker-ca.pem answered {status}: {text}");
+    }
+    Ok(text)
+}
+
+/// A Redis client for a `rediss://` URL that trusts only `ca_pem`.
+pub fn redis_client(url: &str, ca_pem: &str) -> Result<redis::Client> {
+    Ok(redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.as_bytes().to_vec()),
+        },
+    )?)
+}
+
+/// An AMQP connection to an `amqps://` URL that trusts only `ca_pem`.
+pub async fn amqp_connect(url: &str, ca_pem: &str) -> Result<lapin::Connection> {
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(ca_pem.to_string()),
+    };
+    Ok(lapin::Connection::connect_with_config(
+        url,
+        lapin::ConnectionProperties::default(),
+        tls,
+        lapin::runtime::default_runtime()?,
+    )
+    .await?)
+}

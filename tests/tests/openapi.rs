@@ -292,6 +292,25 @@ async fn the_document_is_served_valid_and_describes_every_real_answer() -> Resul
             .unwrap()
             .insert(("get".into(), "/openapi.json".into()));
     }
+    // The broker CA, from the host itself, without a token.
+    let res = app
+        .client()
+        .get(format!(
+            "{}/.well-known/s3m/broker-ca.pem",
+            app.host_base_url
+        ))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-pem-file");
+    let pem = res.text().await?;
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    // A PEM body: the document's response is text, checked above.
+    contract
+        .covered
+        .lock()
+        .unwrap()
+        .insert(("get".into(), "/.well-known/s3m/broker-ca.pem".into()));
 
     let token = app.token(&["compute-ace", "data-streaming"], PROJECT)?;
     let bearer = format!("Bearer {token}");

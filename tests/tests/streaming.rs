@@ -16,12 +16,18 @@ fn app(streaming_toml: &str) -> Result<TestApp> {
     TestApp::start(AppOptions::only(&["streaming"]).with_facility(st::facility(streaming_toml)))
 }
 
+async fn plain_redis_set_get(url: &str) -> Result<String> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    Ok(redis::cmd("PING").query_async::<String>(&mut con).await?)
+}
+
 fn error_code(body: &Value) -> i64 {
     body["code"].as_i64().unwrap_or(-1)
 }
 
-async fn redis_set_get(url: &str) -> Result<String> {
-    let client = redis::Client::open(url)?;
+async fn redis_set_get(url: &str, ca: &str) -> Result<String> {
+    let client = st::redis_client(url, ca)?;
     let mut con = client.get_multiplexed_async_connection().await?;
     redis::cmd("SET")
         .arg("greeting")
@@ -53,9 +59,10 @@ async fn redis_cluster_serves_a_real_client_and_only_its_project() -> Result<()>
     );
     assert_eq!(creds["username"], "s3m-cache");
     assert!(
-        url.starts_with("redis://s3m-cache:") && url.contains(&password),
-        "{url}"
+        url.starts_with("rediss://s3m-cache:") && url.contains(&password),
+        "TLS, as the docs' brokers: {url}"
     );
+    let ca = st::broker_ca(&app.host_base_url).await?;
 
     // Not usable at once, but soon.
     let cluster = api
@@ -71,15 +78,29 @@ async fn redis_cluster_serves_a_real_client_and_only_its_project() -> Result<()>
     assert_eq!(cluster["featureFlags"], json!({"persistence": false}));
     assert_eq!(cluster["lifetime"]["secondsLifetime"], 7 * 24 * 3600);
 
-    // A real client with exactly those credentials.
-    assert_eq!(redis_set_get(&url).await?, "hello from s3m");
+    // A real client with exactly those credentials, verifying the
+    // broker's certificate against the facility's CA.
+    assert_eq!(redis_set_get(&url, &ca).await?, "hello from s3m");
     let wrong = url.replace(&password, "0123456789abcdef0123456789abcdef");
-    let refused = redis_set_get(&wrong).await;
+    let refused = redis_set_get(&wrong, &ca).await;
     assert!(refused.is_err(), "a wrong password must be refused");
-    let no_password = format!("redis://127.0.0.1:{}", st::url_port(&url)?);
+    let no_password = format!("rediss://127.0.0.1:{}", st::url_port(&url)?);
     assert!(
-        redis_set_get(&no_password).await.is_err(),
+        redis_set_get(&no_password, &ca).await.is_err(),
         "no password must be refused"
+    );
+    // Plain text does not reach the broker, and a client that trusts
+    // another CA refuses the broker's certificate.
+    let plain = url.replacen("rediss://", "redis://", 1);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), plain_redis_set_get(&plain))
+            .await
+            .map_or(true, |r| r.is_err()),
+        "plain text must not reach the broker"
+    );
+    assert!(
+        redis_set_get(&url, &foreign_ca_pem()).await.is_err(),
+        "a certificate that does not chain to the trusted CA must be refused"
     );
 
     // Listed, without credentials.
@@ -126,7 +147,7 @@ async fn redis_cluster_serves_a_real_client_and_only_its_project() -> Result<()>
         .wait_healthy("redis", "cache", Duration::from_secs(30))
         .await?;
     assert_eq!(
-        redis_set_get(&url).await?,
+        redis_set_get(&url, &ca).await?,
         "hello from s3m",
         "the first one still works"
     );
@@ -170,7 +191,7 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
     };
     use lapin::types::FieldTable;
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    use lapin::BasicProperties;
 
     st::require_servers(true)?;
     let app = app("")?;
@@ -187,9 +208,10 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
     let url = creds["amqpsUrl"].as_str().context("amqpsUrl")?.to_string();
     let password = creds["password"].as_str().context("password")?.to_string();
     assert!(
-        url.contains(&password) && url.starts_with("amqp://s3m-events:"),
-        "{url}"
+        url.contains(&password) && url.starts_with("amqps://s3m-events:"),
+        "TLS, as the docs' amqpsUrl: {url}"
     );
+    let ca = st::broker_ca(&app.host_base_url).await?;
     // host:port and nothing after it (the docs' shape): a client that
     // splits the authority gets a port, not "port/%2f".
     let authority = url.rsplit_once('@').map(|(_, a)| a).unwrap_or_default();
@@ -215,7 +237,7 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
     assert_eq!(cluster["brokerEndpoints"]["addresses"][0], "127.0.0.1");
     assert!(cluster.get("endpoints").is_none());
 
-    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+    let conn = st::amqp_connect(&url, &ca).await?;
     let channel = conn.create_channel().await?;
     channel
         .queue_declare(
@@ -250,15 +272,26 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
     delivery.ack(BasicAckOptions::default()).await?;
     conn.close(200, "bye".into()).await?;
 
-    // A wrong password is refused.
+    // A wrong password is refused; so is a client that trusts another CA.
     let wrong = url.replace(&password, "0123456789abcdef0123456789abcdef");
-    assert!(Connection::connect(&wrong, ConnectionProperties::default())
-        .await
-        .is_err());
+    assert!(st::amqp_connect(&wrong, &ca).await.is_err());
+    assert!(st::amqp_connect(&url, &foreign_ca_pem()).await.is_err());
+    // Plain AMQP is not served.
+    let plain = url.replacen("amqps://", "amqp://", 1);
+    assert!(tokio::time::timeout(
+        Duration::from_secs(10),
+        lapin::Connection::connect(&plain, lapin::ConnectionProperties::default())
+    )
+    .await
+    .map_or(true, |r| r.is_err()));
 
-    // The management API answers with the same credentials, when it is there.
+    // The management API answers over HTTPS with the same credentials, when
+    // it is there.
     if let Some(mgmt) = creds["mgmtUrl"].as_str() {
-        let overview = reqwest::Client::new()
+        assert!(mgmt.starts_with("https://"), "{mgmt}");
+        let overview = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
+            .build()?
             .get(format!("{mgmt}api/overview"))
             .basic_auth("s3m-events", Some(&password))
             .send()
@@ -281,7 +314,7 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
         pid,
         "the same broker process"
     );
-    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+    let conn = st::amqp_connect(&url, &ca).await?;
     let channel = conn.create_channel().await?;
     let q = channel
         .queue_declare(
@@ -535,7 +568,8 @@ async fn a_killed_host_comes_back_with_its_clusters_and_no_orphans() -> Result<(
             .await?;
         urls.push(creds["url"].as_str().unwrap().to_string());
     }
-    assert_eq!(redis_set_get(&urls[0]).await?, "hello from s3m");
+    let ca = st::broker_ca(&app.host_base_url).await?;
+    assert_eq!(redis_set_get(&urls[0], &ca).await?, "hello from s3m");
     let dropped_id = st::cluster_id(&app.state_dir, "dropped")?;
     let (dropped_dir, dropped_pid) = st::cluster_process(&app.state_dir, &dropped_id)?;
 
@@ -565,7 +599,7 @@ async fn a_killed_host_comes_back_with_its_clusters_and_no_orphans() -> Result<(
         .await?;
     assert_eq!(cluster["redisUrl"], urls[0].as_str());
     assert_eq!(
-        redis_set_get(&urls[0]).await?,
+        redis_set_get(&urls[0], &ca).await?,
         "hello from s3m",
         "still reachable with the same URL"
     );
@@ -596,6 +630,7 @@ async fn a_recorded_cluster_whose_process_died_is_started_again() -> Result<()> 
     api.wait_healthy("redis", "phoenix", Duration::from_secs(30))
         .await?;
     let url = creds["url"].as_str().unwrap().to_string();
+    let ca_before = st::broker_ca(&app.host_base_url).await?;
     let id = st::cluster_id(&app.state_dir, "phoenix")?;
     let (_, pid) = st::cluster_process(&app.state_dir, &id)?;
     // Host and broker both die (a reboot, say).
@@ -614,8 +649,11 @@ async fn a_recorded_cluster_whose_process_died_is_started_again() -> Result<()> 
         .await?;
     let (_, new_pid) = st::cluster_process(&app.state_dir, &id)?;
     assert_ne!(new_pid, pid);
+    // The same CA after the restart: clients keep the one they fetched.
+    let ca = st::broker_ca(&host.base_url).await?;
+    assert_eq!(ca, ca_before, "the CA survives a host restart");
     assert_eq!(
-        redis_set_get(&url).await?,
+        redis_set_get(&url, &ca).await?,
         "hello from s3m",
         "the same URL and credentials work again"
     );
@@ -656,9 +694,10 @@ async fn the_documentations_redis_example_works_as_written() -> Result<()> {
     assert_eq!(status, 200, "{creds}");
     let url = creds["url"].as_str().context("url")?.to_string();
     assert!(
-        url.starts_with("redis://") && url.contains(creds["password"].as_str().unwrap()),
+        url.starts_with("rediss://") && url.contains(creds["password"].as_str().unwrap()),
         "{url}"
     );
+    let ca = st::broker_ca(&app.host_base_url).await?;
     let api = Api::of(&app, &token);
     let cluster = api
         .wait_healthy("redis", "mycluster", Duration::from_secs(30))
@@ -668,7 +707,7 @@ async fn the_documentations_redis_example_works_as_written() -> Result<()> {
         cluster["resourceSettings"],
         json!({"cpus": 2, "ram-gbs": 4})
     );
-    assert_eq!(redis_set_get(&url).await?, "hello from s3m");
+    assert_eq!(redis_set_get(&url, &ca).await?, "hello from s3m");
     let port = st::url_port(&url)?;
     assert_eq!(cluster["endpoints"]["ports"]["redis"], port, "{cluster}");
     assert_eq!(
@@ -693,5 +732,40 @@ async fn the_documentations_redis_example_works_as_written() -> Result<()> {
             .contains("Multi-node Redis clusters are not currently supported."),
         "{v}"
     );
+    Ok(())
+}
+
+/// The CA certificate of some other facility.
+fn foreign_ca_pem() -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).expect("certificate").pem()
+}
+
+/// `[streaming] tls = false`, the operator's option: plain Redis for a
+/// facility that terminates TLS elsewhere, and no CA to hand out.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_text_brokers_are_an_operator_option() -> Result<()> {
+    st::require_servers(false)?;
+    let app = app("tls = false")?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let api = Api::of(&app, &app.token(&["data-streaming"], PROJECT)?);
+    let body = json!({"kind": "general", "name": "plain", "resourceSettings": {}});
+    let (status, creds) = api.provision("redis", &body).await?;
+    assert_eq!(status, 200, "{creds}");
+    let url = creds["url"].as_str().context("url")?.to_string();
+    assert!(url.starts_with("redis://s3m-plain:"), "{url}");
+    api.wait_healthy("redis", "plain", Duration::from_secs(30))
+        .await?;
+    assert_eq!(plain_redis_set_get(&url).await?, "PONG");
+    let ca = reqwest::get(format!(
+        "{}/.well-known/s3m/broker-ca.pem",
+        app.host_base_url
+    ))
+    .await?;
+    assert_eq!(ca.status(), 404);
+    let (status, _) = api.delete("redis", "plain").await?;
+    assert_eq!(status, 200);
     Ok(())
 }

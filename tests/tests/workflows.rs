@@ -724,11 +724,13 @@ async fn hera_submits_through_its_own_client() -> Result<()> {
 
 /// The paper's Listing 2, completed to a valid document: deploy a RabbitMQ
 /// cluster, submit a Slurm job that publishes to it, report the job's end.
-fn listing2(queue: &str, cluster: &str) -> Value {
+/// The job verifies the broker's certificate against the facility's CA, which
+/// it fetches from `host` (the API's own address) as any client would.
+fn listing2(queue: &str, cluster: &str, host: &str) -> Value {
     let script = format!(
-        "#!/bin/bash\nset -e\nM='{{{{tasks.deploy-streaming.outputs.parameters.mgmtUrl}}}}'\nU='{{{{tasks.deploy-streaming.outputs.parameters.username}}}}'\nP='{{{{tasks.deploy-streaming.outputs.parameters.password}}}}'\n\
-         curl -sf -u \"$U:$P\" -X PUT -H 'content-type: application/json' \"${{M}}api/queues/%2f/{queue}\" -d '{{\"durable\":false}}'\n\
-         curl -sf -u \"$U:$P\" -X POST -H 'content-type: application/json' \"${{M}}api/exchanges/%2f/amq.default/publish\" \
+        "#!/bin/bash\nset -e\nCA=$(mktemp)\ncurl -sf -o \"$CA\" {host}/.well-known/s3m/broker-ca.pem\nM='{{{{tasks.deploy-streaming.outputs.parameters.mgmtUrl}}}}'\nU='{{{{tasks.deploy-streaming.outputs.parameters.username}}}}'\nP='{{{{tasks.deploy-streaming.outputs.parameters.password}}}}'\n\
+         curl -sf --cacert \"$CA\" -u \"$U:$P\" -X PUT -H 'content-type: application/json' \"${{M}}api/queues/%2f/{queue}\" -d '{{\"durable\":false}}'\n\
+         curl -sf --cacert \"$CA\" -u \"$U:$P\" -X POST -H 'content-type: application/json' \"${{M}}api/exchanges/%2f/amq.default/publish\" \
          -d \"{{\\\"properties\\\":{{}},\\\"routing_key\\\":\\\"{queue}\\\",\\\"payload\\\":\\\"hello from job $SLURM_JOB_ID\\\",\\\"payload_encoding\\\":\\\"string\\\"}}\"\n"
     );
     json!({
@@ -771,7 +773,9 @@ async fn listing2_on_slurm_and_rabbitmq() -> Result<()> {
     let _reaper = streaming::BrokerReaper::new(&app.state_dir);
     let token = app.token(ALL, PROJECT)?;
     let wf = Wf::new(&app, &token);
-    let name = wf.submit(&listing2("wfq", "wf-rmq")).await?;
+    let name = wf
+        .submit(&listing2("wfq", "wf-rmq", &app.host_base_url))
+        .await?;
     let done = wf.finish(&name, Duration::from_secs(240)).await?;
     assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
     let deploy = node(&done, "deploy-streaming");
@@ -810,8 +814,9 @@ async fn listing2_on_slurm_and_rabbitmq() -> Result<()> {
     let host = out_param(deploy, "host").unwrap();
     let port = out_param(deploy, "port").unwrap();
     let user = out_param(deploy, "username").unwrap();
-    let url = format!("amqp://{user}:{password}@{host}:{port}/%2f");
-    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await?;
+    let url = format!("amqps://{user}:{password}@{host}:{port}");
+    let ca = streaming::broker_ca(&app.host_base_url).await?;
+    let conn = streaming::amqp_connect(&url, &ca).await?;
     let channel = conn.create_channel().await?;
     let got = channel
         .basic_get(

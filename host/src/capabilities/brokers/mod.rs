@@ -60,6 +60,11 @@ pub trait BrokerProvider: Send + Sync + 'static {
     async fn reconcile(&self, records: &[ClusterRecord]) -> anyhow::Result<Vec<String>>;
     /// How long a cluster may take to become healthy.
     fn start_timeout(&self, engine: Engine) -> Duration;
+    /// The CA certificate (PEM) that clients verify the brokers against,
+    /// when this provider's brokers speak TLS with the facility's own CA.
+    fn ca_certificate(&self) -> Option<String> {
+        None
+    }
 }
 
 /// `[streaming]` of facility.toml, the parts every provider shares.
@@ -99,6 +104,11 @@ pub struct Brokers {
 }
 
 impl Brokers {
+    /// See [`BrokerProvider::ca_certificate`].
+    pub fn ca_certificate(&self) -> Option<String> {
+        self.inner.provider.ca_certificate()
+    }
+
     /// Runs `provider` (built by the wiring from `[streaming]`) with the
     /// records under `dir` (`<state>/brokers`): reconciles what it finds and
     /// starts the reaper.

@@ -7,8 +7,13 @@
 //! restarted host adopts those it finds running (pid file, and the process's
 //! working directory inside the cluster's directory proves it is ours), and
 //! stops those no record claims. Nothing here decides owners or lifetimes.
+//!
+//! Brokers speak TLS only (AMQPS, `rediss://`, the management UI over HTTPS),
+//! with a certificate per cluster start from the facility CA (`tls`);
+//! `[streaming] tls = false` serves them in plain text instead.
 
 use super::probe;
+use super::tls::FacilityCa;
 use crate::capabilities::brokers::registry::{
     Backend, ClusterRecord, Engine, FeatureFlag, ResourceOption,
 };
@@ -36,6 +41,9 @@ pub struct LocalConfig {
     pub rabbitmq_management: Option<bool>,
     pub redis_start_timeout_seconds: u64,
     pub rabbitmq_start_timeout_seconds: u64,
+    /// TLS only (the default); false serves plain AMQP and Redis, for an
+    /// operator who terminates TLS elsewhere.
+    pub tls: bool,
 }
 
 impl Default for LocalConfig {
@@ -47,6 +55,7 @@ impl Default for LocalConfig {
             rabbitmq_management: None,
             redis_start_timeout_seconds: 30,
             rabbitmq_start_timeout_seconds: 120,
+            tls: true,
         }
     }
 }
@@ -56,12 +65,18 @@ pub struct LocalBrokers {
     /// Absolute: `<state>/brokers/clusters`.
     root: PathBuf,
     management: bool,
+    /// With `tls`: the CA, and a client configuration trusting it for the probes.
+    tls: Option<(
+        FacilityCa,
+        std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    )>,
 }
 
 const PID_FILE: &str = "pid";
 
 impl LocalBrokers {
-    pub fn new(config: LocalConfig, root: PathBuf) -> Self {
+    /// `root` is `<state>/brokers/clusters`; the CA lives beside it in `ca/`.
+    pub fn new(config: LocalConfig, root: PathBuf) -> anyhow::Result<Self> {
         let _ = std::fs::create_dir_all(&root);
         if let Some(brokers) = root.parent() {
             let _ = std::fs::set_permissions(
@@ -73,11 +88,38 @@ impl LocalBrokers {
         let management = config
             .rabbitmq_management
             .unwrap_or_else(|| management_plugin_installed(&config.rabbitmq_server));
-        Self {
+        let tls = if config.tls {
+            let dir = root.parent().unwrap_or(&root).join("ca");
+            let ca = FacilityCa::load_or_create(&dir)?;
+            let client = super::tls::client_config(ca.cert_pem())?;
+            Some((ca, client))
+        } else {
+            None
+        };
+        Ok(Self {
             config,
             root,
             management,
-        }
+            tls,
+        })
+    }
+
+    /// The CA's certificate (PEM) that the brokers' certificates chain to.
+    pub fn ca_certificate(&self) -> Option<String> {
+        self.tls.as_ref().map(|(ca, _)| ca.cert_pem().to_string())
+    }
+
+    /// Writes a fresh server certificate and key for this cluster into `dir`:
+    /// (certificate, key, CA) paths.
+    fn server_files(&self, r: &ClusterRecord, dir: &Path) -> anyhow::Result<Option<[PathBuf; 3]>> {
+        let Some((ca, _)) = &self.tls else {
+            return Ok(None);
+        };
+        let cert = ca.issue(&self.config.advertise_address, &r.id)?;
+        let (cert_path, key_path) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
+        write_private(&cert_path, cert.cert_pem.as_bytes())?;
+        write_private(&key_path, cert.key_pem.as_bytes())?;
+        Ok(Some([cert_path, key_path, ca.cert_path().to_path_buf()]))
     }
 
     fn dir_of(&self, id: &str) -> PathBuf {
@@ -124,8 +166,17 @@ impl LocalBrokers {
         let addr = &self.config.advertise_address;
         let data = dir.join("data");
         std::fs::create_dir_all(&data)?;
+        let listen = match self.server_files(r, dir)? {
+            Some([cert, key, ca]) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n",
+                cert.display(),
+                key.display(),
+                ca.display()
+            ),
+            None => format!("port {port}\n"),
+        };
         let conf = format!(
-            "port {port}\nbind {addr}\nprotected-mode yes\ndaemonize no\ndir {data}\nlogfile {log}\n\
+            "{listen}bind {addr}\nprotected-mode yes\ndaemonize no\ndir {data}\nlogfile {log}\n\
              save \"\"\nappendonly {aof}\nmaxmemory {ram}gb\nmaxmemory-policy noeviction\nio-threads {cpus}\n\
              user default off\nuser {user} on >{pass} ~* &* +@all\n",
             data = data.display(),
@@ -148,7 +199,12 @@ impl LocalBrokers {
             "apt-get install redis-server, or set [streaming] redis_server",
         )?;
         r.endpoint = serde_json::json!({ "port": port });
-        r.url = format!("redis://{}:{}@{addr}:{port}", r.username, r.password);
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        r.url = format!("{scheme}://{}:{}@{addr}:{port}", r.username, r.password);
         r.mgmt_url = None;
         Ok(())
     }
@@ -176,8 +232,20 @@ impl LocalBrokers {
             "[]."
         };
         std::fs::write(dir.join("enabled_plugins"), plugins)?;
-        let mut conf = format!(
-            "listeners.tcp.default = {addr}:{port}\nloopback_users = none\n\
+        let files = self.server_files(r, dir)?;
+        let mut conf = match &files {
+            Some([cert, key, ca]) => format!(
+                "listeners.tcp = none\nlisteners.ssl.default = {addr}:{port}\n\
+                 ssl_options.cacertfile = {ca}\nssl_options.certfile = {cert}\nssl_options.keyfile = {key}\n\
+                 ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+                ca = ca.display(),
+                cert = cert.display(),
+                key = key.display(),
+            ),
+            None => format!("listeners.tcp.default = {addr}:{port}\n"),
+        };
+        conf.push_str(&format!(
+            "loopback_users = none\n\
              default_user = {user}\ndefault_pass = {pass}\ndefault_vhost = /\n\
              default_user_tags.administrator = true\n\
              default_permissions.configure = .*\ndefault_permissions.read = .*\ndefault_permissions.write = .*\n\
@@ -185,11 +253,18 @@ impl LocalBrokers {
             user = r.username,
             pass = r.password,
             ram = r.setting("ram-gbs"),
-        );
+        ));
         if management {
-            conf.push_str(&format!(
-                "management.tcp.port = {mgmt_port}\nmanagement.tcp.ip = {addr}\n"
-            ));
+            conf.push_str(&match &files {
+                Some([cert, key, ca]) => format!(
+                    "management.ssl.port = {mgmt_port}\nmanagement.ssl.ip = {addr}\n\
+                     management.ssl.cacertfile = {ca}\nmanagement.ssl.certfile = {cert}\nmanagement.ssl.keyfile = {key}\n",
+                    ca = ca.display(),
+                    cert = cert.display(),
+                    key = key.display(),
+                ),
+                None => format!("management.tcp.port = {mgmt_port}\nmanagement.tcp.ip = {addr}\n"),
+            });
         }
         write_private(&dir.join("rabbitmq.conf"), conf.as_bytes())?;
         let cpus = r.setting("cpus").max(1);
@@ -203,8 +278,6 @@ impl LocalBrokers {
             .env("LANG", "C.UTF-8")
             .env("LC_ALL", "C.UTF-8")
             .env("RABBITMQ_NODENAME", format!("s3m-{}@localhost", r.id))
-            .env("RABBITMQ_NODE_IP_ADDRESS", addr)
-            .env("RABBITMQ_NODE_PORT", port.to_string())
             .env("RABBITMQ_DIST_PORT", dist_port.to_string())
             .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
             .env("RABBITMQ_LOG_BASE", dir.join("log"))
@@ -223,8 +296,13 @@ impl LocalBrokers {
         )?;
         r.endpoint =
             serde_json::json!({ "port": port, "distPort": dist_port, "mgmtPort": mgmt_port });
-        r.url = format!("amqp://{}:{}@{addr}:{port}", r.username, r.password);
-        r.mgmt_url = management.then(|| format!("http://{addr}:{mgmt_port}/"));
+        let (scheme, web) = if files.is_some() {
+            ("amqps", "https")
+        } else {
+            ("amqp", "http")
+        };
+        r.url = format!("{scheme}://{}:{}@{addr}:{port}", r.username, r.password);
+        r.mgmt_url = management.then(|| format!("{web}://{addr}:{mgmt_port}/"));
         Ok(())
     }
 
@@ -342,13 +420,21 @@ impl BrokerProvider for LocalBrokers {
         let timeout = Duration::from_secs(2);
         let port = r.endpoint.get("port").and_then(|v| v.as_u64()).unwrap_or(0) as u16;
         let result = match r.engine {
-            Engine::Redis => probe::redis_ping(&r.url, timeout).await,
+            Engine::Redis => {
+                let ca = self.tls.as_ref().map(|(ca, _)| ca.cert_pem());
+                probe::redis_ping(&r.url, ca, timeout).await
+            }
             Engine::Rabbitmq => {
+                let tls = self.tls.as_ref().map(|(_, config)| probe::Tls {
+                    config: config.clone(),
+                    server_name: &self.config.advertise_address,
+                });
                 probe::amqp_login(
                     &self.config.advertise_address,
                     port,
                     &r.username,
                     &r.password,
+                    tls,
                     timeout,
                 )
                 .await
@@ -398,6 +484,10 @@ impl BrokerProvider for LocalBrokers {
         Ok(adopted)
     }
 
+    fn ca_certificate(&self) -> Option<String> {
+        LocalBrokers::ca_certificate(self)
+    }
+
     fn start_timeout(&self, engine: Engine) -> Duration {
         Duration::from_secs(match engine {
             Engine::Redis => self.config.redis_start_timeout_seconds,
@@ -436,7 +526,7 @@ fn spawn(
     Ok(())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

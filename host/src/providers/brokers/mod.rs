@@ -7,3 +7,4 @@
 pub mod kubernetes;
 pub mod local;
 pub mod probe;
+pub mod tls;

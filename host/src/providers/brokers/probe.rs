@@ -9,10 +9,20 @@ use tokio::net::TcpStream;
 /// Why a probe failed, without secrets.
 pub type ProbeResult = Result<(), String>;
 
-/// Logs in with `url` (credentials included) and expects `PONG`.
-pub async fn redis_ping(url: &str, timeout: Duration) -> ProbeResult {
-    let client =
-        redis::Client::open(url).map_err(|e| format!("bad redis url: {}", e.kind_str()))?;
+/// Logs in with `url` (credentials included) and expects `PONG`. A
+/// `rediss://` URL is verified against `ca_pem`.
+pub async fn redis_ping(url: &str, ca_pem: Option<&str>, timeout: Duration) -> ProbeResult {
+    let client = match ca_pem {
+        Some(ca) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.as_bytes().to_vec()),
+            },
+        ),
+        None => redis::Client::open(url),
+    }
+    .map_err(|e| format!("bad redis url: {}", e.kind_str()))?;
     let work = async {
         let mut con = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut con).await
@@ -42,7 +52,18 @@ impl KindStr for redis::RedisError {
 const FRAME_METHOD: u8 = 1;
 const FRAME_END: u8 = 0xCE;
 
-async fn read_frame(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+/// A broker connection, in plain text or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// How a probe speaks TLS: the client configuration (trusting the facility
+/// CA) and the name the server's certificate must carry.
+pub struct Tls<'a> {
+    pub config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    pub server_name: &'a str,
+}
+
+async fn read_frame(stream: &mut (impl Stream + ?Sized)) -> std::io::Result<(u8, Vec<u8>)> {
     let mut header = [0u8; 7];
     stream.read_exact(&mut header).await?;
     let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
@@ -86,12 +107,29 @@ pub async fn amqp_login(
     port: u16,
     username: &str,
     password: &str,
+    tls: Option<Tls<'_>>,
     timeout: Duration,
 ) -> ProbeResult {
     let work = async {
-        let mut stream = TcpStream::connect((host, port))
+        let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        let mut stream: Box<dyn Stream> = match tls {
+            Some(tls) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(
+                    tls.server_name.to_string(),
+                )
+                .map_err(|e| format!("bad server name: {e}"))?;
+                let connector = tokio_rustls::TlsConnector::from(tls.config);
+                Box::new(
+                    connector
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| format!("TLS: {e}"))?,
+                )
+            }
+            None => Box::new(tcp),
+        };
         stream
             .write_all(b"AMQP\x00\x00\x09\x01")
             .await
