@@ -134,6 +134,15 @@ struct UpArgs {
     /// to <state>/operator.url); `off` serves none.
     #[arg(long, default_value = "127.0.0.1:9300")]
     operator_listen: String,
+    /// How long compute remembers an Idempotency-Key: within it the same key
+    /// returns the first job; after it, the key submits anew.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    idempotency_ttl: Duration,
+    /// How often the host removes expired key-value entries (idempotency
+    /// records past --idempotency-ttl, one-time-token markers of tokens that
+    /// can no longer work).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    sweep_interval: Duration,
 }
 
 #[derive(Subcommand)]
@@ -332,6 +341,13 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
         .runtime_config
         .key_value_stores(ctx.runtime_config_dir.as_deref(), &ctx.state_dir)
         .await?;
+    if let Ok(store) = key_value.get("default") {
+        crate::sweeper::spawn(
+            store,
+            args.sweep_interval.max(Duration::from_millis(100)),
+            args.idempotency_ttl,
+        );
+    }
     let schedulers = crate::wiring::schedulers(&facility, &ctx.state_dir).await?;
     let brokers = crate::wiring::brokers(&facility, &ctx.state_dir).await?;
     crate::wiring::software(&facility);

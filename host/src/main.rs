@@ -20,6 +20,7 @@ mod routes;
 mod runtime_config;
 mod server;
 mod state;
+mod sweeper;
 mod text;
 mod wiring;
 mod workflows;

@@ -36,6 +36,11 @@ fn facility(compute: &str) -> String {
 }
 
 fn start(provider: Provider, projects: &[&str]) -> Result<Env> {
+    start_with(provider, projects, &[])
+}
+
+/// As `start`, with more `s3m up` arguments.
+fn start_with(provider: Provider, projects: &[&str], up_args: &[&str]) -> Result<Env> {
     let mut tmp = None;
     let (compute, out_dir) = match provider {
         Provider::Slurm => {
@@ -73,7 +78,9 @@ fn start(provider: Provider, projects: &[&str]) -> Result<Env> {
             )
         }
     };
-    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    let mut opts = AppOptions::only(&["compute"]).with_facility(facility(&compute));
+    opts.up_args.extend(up_args.iter().map(|a| a.to_string()));
+    let app = TestApp::start(opts)?;
     Ok(Env {
         app,
         provider,
@@ -260,6 +267,51 @@ per_provider!(
     job_over_its_time_limit_times_out,
     jobs_cannot_reach_the_host_or_other_projects,
 );
+
+/// An Idempotency-Key is remembered for `--idempotency-ttl`: within it the
+/// same key returns the first job, after it the key submits a new one, and
+/// key-value keeps nothing of the old record.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_is_forgotten_after_its_ttl() -> Result<()> {
+    let project = "IDM051";
+    let env = start_with(
+        Provider::Local,
+        &[project],
+        &["--idempotency-ttl", "2s", "--sweep-interval", "200ms"],
+    )?;
+    let token = env.app.token(&["compute-ace"], project)?;
+    let job = json!({"job": {"name": "ttl", "script": "#!/bin/bash\ntrue\n", "current_working_directory": env.out_dir,
+                              "standard_output": env.out_dir.join("ttl-%j.out")}});
+    let key = unique("ttl");
+    let first = ok_json(env.post(&token, "v0.0.43", &job, Some(&key)).await?).await?;
+    let again = ok_json(env.post(&token, "v0.0.43", &job, Some(&key)).await?).await?;
+    assert_eq!(
+        first["job_id"], again["job_id"],
+        "within the TTL: the same job"
+    );
+    let records = || -> Result<usize> {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT count(*) FROM spin_key_value WHERE key LIKE 'compute/idempotency/%'\").fetchone()[0])")
+            .arg(env.app.state_dir.join("key-value.db"))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    };
+    assert_eq!(records()?, 3, "claim, job and when it was claimed");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(records()?, 0, "the expired record is swept from key-value");
+    let later = ok_json(env.post(&token, "v0.0.43", &job, Some(&key)).await?).await?;
+    assert_ne!(
+        first["job_id"], later["job_id"],
+        "after the TTL the key submits a new job"
+    );
+    Ok(())
+}
 
 /// A `compute-ace` token must never become the host. A job of STF040 tries
 /// to read the host's state directory (the facility key, key-value with

@@ -360,6 +360,58 @@ async fn one_time_token_works_exactly_once_under_concurrency() -> Result<()> {
     Ok(())
 }
 
+/// The marker that a one-time token was used stays while the token could
+/// still be presented, and is swept from key-value once it expired.
+#[tokio::test]
+async fn a_used_one_time_tokens_marker_goes_when_the_token_expires() -> Result<()> {
+    let mut opts = s3m_tests::AppOptions::only(&["tokens"]);
+    opts.up_args = vec!["--sweep-interval".into(), "200ms".into()];
+    let app = TestApp::start(opts)?;
+    let token = app.mint(
+        "STF040",
+        &["compute-ace"],
+        &["--one-time", "--expires-in", "2s"],
+    )?;
+    let lasting = app.mint("STF040", &["compute-ace"], &["--one-time"])?;
+    expect_json(introspect(&app, &token).await?).await?;
+    expect_json(introspect(&app, &lasting).await?).await?;
+    let markers = || -> Result<Vec<String>> {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3,sys; [print(k) for (k,) in sqlite3.connect(sys.argv[1]).execute(\"SELECT key FROM spin_key_value WHERE key LIKE 'token-used/%' ORDER BY key\")]")
+            .arg(app.state_dir.join("key-value.db"))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect())
+    };
+    let (short, long) = (
+        format!("token-used/{}", jwt_id(&token)?),
+        format!("token-used/{}", jwt_id(&lasting)?),
+    );
+    let mut both = vec![short.clone(), long.clone()];
+    both.sort();
+    assert_eq!(markers()?, both);
+    refused(&app, &token).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    assert_eq!(
+        markers()?,
+        vec![long],
+        "only the expired token's marker goes"
+    );
+    // Expired, it stays refused.
+    let message = refused(&app, &token).await?;
+    assert!(message.contains("expired"), "{message}");
+    refused(&app, &lasting).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods() -> Result<()> {
     let app = TestApp::start_only(&["tokens"])?;

@@ -399,6 +399,13 @@ impl Context<'_> {
                 });
             }
             if atomics::increment(&bucket, &claim, 1).map_err(kv)? == 1 {
+                // When the key was claimed: the host forgets the record
+                // after its TTL (`s3m up --idempotency-ttl`), and frees a
+                // claim whose job never came.
+                let at = s3m_guest::time::rfc3339_micros(&s3m_guest::time::now());
+                bucket
+                    .set(&format!("{base}/at"), at.as_bytes())
+                    .map_err(kv)?;
                 return match self.submit_now(submit) {
                     Ok(answer) => {
                         let bytes = serde_json::to_vec(&answer).unwrap_or_default();
@@ -406,6 +413,7 @@ impl Context<'_> {
                         Ok(answer)
                     }
                     Err(e) => {
+                        let _ = bucket.delete(&format!("{base}/at"));
                         let _ = bucket.delete(&claim);
                         Err(e)
                     }
