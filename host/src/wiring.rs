@@ -78,6 +78,7 @@ const STREAMING_KEYS: &[&str] = &[
     "redis_server",
     "rabbitmq_server",
     "rabbitmq_management",
+    "rabbitmq_max_nodes",
     "tls",
     "redis_start_timeout_seconds",
     "rabbitmq_start_timeout_seconds",

@@ -458,6 +458,12 @@ async fn requests_are_checked_and_errors_name_the_field() -> Result<()> {
             json!({"kind": "general", "name": "a", "resourceSettings": {"nodes": 0}}),
             "resourceSettings.nodes",
         ),
+        // Beyond `rabbitmq_max_nodes` (3 by default).
+        (
+            "rabbitmq",
+            json!({"kind": "general", "name": "a", "resourceSettings": {"nodes": 4}}),
+            "resourceSettings.nodes",
+        ),
         ("redis", json!([1, 2]), "body"),
     ];
     for (engine, body, field) in cases {
@@ -767,5 +773,124 @@ async fn plain_text_brokers_are_an_operator_option() -> Result<()> {
     assert_eq!(ca.status(), 404);
     let (status, _) = api.delete("redis", "plain").await?;
     assert_eq!(status, 200);
+    Ok(())
+}
+
+/// The documentation's RabbitMQ example asks for `"nodes": 2`: two real
+/// RabbitMQ nodes that share an Erlang cookie and form one cluster. The
+/// handed-out URL reaches it; each node is reached with the same
+/// credentials and CA, and a queue declared on one node carries messages
+/// published on the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_node_rabbitmq_cluster_serves_one_queue_from_both_nodes() -> Result<()> {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::BasicProperties;
+
+    st::require_servers(true)?;
+    let app = app("")?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let api = Api::of(&app, &app.token(&["data-streaming"], PROJECT)?);
+    let (status, creds) = api
+        .provision(
+            "rabbitmq",
+            &json!({"kind": "general", "name": "mycluster",
+                    "resourceSettings": {"cpus": 2, "ram-gbs": 4, "nodes": 2}, "featureFlags": {}}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{creds}");
+    let url = creds["amqpsUrl"].as_str().context("amqpsUrl")?.to_string();
+    let cluster = api
+        .wait_healthy("rabbitmq", "mycluster", Duration::from_secs(240))
+        .await?;
+    assert_eq!(cluster["resourceSettings"]["nodes"], 2, "{cluster}");
+    let ca = st::broker_ca(&app.host_base_url).await?;
+
+    // The second node's port, from the provider's record.
+    let record = st::records(&app.state_dir)?
+        .into_iter()
+        .find(|r| r["name"] == "mycluster")
+        .context("record")?;
+    let port1 = record["endpoint"]["extraNodes"][0]["port"]
+        .as_u64()
+        .context(format!("a second node in {record}"))?;
+    let port0 = st::url_port(&url)?;
+    assert_ne!(u64::from(port0), port1);
+    let url1 = url.replace(&format!(":{port0}"), &format!(":{port1}"));
+
+    let node0 = st::amqp_connect(&url, &ca).await?;
+    let node1 = st::amqp_connect(&url1, &ca).await?;
+    let (ch0, ch1) = (node0.create_channel().await?, node1.create_channel().await?);
+    // Declared on node 0, published through node 1, read on node 0; and the
+    // other way round.
+    for (declare, publish, read, queue) in [
+        (&ch0, &ch1, &ch0, "declared-on-0"),
+        (&ch1, &ch0, &ch1, "declared-on-1"),
+    ] {
+        declare
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        publish
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                queue.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await?
+            .await?;
+        let mut got = None;
+        for _ in 0..100 {
+            got = read
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await?;
+            if got.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let msg = got.context(format!(
+            "no message in {queue}: the nodes are not one cluster"
+        ))?;
+        assert_eq!(msg.delivery.data, queue.as_bytes());
+    }
+    node0.close(200, "bye".into()).await?;
+    node1.close(200, "bye".into()).await?;
+
+    // The management API sees both nodes running.
+    if let Some(mgmt) = creds["mgmtUrl"].as_str() {
+        let nodes: Value = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
+            .build()?
+            .get(format!("{mgmt}api/nodes"))
+            .basic_auth("s3m-mycluster", Some(creds["password"].as_str().unwrap()))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let running = nodes
+            .as_array()
+            .context(format!("{nodes}"))?
+            .iter()
+            .filter(|n| n["running"] == true)
+            .count();
+        assert_eq!(running, 2, "{nodes}");
+    }
+
+    // Delete: both nodes go.
+    let id = st::cluster_id(&app.state_dir, "mycluster")?;
+    let (dir, pid) = st::cluster_process(&app.state_dir, &id)?;
+    let (status, _) = api.delete("rabbitmq", "mycluster").await?;
+    assert_eq!(status, 200);
+    st::wait_gone(&dir, pid, port0, Duration::from_secs(15))?;
+    assert!(!st::port_open(port1 as u16), "node 1 still listens");
     Ok(())
 }

@@ -41,6 +41,8 @@ pub struct LocalConfig {
     pub rabbitmq_management: Option<bool>,
     pub redis_start_timeout_seconds: u64,
     pub rabbitmq_start_timeout_seconds: u64,
+    /// The most RabbitMQ nodes a cluster may ask for (`nodes`).
+    pub rabbitmq_max_nodes: u32,
     /// TLS only (the default); false serves plain AMQP and Redis, for an
     /// operator who terminates TLS elsewhere.
     pub tls: bool,
@@ -56,6 +58,7 @@ impl Default for LocalConfig {
             redis_start_timeout_seconds: 30,
             rabbitmq_start_timeout_seconds: 120,
             tls: true,
+            rabbitmq_max_nodes: 3,
         }
     }
 }
@@ -70,9 +73,40 @@ pub struct LocalBrokers {
         FacilityCa,
         std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
     )>,
+    /// Held while a RabbitMQ node is started from a health check.
+    starting: std::sync::Mutex<()>,
 }
 
 const PID_FILE: &str = "pid";
+
+/// The pid file of RabbitMQ node `index` (node 0's is [`PID_FILE`]).
+fn pid_file(index: usize) -> String {
+    match index {
+        0 => PID_FILE.to_string(),
+        i => format!("pid-n{i}"),
+    }
+}
+
+fn rabbitmq_node_name(id: &str, index: usize) -> String {
+    match index {
+        0 => format!("s3m-{id}@localhost"),
+        i => format!("s3m-{id}-n{i}@localhost"),
+    }
+}
+
+fn rabbitmq_conf_file(index: usize) -> String {
+    match index {
+        0 => "rabbitmq.conf".to_string(),
+        i => format!("rabbitmq-n{i}.conf"),
+    }
+}
+
+/// A RabbitMQ node's ports: AMQP(S), Erlang distribution, management.
+struct NodePorts {
+    port: u16,
+    dist: u16,
+    mgmt: u16,
+}
 
 impl LocalBrokers {
     /// `root` is `<state>/brokers/clusters`; the CA lives beside it in `ca/`.
@@ -101,6 +135,7 @@ impl LocalBrokers {
             root,
             management,
             tls,
+            starting: Default::default(),
         })
     }
 
@@ -195,6 +230,7 @@ impl LocalBrokers {
         spawn(
             cmd,
             dir,
+            PID_FILE,
             "redis-server",
             "apt-get install redis-server, or set [streaming] redis_server",
         )?;
@@ -209,11 +245,37 @@ impl LocalBrokers {
         Ok(())
     }
 
+    /// Starts node 0 of a RabbitMQ cluster. Its other nodes (`nodes` > 1)
+    /// are started by [`Self::rabbitmq_nodes_health`] once node 0 answers:
+    /// each boots blank with node 0 as its classic-config peer, and so joins
+    /// node 0's cluster (same Erlang cookie) rather than forming its own.
     async fn start_rabbitmq(&self, r: &mut ClusterRecord, dir: &Path) -> anyhow::Result<()> {
         let previous = |k: &str| r.endpoint.get(k).and_then(|v| v.as_u64());
-        let port = self.port(previous("port"))?;
-        let dist_port = self.port(previous("distPort"))?;
-        let mgmt_port = self.port(previous("mgmtPort"))?;
+        let node0 = NodePorts {
+            port: self.port(previous("port"))?,
+            dist: self.port(previous("distPort"))?,
+            mgmt: self.port(previous("mgmtPort"))?,
+        };
+        let earlier: Vec<serde_json::Value> = r
+            .endpoint
+            .get("extraNodes")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut extra = Vec::new();
+        for i in 1..r.setting("nodes").max(1) as usize {
+            let previous = |k: &str| {
+                earlier
+                    .get(i - 1)
+                    .and_then(|n| n.get(k))
+                    .and_then(|v| v.as_u64())
+            };
+            extra.push(NodePorts {
+                port: self.port(previous("port"))?,
+                dist: self.port(previous("distPort"))?,
+                mgmt: self.port(previous("mgmtPort"))?,
+            });
+        }
         let addr = &self.config.advertise_address;
         let home = dir.join("home");
         for d in ["home", "mnesia", "log"] {
@@ -233,7 +295,47 @@ impl LocalBrokers {
         };
         std::fs::write(dir.join("enabled_plugins"), plugins)?;
         let files = self.server_files(r, dir)?;
-        let mut conf = match &files {
+        for (i, ports) in std::iter::once(&node0).chain(&extra).enumerate() {
+            let mut conf = self.rabbitmq_conf(r, ports, management, files.as_ref());
+            if i > 0 {
+                conf.push_str(&format!(
+                    "cluster_formation.peer_discovery_backend = classic_config\n\
+                     cluster_formation.classic_config.nodes.1 = {}\n",
+                    rabbitmq_node_name(&r.id, 0)
+                ));
+            }
+            write_private(&dir.join(rabbitmq_conf_file(i)), conf.as_bytes())?;
+        }
+        self.spawn_rabbitmq_node(r, dir, 0, &node0)?;
+        let ports_json = |p: &NodePorts| serde_json::json!({ "port": p.port, "distPort": p.dist, "mgmtPort": p.mgmt });
+        r.endpoint = serde_json::json!({
+            "port": node0.port, "distPort": node0.dist, "mgmtPort": node0.mgmt,
+            "extraNodes": extra.iter().map(ports_json).collect::<Vec<_>>(),
+        });
+        let (scheme, web) = if files.is_some() {
+            ("amqps", "https")
+        } else {
+            ("amqp", "http")
+        };
+        r.url = format!(
+            "{scheme}://{}:{}@{addr}:{}",
+            r.username, r.password, node0.port
+        );
+        r.mgmt_url = management.then(|| format!("{web}://{addr}:{}/", node0.mgmt));
+        Ok(())
+    }
+
+    /// One node's rabbitmq.conf: its listeners, the cluster's user, limits.
+    fn rabbitmq_conf(
+        &self,
+        r: &ClusterRecord,
+        ports: &NodePorts,
+        management: bool,
+        files: Option<&[PathBuf; 3]>,
+    ) -> String {
+        let addr = &self.config.advertise_address;
+        let (port, mgmt_port) = (ports.port, ports.mgmt);
+        let mut conf = match files {
             Some([cert, key, ca]) => format!(
                 "listeners.tcp = none\nlisteners.ssl.default = {addr}:{port}\n\
                  ssl_options.cacertfile = {ca}\nssl_options.certfile = {cert}\nssl_options.keyfile = {key}\n\
@@ -255,7 +357,7 @@ impl LocalBrokers {
             ram = r.setting("ram-gbs"),
         ));
         if management {
-            conf.push_str(&match &files {
+            conf.push_str(&match files {
                 Some([cert, key, ca]) => format!(
                     "management.ssl.port = {mgmt_port}\nmanagement.ssl.ip = {addr}\n\
                      management.ssl.cacertfile = {ca}\nmanagement.ssl.certfile = {cert}\nmanagement.ssl.keyfile = {key}\n",
@@ -266,7 +368,16 @@ impl LocalBrokers {
                 None => format!("management.tcp.port = {mgmt_port}\nmanagement.tcp.ip = {addr}\n"),
             });
         }
-        write_private(&dir.join("rabbitmq.conf"), conf.as_bytes())?;
+        conf
+    }
+
+    fn spawn_rabbitmq_node(
+        &self,
+        r: &ClusterRecord,
+        dir: &Path,
+        index: usize,
+        ports: &NodePorts,
+    ) -> anyhow::Result<()> {
         let cpus = r.setting("cpus").max(1);
         let mut cmd = tokio::process::Command::new(&self.config.rabbitmq_server);
         cmd.env_clear()
@@ -274,16 +385,19 @@ impl LocalBrokers {
                 "PATH",
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
             )
-            .env("HOME", &home)
+            .env("HOME", dir.join("home"))
             .env("LANG", "C.UTF-8")
             .env("LC_ALL", "C.UTF-8")
-            .env("RABBITMQ_NODENAME", format!("s3m-{}@localhost", r.id))
-            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+            .env("RABBITMQ_NODENAME", rabbitmq_node_name(&r.id, index))
+            .env("RABBITMQ_DIST_PORT", ports.dist.to_string())
             .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
             .env("RABBITMQ_LOG_BASE", dir.join("log"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
-            .env("RABBITMQ_PID_FILE", dir.join("rabbitmq.pid"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join(rabbitmq_conf_file(index)))
+            .env(
+                "RABBITMQ_PID_FILE",
+                dir.join(format!("rabbitmq-{index}.pid")),
+            )
             .env(
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
                 format!("+S {cpus}:{cpus}"),
@@ -291,19 +405,75 @@ impl LocalBrokers {
         spawn(
             cmd,
             dir,
+            &pid_file(index),
             "rabbitmq-server",
             "apt-get install rabbitmq-server, or set [streaming] rabbitmq_server",
-        )?;
-        r.endpoint =
-            serde_json::json!({ "port": port, "distPort": dist_port, "mgmtPort": mgmt_port });
-        let (scheme, web) = if files.is_some() {
-            ("amqps", "https")
-        } else {
-            ("amqp", "http")
-        };
-        r.url = format!("{scheme}://{}:{}@{addr}:{port}", r.username, r.password);
-        r.mgmt_url = management.then(|| format!("{web}://{addr}:{mgmt_port}/"));
-        Ok(())
+        )
+    }
+
+    /// Nodes 1.. of a RabbitMQ cluster whose node 0 answers: each one that
+    /// does not run is started (it joins node 0), each one that runs must
+    /// accept the cluster's login.
+    async fn rabbitmq_nodes_health(&self, r: &ClusterRecord, timeout: Duration) -> Health {
+        let nodes: Vec<serde_json::Value> = r
+            .endpoint
+            .get("extraNodes")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let dir = self.dir_of(&r.id);
+        let port =
+            |n: &serde_json::Value, k: &str| n.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as u16;
+        for (i, node) in nodes.iter().enumerate() {
+            let index = i + 1;
+            let ports = NodePorts {
+                port: port(node, "port"),
+                dist: port(node, "distPort"),
+                mgmt: port(node, "mgmtPort"),
+            };
+            let running = || {
+                std::fs::read_to_string(dir.join(pid_file(index)))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                    .is_some_and(|pid| alive_in(pid, &dir))
+            };
+            if !running() {
+                // Checked again under the lock: two health checks at once
+                // start the node once.
+                let _one = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+                if !running() {
+                    if let Err(e) = self.spawn_rabbitmq_node(r, &dir, index, &ports) {
+                        return Health::Unhealthy(format!("node {index} did not start: {e:#}"));
+                    }
+                }
+                return Health::Unhealthy(format!("node {index} is starting"));
+            }
+            if let Err(why) = self.amqp_probe(r, ports.port, timeout).await {
+                return Health::Unhealthy(format!("node {index}: {why}"));
+            }
+        }
+        Health::Healthy
+    }
+
+    async fn amqp_probe(
+        &self,
+        r: &ClusterRecord,
+        port: u16,
+        timeout: Duration,
+    ) -> probe::ProbeResult {
+        let tls = self.tls.as_ref().map(|(_, config)| probe::Tls {
+            config: config.clone(),
+            server_name: &self.config.advertise_address,
+        });
+        probe::amqp_login(
+            &self.config.advertise_address,
+            port,
+            &r.username,
+            &r.password,
+            tls,
+            timeout,
+        )
+        .await
     }
 
     /// Kills every process of a cluster's directory and waits until they are gone.
@@ -382,15 +552,15 @@ impl BrokerProvider for LocalBrokers {
             Backend {
                 engine: Engine::Rabbitmq,
                 kind: "general".into(),
-                description: "One RabbitMQ 3.10 node with its own user and password (this facility runs one node per cluster)".into(),
+                description: "RabbitMQ 3.10 with its own user and password: one node, or a cluster of `nodes` nodes that share one Erlang cookie".into(),
                 resource_options: vec![
                     cpus(4),
                     ram,
                     ResourceOption {
                         key: "nodes",
-                        description: "RabbitMQ nodes; this facility runs 1".into(),
+                        description: "RabbitMQ nodes in the cluster; amqpsUrl reaches node 0, and every node serves every queue".into(),
                         min: 1,
-                        max: 1,
+                        max: self.config.rabbitmq_max_nodes.max(1),
                         default: 1,
                     },
                 ],
@@ -424,23 +594,10 @@ impl BrokerProvider for LocalBrokers {
                 let ca = self.tls.as_ref().map(|(ca, _)| ca.cert_pem());
                 probe::redis_ping(&r.url, ca, timeout).await
             }
-            Engine::Rabbitmq => {
-                let tls = self.tls.as_ref().map(|(_, config)| probe::Tls {
-                    config: config.clone(),
-                    server_name: &self.config.advertise_address,
-                });
-                probe::amqp_login(
-                    &self.config.advertise_address,
-                    port,
-                    &r.username,
-                    &r.password,
-                    tls,
-                    timeout,
-                )
-                .await
-            }
+            Engine::Rabbitmq => self.amqp_probe(r, port, timeout).await,
         };
         match result {
+            Ok(()) if r.engine == Engine::Rabbitmq => self.rabbitmq_nodes_health(r, timeout).await,
             Ok(()) => Health::Healthy,
             Err(why) => Health::Unhealthy(why),
         }
@@ -501,6 +658,7 @@ impl BrokerProvider for LocalBrokers {
 fn spawn(
     mut cmd: tokio::process::Command,
     dir: &Path,
+    pid_file: &str,
     what: &str,
     fix: &str,
 ) -> anyhow::Result<()> {
@@ -519,7 +677,7 @@ fn spawn(
         .spawn()
         .with_context(|| format!("cannot run {what}: {fix}"))?;
     let pid = child.id().context("the broker exited at once")?;
-    std::fs::write(dir.join(PID_FILE), pid.to_string())?;
+    std::fs::write(dir.join(pid_file), pid.to_string())?;
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
