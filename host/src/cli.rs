@@ -349,7 +349,12 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
         );
     }
     let schedulers = crate::wiring::schedulers(&facility, &ctx.state_dir).await?;
-    let brokers = crate::wiring::brokers(&facility, &ctx.state_dir).await?;
+    let records_store = key_value.get("default").map_err(|_| {
+        anyhow::anyhow!(
+            "the runtime config has no key-value store `default`: the broker records and tokens live there"
+        )
+    })?;
+    let brokers = crate::wiring::brokers(&facility, &ctx.state_dir, records_store).await?;
     crate::wiring::software(&facility);
     let services = Arc::new(Services {
         key_value,

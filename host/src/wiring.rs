@@ -88,7 +88,11 @@ const STREAMING_KEYS: &[&str] = &[
 /// The broker provider `[streaming] provider` names (`local` unless set),
 /// configured from `[streaming]`, running under `<state>/brokers`: its
 /// clusters reconciled and its reaper started.
-pub async fn brokers(facility: &FacilityConfig, state_dir: &Path) -> anyhow::Result<Brokers> {
+pub async fn brokers(
+    facility: &FacilityConfig,
+    state_dir: &Path,
+    store: std::sync::Arc<dyn crate::capabilities::key_value::Store>,
+) -> anyhow::Result<Brokers> {
     if let Some(key) = facility
         .streaming
         .keys()
@@ -104,8 +108,26 @@ pub async fn brokers(facility: &FacilityConfig, state_dir: &Path) -> anyhow::Res
         .try_into()
         .map_err(|e| anyhow::anyhow!("facility.toml [streaming] is not valid: {e}"))?;
     let dir = state_dir.join("brokers");
+    if config.provider == "local" && table.get("tls").and_then(|v| v.as_bool()) != Some(false) {
+        crate::providers::brokers::tls::share_ca(store.as_ref(), &dir.join("ca")).await?;
+    }
     let provider = broker_provider(&config.provider, &table, &dir)?;
-    Brokers::start(config, provider, &dir).await
+    Brokers::start(config, provider, store, &dir, host_id(state_dir)?).await
+}
+
+/// This host's id, made once per state directory (`<state>/host-id`): a
+/// restarted host is the same host, and finds the clusters it ran.
+fn host_id(state_dir: &Path) -> anyhow::Result<String> {
+    let path = state_dir.join("host-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(&path, &id).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    Ok(id)
 }
 
 /// The provider `[streaming] provider` names, configured from `[streaming]`.

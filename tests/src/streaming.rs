@@ -97,14 +97,59 @@ pub fn processes_under(root: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// The cluster records the host keeps.
-pub fn records_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("brokers").join("clusters.json")
+/// The cluster records the host keeps, read from its key-value file (the
+/// default SQLite store of `<state>/key-value.db`), with python3's sqlite3.
+pub fn records(state_dir: &Path) -> Result<Vec<Value>> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys,json\n\
+             db=sqlite3.connect(sys.argv[1])\n\
+             print(json.dumps([json.loads(v) for (v,) in db.execute(\
+             \"SELECT value FROM spin_key_value WHERE store='default' AND key LIKE 'brokers/cluster/%'\")]))",
+        )
+        .arg(state_dir.join("key-value.db"))
+        .output()
+        .context("python3 (apt-get install -y python3) reads the key-value file")?;
+    if !out.status.success() {
+        bail!(
+            "reading the broker records: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-pub fn records(state_dir: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(records_file(state_dir))?;
-    Ok(serde_json::from_str(&text)?)
+/// Deletes a record from the key-value file behind the host's back, as a
+/// lost write or an operator's mistake would.
+pub fn forget_record(state_dir: &Path, id: &str) -> Result<()> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys\n\
+             db=sqlite3.connect(sys.argv[1])\n\
+             db.execute(\"DELETE FROM spin_key_value WHERE store='default' AND key=?\", ('brokers/cluster/'+sys.argv[2],))\n\
+             db.commit()",
+        )
+        .arg(state_dir.join("key-value.db"))
+        .arg(id)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "deleting a broker record: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The id of cluster `name` among `records`.
+pub fn cluster_id_in(records: &[Value], name: &str) -> Result<String> {
+    records
+        .iter()
+        .find(|r| r["name"] == name)
+        .and_then(|r| r["id"].as_str().map(String::from))
+        .with_context(|| format!("no record of cluster {name}"))
 }
 
 /// The recorded id of a project's cluster.
@@ -113,12 +158,7 @@ pub fn cluster_id(state_dir: &Path, name: &str) -> Result<String> {
         .iter()
         .find(|r| r["name"] == name)
         .and_then(|r| r["id"].as_str().map(String::from))
-        .with_context(|| {
-            format!(
-                "no record of cluster {name} in {}",
-                records_file(state_dir).display()
-            )
-        })
+        .with_context(|| format!("no record of cluster {name} in key-value"))
 }
 
 /// The directory of a cluster, and the pid its pid file names.

@@ -581,12 +581,7 @@ async fn a_killed_host_comes_back_with_its_clusters_and_no_orphans() -> Result<(
 
     // Crash the host; while it is down, the record of one cluster is deleted.
     st::kill_host(&app.state_dir)?;
-    let file = st::records_file(&app.state_dir);
-    let kept: Vec<Value> = st::records(&app.state_dir)?
-        .into_iter()
-        .filter(|r| r["name"] != "dropped")
-        .collect();
-    std::fs::write(&file, serde_json::to_vec_pretty(&kept)?)?;
+    st::forget_record(&app.state_dir, &dropped_id)?;
     assert!(st::alive(dropped_pid), "brokers outlive a crashed host");
 
     let host = st::Host::start(&app.manifest, &app.state_dir, app.dir.path())?;
@@ -893,4 +888,125 @@ async fn a_two_node_rabbitmq_cluster_serves_one_queue_from_both_nodes() -> Resul
     st::wait_gone(&dir, pid, port0, Duration::from_secs(15))?;
     assert!(!st::port_open(port1 as u16), "node 1 still listens");
     Ok(())
+}
+
+/// Two hosts behind one load balancer share one redis-server for
+/// key-value: a cluster provisioned through A is listed, read, used (with
+/// the CA either host serves), extended and deleted through B; a name taken
+/// on one is taken on both; and when A is killed, B takes the cluster over
+/// (its processes, on this machine, are adopted rather than orphaned).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_on_one_store_manage_each_others_clusters() -> Result<()> {
+    st::require_servers(false)?;
+    let redis = s3m_tests::redis_server::RedisServer::start()?;
+    let opts = AppOptions {
+        components: vec!["streaming".into()],
+        runtime_config: Some(format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        )),
+        ..Default::default()
+    }
+    .with_facility(st::facility("check_interval_ms = 200"));
+    let a = TestApp::start(opts.clone())?;
+    let b = TestApp::start(opts)?;
+    let _reapers = (
+        BrokerReaper::new(&a.state_dir),
+        BrokerReaper::new(&b.state_dir),
+    );
+    let token = a.token(&["data-streaming"], PROJECT)?;
+    let (api_a, api_b) = (Api::of(&a, &token), Api::of(&b, &token));
+
+    let body = json!({"kind": "general", "name": "shared"});
+    let (status, creds) = api_a.provision("redis", &body).await?;
+    assert_eq!(status, 200, "{creds}");
+    let url = creds["url"].as_str().context("url")?.to_string();
+    api_a
+        .wait_healthy("redis", "shared", Duration::from_secs(30))
+        .await?;
+    // The name is taken on B too.
+    let (status, err) = api_b.provision("redis", &body).await?;
+    assert_eq!((status, error_code(&err)), (409, 6), "{err}");
+    // B lists it and hands out the same URL and password.
+    let (_, list) = api_b.list("redis").await?;
+    assert_eq!(list["clusters"][0]["name"], "shared", "{list}");
+    let (status, got) = api_b.get_cluster("redis", "shared").await?;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["cluster"]["redisUrl"], url.as_str());
+    assert_eq!(got["cluster"]["password"], creds["password"]);
+    // Both hosts serve one CA, and it verifies the broker.
+    let ca = st::broker_ca(&b.host_base_url).await?;
+    assert_eq!(ca, st::broker_ca(&a.host_base_url).await?);
+    assert_eq!(redis_set_get(&url, &ca).await?, "hello from s3m");
+    // Extended through B, seen through A.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, ext) = api_b.extend("redis", "shared").await?;
+    assert_eq!(status, 200, "{ext}");
+    let (_, again) = api_a.get_cluster("redis", "shared").await?;
+    assert_eq!(
+        again["cluster"]["lifetime"]["extendedAt"], ext["lifetime"]["extendedAt"],
+        "{again}"
+    );
+    assert!(!again["cluster"]["lifetime"]["extendedAt"].is_null());
+
+    // A dies. Its broker runs on; B takes it over within a few checks.
+    let id = st::cluster_id_in(&redis_records(&redis).await?, "shared")?;
+    let (dir, pid) = st::cluster_process(&a.state_dir, &id)?;
+    st::kill_host(&a.state_dir)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let b_id = std::fs::read_to_string(b.state_dir.join("host-id"))?;
+    loop {
+        let records = redis_records(&redis).await?;
+        let r = records
+            .iter()
+            .find(|r| r["name"] == "shared")
+            .context("record")?;
+        if r["runner"] == b_id.trim() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B did not take the cluster over: {r}\n{}",
+            b.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = b.stderr_with_line(|l| l.contains("adopted a running cluster whose host is gone"));
+    assert!(
+        log.contains("adopted a running cluster whose host is gone"),
+        "{log}"
+    );
+    assert_eq!(
+        st::cluster_process(&a.state_dir, &id)?.1,
+        pid,
+        "adopted, not started again"
+    );
+    let (_, got) = api_b.get_cluster("redis", "shared").await?;
+    assert_eq!(got["cluster"]["healthStatus"], "healthy", "{got}");
+    assert_eq!(redis_set_get(&url, &ca).await?, "hello from s3m");
+
+    // Deleted through B: the process that A started is gone.
+    let (status, _) = api_b.delete("redis", "shared").await?;
+    assert_eq!(status, 200);
+    st::wait_gone(&dir, pid, st::url_port(&url)?, Duration::from_secs(10))?;
+    let (status, _) = api_b.get_cluster("redis", "shared").await?;
+    assert_eq!(status, 404);
+    assert!(!b.stderr().contains(creds["password"].as_str().unwrap()));
+    Ok(())
+}
+
+/// The broker records in the shared redis-server (key-value's Redis store).
+async fn redis_records(redis: &s3m_tests::redis_server::RedisServer) -> Result<Vec<Value>> {
+    let client = redis::Client::open(redis.url())?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*brokers/cluster/*")
+        .query_async(&mut con)
+        .await?;
+    let mut out = Vec::new();
+    for k in keys {
+        let v: Vec<u8> = redis::cmd("GET").arg(&k).query_async(&mut con).await?;
+        out.push(serde_json::from_slice(&v)?);
+    }
+    Ok(out)
 }

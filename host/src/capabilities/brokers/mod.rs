@@ -5,18 +5,20 @@
 //! implement. Providers start, check and stop brokers; they never decide
 //! names, owners or lifetimes.
 
+pub mod records;
 pub mod registry;
 
+use crate::capabilities::key_value::Store;
 use crate::metrics::Call;
 use crate::state::HostState;
 use async_trait::async_trait;
 use chrono::Utc;
+use records::Records;
 use registry::{Backend, BrokerError, ClusterRecord, Engine, HealthStatus, RecordFile, SyncStatus};
 use serde::Deserialize;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
 use wasmtime::component::{HasSelf, Linker};
 
 wasmtime::component::bindgen!({
@@ -58,6 +60,11 @@ pub trait BrokerProvider: Send + Sync + 'static {
     /// At start: adopts what still runs of `records` (returns the ids it
     /// adopted), and stops whatever it once started that no record claims.
     async fn reconcile(&self, records: &[ClusterRecord]) -> anyhow::Result<Vec<String>>;
+    /// Stops whatever this host runs that none of `records` claims (a
+    /// cluster deleted through another host). Called at every check.
+    async fn stop_unclaimed(&self, _records: &[ClusterRecord]) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// How long a cluster may take to become healthy.
     fn start_timeout(&self, engine: Engine) -> Duration;
     /// The CA certificate (PEM) that clients verify the brokers against,
@@ -92,12 +99,16 @@ impl Default for StreamingConfig {
 struct Inner {
     config: StreamingConfig,
     provider: Box<dyn BrokerProvider>,
-    file: RecordFile,
-    records: Mutex<Vec<ClusterRecord>>,
+    records: Records,
+    /// This host's id (`<state>/host-id`): who runs and who monitors a cluster.
+    host: String,
+    /// Clusters whose readiness this host is polling.
+    polling: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The broker provider the facility configuration asks for, and the records
-/// of what it runs.
+/// of what it runs, in key-value (records.rs): every host on the same store
+/// sees and manages every cluster.
 #[derive(Clone)]
 pub struct Brokers {
     inner: Arc<Inner>,
@@ -110,78 +121,159 @@ impl Brokers {
     }
 
     /// Runs `provider` (built by the wiring from `[streaming]`) with the
-    /// records under `dir` (`<state>/brokers`): reconciles what it finds and
-    /// starts the reaper.
+    /// records in `store`; `dir` (`<state>/brokers`) may hold records of an
+    /// older version (clusters.json), which move to key-value. Reconciles
+    /// what it finds and starts the monitor.
     pub async fn start(
         config: StreamingConfig,
         provider: Box<dyn BrokerProvider>,
+        store: Arc<dyn Store>,
         dir: &Path,
+        host: String,
     ) -> anyhow::Result<Self> {
-        let brokers = Self::with_provider(config, provider, dir);
+        let brokers = Self {
+            inner: Arc::new(Inner {
+                config,
+                provider,
+                records: Records::new(store),
+                host,
+                polling: Default::default(),
+            }),
+        };
+        brokers.import_file(&dir.join("clusters.json")).await?;
         brokers.reconcile().await?;
         let monitor = brokers.clone();
         tokio::spawn(async move { monitor.monitor().await });
         Ok(brokers)
     }
 
-    fn with_provider(
-        config: StreamingConfig,
-        provider: Box<dyn BrokerProvider>,
-        dir: &Path,
-    ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                config,
-                provider,
-                file: RecordFile::new(dir.join("clusters.json")),
-                records: Mutex::new(Vec::new()),
-            }),
+    /// Records of an older version, kept in a file: moved into key-value
+    /// once, the file renamed so that it is not read again.
+    async fn import_file(&self, path: &Path) -> anyhow::Result<()> {
+        let file = RecordFile::new(path.to_path_buf());
+        let records = file.load()?;
+        if !path.exists() {
+            return Ok(());
         }
+        for mut record in records {
+            if record.runner.is_none() {
+                record.runner = Some(self.inner.host.clone());
+            }
+            if !self
+                .inner
+                .records
+                .insert(&record)
+                .await
+                .map_err(anyhow_of)?
+            {
+                tracing::warn!(cluster = %record.name, project = %record.project,
+                    "a cluster of the old records file has the name of one in key-value: not imported");
+            }
+        }
+        let done = path.with_extension("json.imported");
+        std::fs::rename(path, &done)?;
+        tracing::info!(from = %path.display(), "moved the broker records into key-value");
+        Ok(())
     }
 
-    async fn save(&self, records: &[ClusterRecord]) -> Result<(), BrokerError> {
-        self.inner.file.save(records).map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "saving broker records");
-            BrokerError::Unavailable(format!(
-                "cannot save the cluster records in {}: check the state directory",
-                self.inner.file.path().display()
-            ))
-        })
+    /// How long a lease lasts: several checks, so that a busy host keeps it.
+    fn lease_ttl(&self) -> Duration {
+        Duration::from_millis((self.inner.config.check_interval_ms.max(100) * 5).max(3000))
     }
 
-    /// Loads the records, adopts the clusters still running, starts again
-    /// those that are not, and has the provider stop what no record claims.
+    /// At start: adopts the clusters still running here, starts again those
+    /// this host ran (or whose host is gone) that are not running, and has
+    /// the provider stop what no record claims.
     async fn reconcile(&self) -> anyhow::Result<()> {
-        let mut records = self.inner.file.load()?;
+        let records = self.inner.records.all().await.map_err(anyhow_of)?;
         let adopted = self.inner.provider.reconcile(&records).await?;
         let now = Utc::now();
-        for record in records.iter_mut() {
-            if adopted.contains(&record.id) || record.sync_status == SyncStatus::Failed {
+        let me = self.inner.host.clone();
+        for record in records {
+            if record.expired(now) {
+                continue; // the monitor reaps it
+            }
+            // A cluster another live host monitors is left to it.
+            if !self
+                .inner
+                .records
+                .hold(&record.id, &me, self.lease_ttl())
+                .await
+                .map_err(anyhow_of)?
+            {
                 continue;
             }
-            if record.expired(now) {
-                continue; // the reaper deletes it
-            }
-            tracing::info!(cluster = %record.name, project = %record.project, engine = %record.engine,
-                "starting a recorded cluster that no longer runs");
-            record.health_status = HealthStatus::Provisioning;
-            match self.inner.provider.start(record).await {
-                Ok(()) => self.spawn_readiness(record.id.clone()),
-                Err(e) => {
-                    tracing::warn!(cluster = %record.name, error = %format!("{e:#}"), "cannot start it again");
-                    record.sync_status = SyncStatus::Failed;
-                    record.health_status = HealthStatus::Unhealthy;
-                }
-            }
-        }
-        for record in records.iter() {
             if adopted.contains(&record.id) {
+                self.take_over(&record).await;
+                self.spawn_readiness(record.id.clone());
+                continue;
+            }
+            if record.sync_status == SyncStatus::Failed {
+                continue;
+            }
+            self.start_again(&record, "a recorded cluster no longer runs")
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Records that this host now runs the cluster (its former host, if
+    /// another, is gone and the processes are reachable from here).
+    async fn take_over(&self, record: &ClusterRecord) {
+        let me = &self.inner.host;
+        if record.runner.as_deref() == Some(me.as_str()) {
+            return;
+        }
+        tracing::warn!(cluster = %record.name, project = %record.project, engine = %record.engine,
+            former = record.runner.as_deref().unwrap_or("unknown"),
+            "adopted a running cluster whose host is gone");
+        let _ = self
+            .inner
+            .records
+            .update(&record.id, |r| {
+                r.runner = Some(me.clone());
+                true
+            })
+            .await;
+    }
+
+    /// Starts a recorded cluster on this host, then polls it until ready.
+    async fn start_again(&self, record: &ClusterRecord, why: &str) {
+        let me = self.inner.host.clone();
+        if record.runner.as_deref().is_some_and(|h| h != me) {
+            tracing::warn!(cluster = %record.name, project = %record.project, engine = %record.engine,
+                former = record.runner.as_deref().unwrap_or_default(),
+                "its host is gone and its processes are not reachable from here: starting it on this host \
+                 (the former host stops its copy when it comes back)");
+        } else {
+            tracing::info!(cluster = %record.name, project = %record.project, engine = %record.engine, why,
+                "starting it again");
+        }
+        let mut again = record.clone();
+        again.runner = Some(me.clone());
+        match self.inner.provider.start(&mut again).await {
+            Ok(()) => {
+                let _ = self
+                    .inner
+                    .records
+                    .update(&record.id, |r| {
+                        r.runner = Some(me.clone());
+                        r.url = again.url.clone();
+                        r.mgmt_url = again.mgmt_url.clone();
+                        r.endpoint = again.endpoint.clone();
+                        r.sync_status = SyncStatus::Provisioning;
+                        r.health_status = HealthStatus::Provisioning;
+                        true
+                    })
+                    .await;
                 self.spawn_readiness(record.id.clone());
             }
+            Err(e) => {
+                tracing::error!(cluster = %record.name, error = %format!("{e:#}"), "cannot start it again");
+                self.set_status(&record.id, SyncStatus::Failed, HealthStatus::Unhealthy)
+                    .await;
+            }
         }
-        self.inner.file.save(&records)?;
-        *self.inner.records.lock().await = records;
-        Ok(())
     }
 
     pub fn backends(&self) -> Vec<Backend> {
@@ -191,7 +283,7 @@ impl Brokers {
     /// How many clusters are recorded, by engine and health (`s3m_broker_clusters`).
     pub async fn counts(&self) -> std::collections::BTreeMap<(&'static str, &'static str), u64> {
         let mut counts = std::collections::BTreeMap::new();
-        for r in self.inner.records.lock().await.iter() {
+        for r in self.inner.records.all().await.unwrap_or_default().iter() {
             let health = match r.health_status {
                 HealthStatus::Provisioning => "provisioning",
                 HealthStatus::Healthy => "healthy",
@@ -231,34 +323,23 @@ impl Brokers {
             lifetime_seconds: self.inner.config.lifetime_seconds,
             sync_status: SyncStatus::Provisioning,
             health_status: HealthStatus::Provisioning,
+            runner: Some(self.inner.host.clone()),
         };
-        {
-            // Reserve the name before the slow part.
-            let mut records = self.inner.records.lock().await;
-            if records
-                .iter()
-                .any(|r| r.project == project && r.engine == engine && r.name == name)
-            {
-                return Err(BrokerError::AlreadyExists(format!(
-                    "name: project {project} already has a {engine} cluster named {name:?}: \
-                     pick another name, or delete that one first"
-                )));
-            }
-            records.push(record.clone());
-        }
-        let started = self.inner.provider.start(&mut record).await;
-        let mut records = self.inner.records.lock().await;
-        let Some(slot) = records.iter_mut().find(|r| r.id == record.id) else {
-            // Deleted while starting.
-            drop(records);
-            let _ = self.inner.provider.stop(&record).await;
-            return Err(BrokerError::NotFound(format!(
-                "{engine} cluster {name:?} was deleted while it started"
+        // Take the name, on every host, before the slow part.
+        if !self.inner.records.insert(&record).await? {
+            return Err(BrokerError::AlreadyExists(format!(
+                "name: project {project} already has a {engine} cluster named {name:?}: \
+                 pick another name, or delete that one first"
             )));
-        };
+        }
+        let _ = self
+            .inner
+            .records
+            .hold(&record.id, &self.inner.host, self.lease_ttl())
+            .await;
+        let started = self.inner.provider.start(&mut record).await;
         if let Err(e) = started {
-            records.retain(|r| r.id != record.id);
-            drop(records);
+            let _ = self.inner.records.remove(&record).await;
             let _ = self.inner.provider.stop(&record).await;
             tracing::error!(cluster = %name, project = %project, engine = %engine, error = %format!("{e:#}"),
                 "provisioning failed");
@@ -266,21 +347,50 @@ impl Brokers {
                 "the {engine} cluster could not be started: {e:#}"
             )));
         }
-        *slot = record.clone();
-        self.save(&records).await?;
-        drop(records);
+        let saved = self
+            .inner
+            .records
+            .update(&record.id, |r| {
+                r.url = record.url.clone();
+                r.mgmt_url = record.mgmt_url.clone();
+                r.endpoint = record.endpoint.clone();
+                true
+            })
+            .await;
+        match saved {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let _ = self.inner.provider.stop(&record).await;
+                return Err(BrokerError::NotFound(format!(
+                    "{engine} cluster {name:?} was deleted while it started"
+                )));
+            }
+            Err(e) => {
+                let _ = self.inner.records.remove(&record).await;
+                let _ = self.inner.provider.stop(&record).await;
+                return Err(e);
+            }
+        }
         tracing::info!(cluster = %name, project = %project, engine = %engine, id = %record.id, "provisioned");
         self.spawn_readiness(record.id.clone());
         Ok(record)
     }
 
-    pub async fn list(&self, project: &str, engine: Engine) -> Vec<ClusterRecord> {
-        let records = self.inner.records.lock().await;
-        records
-            .iter()
+    pub async fn list(
+        &self,
+        project: &str,
+        engine: Engine,
+    ) -> Result<Vec<ClusterRecord>, BrokerError> {
+        let mut list: Vec<ClusterRecord> = self
+            .inner
+            .records
+            .all()
+            .await?
+            .into_iter()
             .filter(|r| r.project == project && r.engine == engine)
-            .cloned()
-            .collect()
+            .collect();
+        list.sort_by(|a, b| a.provisioned_at.cmp(&b.provisioned_at));
+        Ok(list)
     }
 
     pub async fn get(
@@ -289,11 +399,10 @@ impl Brokers {
         engine: Engine,
         name: &str,
     ) -> Result<ClusterRecord, BrokerError> {
-        let records = self.inner.records.lock().await;
-        records
-            .iter()
-            .find(|r| r.project == project && r.engine == engine && r.name == name)
-            .cloned()
+        self.inner
+            .records
+            .by_name(project, engine, name)
+            .await?
             .ok_or_else(|| not_found(engine, name))
     }
 
@@ -303,18 +412,13 @@ impl Brokers {
         engine: Engine,
         name: &str,
     ) -> Result<(), BrokerError> {
-        let record = {
-            let mut records = self.inner.records.lock().await;
-            let Some(i) = records
-                .iter()
-                .position(|r| r.project == project && r.engine == engine && r.name == name)
-            else {
-                return Err(not_found(engine, name));
-            };
-            let record = records.remove(i);
-            self.save(&records).await?;
-            record
-        };
+        let record = self.get(project, engine, name).await?;
+        if !self.inner.records.remove(&record).await? {
+            return Err(not_found(engine, name));
+        }
+        // Stopped from here when its processes are reachable from here;
+        // otherwise the host that runs them stops them at its next check,
+        // finding them claimed by no record.
         self.stop(&record, "deleted").await;
         Ok(())
     }
@@ -337,152 +441,162 @@ impl Brokers {
         engine: Engine,
         name: &str,
     ) -> Result<ClusterRecord, BrokerError> {
-        let mut records = self.inner.records.lock().await;
-        let Some(record) = records
-            .iter_mut()
-            .find(|r| r.project == project && r.engine == engine && r.name == name)
-        else {
-            return Err(not_found(engine, name));
-        };
-        record.extended_at = Some(Utc::now());
-        let record = record.clone();
-        self.save(&records).await?;
-        Ok(record)
+        let record = self.get(project, engine, name).await?;
+        self.inner
+            .records
+            .update(&record.id, |r| {
+                r.extended_at = Some(Utc::now());
+                true
+            })
+            .await?
+            .ok_or_else(|| not_found(engine, name))
     }
 
     /// Polls a new (or restarted) cluster until it is healthy or too late.
     fn spawn_readiness(&self, id: String) {
+        {
+            let mut polling = self.inner.polling.lock().unwrap_or_else(|e| e.into_inner());
+            if !polling.insert(id.clone()) {
+                return;
+            }
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            let Some(record) = this.record(&id).await else {
-                return;
-            };
-            let deadline =
-                tokio::time::Instant::now() + this.inner.provider.start_timeout(record.engine);
-            let mut pause = Duration::from_millis(10);
-            loop {
-                let Some(record) = this.record(&id).await else {
-                    return;
-                };
-                let health = this.inner.provider.health(&record).await;
-                let late = tokio::time::Instant::now() >= deadline;
-                let outcome = match health {
-                    Health::Healthy => Some((SyncStatus::Synced, HealthStatus::Healthy)),
-                    Health::Gone => Some((SyncStatus::Failed, HealthStatus::Unhealthy)),
-                    _ if late => Some((SyncStatus::Failed, HealthStatus::Unhealthy)),
-                    _ => None,
-                };
-                if let Some((sync, health_status)) = outcome {
-                    if sync == SyncStatus::Failed {
-                        tracing::warn!(cluster = %record.name, project = %record.project, engine = %record.engine,
-                            ?health, "the cluster did not become healthy");
-                    }
-                    this.set_status(&id, sync, health_status).await;
-                    return;
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(250));
-            }
+            this.readiness(&id).await;
+            this.inner
+                .polling
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         });
     }
 
-    async fn record(&self, id: &str) -> Option<ClusterRecord> {
-        self.inner
-            .records
-            .lock()
-            .await
-            .iter()
-            .find(|r| r.id == id)
-            .cloned()
-    }
-
-    async fn set_status(&self, id: &str, sync: SyncStatus, health: HealthStatus) {
-        let mut records = self.inner.records.lock().await;
-        if let Some(r) = records.iter_mut().find(|r| r.id == id) {
-            if r.sync_status != sync || r.health_status != health {
-                r.sync_status = sync;
-                r.health_status = health;
-                let _ = self.save(&records).await;
+    async fn readiness(&self, id: &str) {
+        let Ok(Some(record)) = self.inner.records.get(id).await else {
+            return;
+        };
+        let deadline =
+            tokio::time::Instant::now() + self.inner.provider.start_timeout(record.engine);
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let record = match self.inner.records.get(id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            };
+            let health = self.inner.provider.health(&record).await;
+            let late = tokio::time::Instant::now() >= deadline;
+            let outcome = match health {
+                Health::Healthy => Some((SyncStatus::Synced, HealthStatus::Healthy)),
+                Health::Gone => Some((SyncStatus::Failed, HealthStatus::Unhealthy)),
+                _ if late => Some((SyncStatus::Failed, HealthStatus::Unhealthy)),
+                _ => None,
+            };
+            if let Some((sync, health_status)) = outcome {
+                if sync == SyncStatus::Failed {
+                    tracing::warn!(cluster = %record.name, project = %record.project, engine = %record.engine,
+                        ?health, "the cluster did not become healthy");
+                }
+                self.set_status(id, sync, health_status).await;
+                return;
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
         }
     }
 
-    /// Forever: reaps expired clusters, checks the health of running ones,
-    /// starts again the local ones whose process is gone.
+    async fn set_status(&self, id: &str, sync: SyncStatus, health: HealthStatus) {
+        let _ = self
+            .inner
+            .records
+            .update(id, |r| {
+                let changed = r.sync_status != sync || r.health_status != health;
+                r.sync_status = sync;
+                r.health_status = health;
+                changed
+            })
+            .await;
+    }
+
+    /// Forever, on every host: for each cluster whose lease this host holds
+    /// (or takes, its holder being gone), reaps it when expired, checks its
+    /// health, starts it again when its processes are gone. And stops what
+    /// this host runs that no record claims any more (deleted elsewhere).
     async fn monitor(self) {
         let every = Duration::from_millis(self.inner.config.check_interval_ms.max(100));
         loop {
             tokio::time::sleep(every).await;
-            let now = Utc::now();
-            let expired: Vec<ClusterRecord> = {
-                let mut records = self.inner.records.lock().await;
-                let (gone, kept): (Vec<_>, Vec<_>) =
-                    records.drain(..).partition(|r| r.expired(now));
-                *records = kept;
-                if !gone.is_empty() {
-                    let _ = self.save(&records).await;
-                }
-                gone
-            };
-            for record in &expired {
-                self.stop(record, "lifetime expired").await;
-            }
-            let settled: Vec<ClusterRecord> = {
-                let records = self.inner.records.lock().await;
-                records
-                    .iter()
-                    .filter(|r| r.sync_status != SyncStatus::Provisioning)
-                    .cloned()
-                    .collect()
-            };
-            for record in settled {
-                let health = self.inner.provider.health(&record).await;
-                if record.sync_status == SyncStatus::Failed {
-                    // Too slow to start is not forever: one that came up after all recovers.
-                    if health == Health::Healthy {
-                        self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy)
-                            .await;
-                    }
-                    continue;
-                }
-                match health {
-                    Health::Healthy => {
-                        self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy)
-                            .await
-                    }
-                    Health::Gone => {
-                        tracing::warn!(cluster = %record.name, project = %record.project, engine = %record.engine,
-                            "the cluster is gone: starting it again");
-                        let mut again = record.clone();
-                        match self.inner.provider.start(&mut again).await {
-                            Ok(()) => {
-                                self.set_status(
-                                    &record.id,
-                                    SyncStatus::Provisioning,
-                                    HealthStatus::Provisioning,
-                                )
-                                .await;
-                                self.spawn_readiness(record.id.clone());
-                            }
-                            Err(e) => {
-                                tracing::error!(cluster = %record.name, error = %format!("{e:#}"), "cannot start it again");
-                                self.set_status(
-                                    &record.id,
-                                    SyncStatus::Failed,
-                                    HealthStatus::Unhealthy,
-                                )
-                                .await;
-                            }
-                        }
-                    }
-                    Health::Starting | Health::Unhealthy(_) => {
-                        self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Unhealthy)
-                            .await
-                    }
-                }
+            if let Err(e) = self.check_all().await {
+                tracing::warn!("broker check failed (retried at the next one): {e}");
             }
         }
     }
+
+    async fn check_all(&self) -> Result<(), BrokerError> {
+        let records = self.inner.records.all().await?;
+        if let Err(e) = self.inner.provider.stop_unclaimed(&records).await {
+            tracing::warn!(error = %format!("{e:#}"), "cannot stop unclaimed brokers");
+        }
+        let now = Utc::now();
+        let me = self.inner.host.clone();
+        for record in records {
+            if !self
+                .inner
+                .records
+                .hold(&record.id, &me, self.lease_ttl())
+                .await?
+            {
+                continue;
+            }
+            if record.expired(now) {
+                if self.inner.records.remove(&record).await? {
+                    self.stop(&record, "lifetime expired").await;
+                }
+                continue;
+            }
+            let ours = record.runner.as_deref() == Some(me.as_str());
+            if record.sync_status == SyncStatus::Provisioning {
+                if !ours {
+                    // Its host died while it came up: poll it from here.
+                    self.spawn_readiness(record.id.clone());
+                }
+                continue;
+            }
+            let health = self.inner.provider.health(&record).await;
+            if health != Health::Gone && !ours {
+                self.take_over(&record).await;
+            }
+            if record.sync_status == SyncStatus::Failed {
+                // Too slow to start is not forever: one that came up after all recovers.
+                if health == Health::Healthy {
+                    self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy)
+                        .await;
+                }
+                continue;
+            }
+            match health {
+                Health::Healthy => {
+                    self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Healthy)
+                        .await
+                }
+                Health::Gone => {
+                    self.start_again(&record, "the cluster is gone").await;
+                }
+                Health::Starting | Health::Unhealthy(_) => {
+                    self.set_status(&record.id, SyncStatus::Synced, HealthStatus::Unhealthy)
+                        .await
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn anyhow_of(e: BrokerError) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
 }
 
 fn not_found(engine: Engine, name: &str) -> BrokerError {
@@ -716,17 +830,14 @@ impl wit::Host for HostState {
         {
             return self.broker_done(call, &caller, None, Err(wit::BrokerError::Permission(why)));
         }
-        let records = self
+        let listed = self
             .services
             .brokers
             .list(&caller.project, engine.into())
-            .await;
-        self.broker_done(
-            call,
-            &caller,
-            None,
-            Ok(records.iter().map(wit_summary).collect()),
-        )
+            .await
+            .map(|records| records.iter().map(wit_summary).collect())
+            .map_err(wit::BrokerError::from);
+        self.broker_done(call, &caller, None, listed)
     }
 
     async fn get(&mut self, caller: Caller, engine: wit::Engine, name: String) -> R<wit::Cluster> {

@@ -9,8 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The broker software of a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,6 +118,9 @@ pub struct ClusterRecord {
     pub lifetime_seconds: u64,
     pub sync_status: SyncStatus,
     pub health_status: HealthStatus,
+    /// The host (`<state>/host-id`) whose provider started the cluster.
+    #[serde(default)]
+    pub runner: Option<String>,
 }
 
 impl fmt::Debug for ClusterRecord {
@@ -270,7 +272,7 @@ pub fn check_spec(
     Ok((out, out_flags))
 }
 
-/// The JSON file of records.
+/// The records file of versions before key-value held them; read once, to import.
 pub struct RecordFile {
     path: PathBuf,
 }
@@ -278,10 +280,6 @@ pub struct RecordFile {
 impl RecordFile {
     pub fn new(path: PathBuf) -> Self {
         Self { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     pub fn load(&self) -> anyhow::Result<Vec<ClusterRecord>> {
@@ -295,27 +293,6 @@ impl RecordFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
         }
-    }
-
-    /// Writes all records: a temporary file (0600) renamed over the old one.
-    pub fn save(&self, records: &[ClusterRecord]) -> anyhow::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&serde_json::to_vec_pretty(records)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))?;
-        Ok(())
     }
 }
 
@@ -427,6 +404,7 @@ mod tests {
             lifetime_seconds: 100,
             sync_status: SyncStatus::Provisioning,
             health_status: HealthStatus::Provisioning,
+            runner: None,
         };
         let later = t0 + chrono::Duration::seconds(60);
         assert_eq!(r.lifetime(later).seconds_remaining, 40);

@@ -497,6 +497,7 @@ mod tests {
             lifetime_seconds: 60,
             sync_status: SyncStatus::Provisioning,
             health_status: HealthStatus::Provisioning,
+            runner: None,
         }
     }
 

@@ -157,6 +157,30 @@ impl LocalBrokers {
         Ok(Some([cert_path, key_path, ca.cert_path().to_path_buf()]))
     }
 
+    /// Where a cluster's processes run: the directory its record names
+    /// (perhaps under another host's state directory on this machine, which
+    /// is how a host adopts the clusters of a host that is gone), else this
+    /// host's own.
+    fn dir_for(&self, r: &ClusterRecord) -> PathBuf {
+        let recorded = r
+            .endpoint
+            .get("dir")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from)
+            .filter(|d| {
+                d.is_absolute()
+                    && d.file_name().is_some_and(|n| n == r.id.as_str())
+                    && d.components().all(|c| {
+                        matches!(
+                            c,
+                            std::path::Component::RootDir | std::path::Component::Normal(_)
+                        )
+                    })
+            });
+        recorded.unwrap_or_else(|| self.dir_of(&r.id))
+    }
+
+    /// This host's directory for cluster `id`.
     fn dir_of(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
@@ -170,8 +194,8 @@ impl LocalBrokers {
     }
 
     /// The recorded process of a cluster, if it still runs.
-    fn running_pid(&self, id: &str) -> Option<i32> {
-        let dir = self.dir_of(id);
+    fn running_pid(&self, r: &ClusterRecord) -> Option<i32> {
+        let dir = self.dir_for(r);
         let pid = Self::read_pid(&dir)?;
         alive_in(pid, &dir).then_some(pid)
     }
@@ -421,7 +445,7 @@ impl LocalBrokers {
             .and_then(|v| v.as_array())
             .cloned()
             .unwrap_or_default();
-        let dir = self.dir_of(&r.id);
+        let dir = self.dir_for(r);
         let port =
             |n: &serde_json::Value, k: &str| n.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as u16;
         for (i, node) in nodes.iter().enumerate() {
@@ -570,21 +594,25 @@ impl BrokerProvider for LocalBrokers {
     }
 
     async fn start(&self, r: &mut ClusterRecord) -> anyhow::Result<()> {
-        let dir = self.dir_of(&r.id);
-        if let Some(pid) = self.running_pid(&r.id) {
+        if let Some(pid) = self.running_pid(r) {
             bail!("cluster {} already runs as process {pid}", r.id);
         }
+        // Always this host's own directory: a cluster started again here
+        // after its host is gone does not run in that host's.
+        let dir = self.dir_of(&r.id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         // Config files, cookie and data hold credentials: only the host's user may enter.
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         match r.engine {
-            Engine::Redis => self.start_redis(r, &dir).await,
-            Engine::Rabbitmq => self.start_rabbitmq(r, &dir).await,
+            Engine::Redis => self.start_redis(r, &dir).await?,
+            Engine::Rabbitmq => self.start_rabbitmq(r, &dir).await?,
         }
+        r.endpoint["dir"] = dir.display().to_string().into();
+        Ok(())
     }
 
     async fn health(&self, r: &ClusterRecord) -> Health {
-        if self.running_pid(&r.id).is_none() {
+        if self.running_pid(r).is_none() {
             return Health::Gone;
         }
         let timeout = Duration::from_secs(2);
@@ -604,7 +632,7 @@ impl BrokerProvider for LocalBrokers {
     }
 
     async fn stop(&self, r: &ClusterRecord) -> anyhow::Result<()> {
-        let dir = self.dir_of(&r.id);
+        let dir = self.dir_for(r);
         self.kill_all(&dir).await;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -616,29 +644,38 @@ impl BrokerProvider for LocalBrokers {
     async fn reconcile(&self, records: &[ClusterRecord]) -> anyhow::Result<Vec<String>> {
         let mut adopted = Vec::new();
         for r in records {
-            if let Some(pid) = self.running_pid(&r.id) {
-                tracing::info!(cluster = %r.name, project = %r.project, engine = %r.engine, pid, "adopted a running cluster");
+            if let Some(pid) = self.running_pid(r) {
+                if self.dir_for(r).starts_with(&self.root) {
+                    tracing::info!(cluster = %r.name, project = %r.project, engine = %r.engine, pid, "adopted a running cluster");
+                }
                 adopted.push(r.id.clone());
             }
         }
+        self.stop_unclaimed(records).await?;
+        Ok(adopted)
+    }
+
+    async fn stop_unclaimed(&self, records: &[ClusterRecord]) -> anyhow::Result<()> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(adopted),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", self.root.display())),
         };
         for entry in entries.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
-            if records.iter().any(|r| r.id == id) {
+            let dir = entry.path();
+            // Claimed: a record of this id runs here (not a copy started
+            // on another host after this one was gone).
+            if records.iter().any(|r| r.id == id && self.dir_for(r) == dir) {
                 continue;
             }
             tracing::info!(id = %id, "stopping a broker that no record claims");
-            let dir = entry.path();
             self.kill_all(&dir).await;
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an unclaimed broker directory");
             }
         }
-        Ok(adopted)
+        Ok(())
     }
 
     fn ca_certificate(&self) -> Option<String> {

@@ -114,6 +114,57 @@ impl FacilityCa {
     }
 }
 
+/// One CA for every host on the same key-value store (hosts behind one load
+/// balancer hand out brokers that clients verify with whichever host's CA
+/// they fetched): the first host to start puts its CA under `brokers/ca`,
+/// and every host writes that one into `dir` before its provider loads it.
+pub async fn share_ca(
+    store: &dyn crate::capabilities::key_value::Store,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Shared {
+        cert: String,
+        key: String,
+    }
+    const KEY: &str = "brokers/ca";
+    let kv = |e| anyhow::anyhow!("key-value, reading the shared broker CA: {e}");
+    let shared = match store.get(KEY).await.map_err(kv)? {
+        Some(bytes) => bytes,
+        None => {
+            let mine = FacilityCa::load_or_create(dir)?;
+            let bytes = serde_json::to_vec(&Shared {
+                cert: mine.cert_pem,
+                key: mine.key_pem,
+            })?;
+            if store
+                .compare_and_swap(KEY, None, &bytes)
+                .await
+                .map_err(kv)?
+            {
+                return Ok(());
+            }
+            // Another host put its CA first: use that one.
+            store
+                .get(KEY)
+                .await
+                .map_err(kv)?
+                .context("the shared broker CA vanished from key-value")?
+        }
+    };
+    let shared: Shared = serde_json::from_slice(&shared)
+        .context("the shared broker CA in key-value (brokers/ca) is unreadable")?;
+    let current = std::fs::read_to_string(dir.join("ca.pem")).unwrap_or_default();
+    if current != shared.cert {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        super::local::write_private(&dir.join("ca-key.pem"), shared.key.as_bytes())?;
+        super::local::write_private(&dir.join("ca.pem"), shared.cert.as_bytes())?;
+        tracing::info!(dir = %dir.display(), "using the broker CA shared through key-value");
+    }
+    Ok(())
+}
+
 /// From yesterday (clock skew) to `days` ahead.
 fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
