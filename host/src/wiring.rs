@@ -152,7 +152,7 @@ fn broker_provider(
                 .unwrap_or_else(|| toml::Value::Table(Default::default()))
                 .try_into()
                 .map_err(|e| anyhow::anyhow!("facility.toml [streaming.kubernetes] is not valid: {e}"))?;
-            Ok(Box::new(kubernetes::KubernetesBrokers::new(config, dir.join("kubernetes"))))
+            Ok(Box::new(kubernetes::KubernetesBrokers::new(config, dir.join("kubernetes"))?))
         }
         other => anyhow::bail!(
             "facility.toml [streaming] provider = {other:?} is unknown: use \"local\" or \"kubernetes\""

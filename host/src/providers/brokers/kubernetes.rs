@@ -9,6 +9,18 @@
 //! http://127.0.0.1:8001, or an API server with `token_file`); without it the
 //! rendered objects are written to `<state>/brokers/kubernetes/<id>.json` for
 //! an operator to apply, and the cluster stays `provisioning`.
+//!
+//! The API is reached over HTTPS with rustls (or plain HTTP, for `kubectl
+//! proxy` on loopback), verified against `ca_file` (else the system's
+//! roots), with a bearer token (`token_file`, read at each call) or a
+//! kubeconfig's current context (server, CA, token or client certificate).
+//!
+//! Why not kube-rs: this provider makes a handful of REST calls (server-side
+//! apply, GET, DELETE) on four object kinds; kube-rs with k8s-openapi would
+//! add about a hundred crates and minutes of build on the 2-core CI for
+//! types we never use. What we give up is its kubeconfig inference beyond
+//! the fields read here (exec and auth-provider plugins): such a context
+//! is refused with a message naming the fields that work.
 
 use crate::capabilities::brokers::registry::{
     Backend, ClusterRecord, Engine, FeatureFlag, ResourceOption,
@@ -28,6 +40,12 @@ pub struct KubernetesConfig {
     pub api_url: Option<String>,
     /// A bearer token for the API, read at each call.
     pub token_file: Option<PathBuf>,
+    /// PEM bundle of the CAs the API server's certificate must chain to;
+    /// none: the system's roots (or the kubeconfig's CA).
+    pub ca_file: Option<PathBuf>,
+    /// A kubeconfig whose current context gives the server, its CA and the
+    /// credentials; `api_url`, `ca_file` and `token_file` override it.
+    pub kubeconfig: Option<PathBuf>,
     pub namespace: String,
     /// `LoadBalancer` by default: clients sit outside the cluster.
     pub service_type: String,
@@ -43,6 +61,8 @@ impl Default for KubernetesConfig {
         Self {
             api_url: None,
             token_file: None,
+            ca_file: None,
+            kubeconfig: None,
             namespace: "s3m-streaming".into(),
             service_type: "LoadBalancer".into(),
             domain: None,
@@ -57,6 +77,109 @@ pub struct KubernetesBrokers {
     config: KubernetesConfig,
     render_dir: PathBuf,
     http: reqwest::Client,
+    /// A kubeconfig's static token, when no `token_file` is set.
+    token: Option<String>,
+}
+
+/// What a kubeconfig's current context gives.
+#[derive(Default)]
+struct KubeContext {
+    server: Option<String>,
+    ca_pem: Option<Vec<u8>>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    /// Client certificate and key, PEM, concatenated.
+    identity_pem: Option<Vec<u8>>,
+}
+
+/// Reads the current context of a kubeconfig: its cluster's server and CA
+/// (inline or a file, relative to the kubeconfig), its user's token, token
+/// file or client certificate and key.
+fn read_kubeconfig(path: &std::path::Path) -> anyhow::Result<KubeContext> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("the kubeconfig {} is not YAML", path.display()))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let named = |list: &str, name: &str, field: &str| -> Option<serde_yaml::Value> {
+        doc.get(list)?
+            .as_sequence()?
+            .iter()
+            .find(|e| e.get("name").and_then(|n| n.as_str()) == Some(name))?
+            .get(field)
+            .cloned()
+    };
+    let current = doc
+        .get("current-context")
+        .and_then(|c| c.as_str())
+        .with_context(|| format!("the kubeconfig {} has no current-context", path.display()))?;
+    let context = named("contexts", current, "context")
+        .with_context(|| format!("the kubeconfig has no context {current:?}"))?;
+    let field =
+        |v: &serde_yaml::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+    let file = |p: String| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            base.join(p)
+        }
+    };
+    let data =
+        |v: &serde_yaml::Value, inline: &str, path: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            if let Some(b64) = field(v, inline) {
+                return Ok(Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64.trim())
+                        .with_context(|| format!("kubeconfig {inline} is not base64"))?,
+                ));
+            }
+            match field(v, path) {
+                Some(p) => {
+                    let p = file(p);
+                    Ok(Some(
+                        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                    ))
+                }
+                None => Ok(None),
+            }
+        };
+    let mut out = KubeContext::default();
+    if let Some(cluster) = field(&context, "cluster").and_then(|c| named("clusters", &c, "cluster"))
+    {
+        if cluster
+            .get("insecure-skip-tls-verify")
+            .and_then(|v| v.as_bool())
+            == Some(true)
+        {
+            anyhow::bail!("the kubeconfig's cluster skips TLS verification; give it its CA (certificate-authority-data) instead");
+        }
+        out.server = field(&cluster, "server");
+        out.ca_pem = data(
+            &cluster,
+            "certificate-authority-data",
+            "certificate-authority",
+        )?;
+    }
+    if let Some(user) = field(&context, "user").and_then(|u| named("users", &u, "user")) {
+        if user.get("exec").is_some() || user.get("auth-provider").is_some() {
+            anyhow::bail!(
+                "the kubeconfig's user authenticates through a plugin (exec or auth-provider), which s3m does not run; \
+                 give it a token, tokenFile, or client-certificate(-data) and client-key(-data)"
+            );
+        }
+        out.token = field(&user, "token");
+        out.token_file = field(&user, "tokenFile").map(file);
+        let cert = data(&user, "client-certificate-data", "client-certificate")?;
+        let key = data(&user, "client-key-data", "client-key")?;
+        if let (Some(mut cert), Some(key)) = (cert, key) {
+            cert.push(b'\n');
+            cert.extend_from_slice(&key);
+            out.identity_pem = Some(cert);
+        }
+    }
+    Ok(out)
 }
 
 /// One object to apply: its API path (without name) and body.
@@ -244,12 +367,51 @@ pub fn render(config: &KubernetesConfig, r: &ClusterRecord) -> Vec<Object> {
 }
 
 impl KubernetesBrokers {
-    pub fn new(config: KubernetesConfig, render_dir: PathBuf) -> Self {
-        Self {
+    pub fn new(mut config: KubernetesConfig, render_dir: PathBuf) -> anyhow::Result<Self> {
+        let context = match &config.kubeconfig {
+            Some(path) => read_kubeconfig(path)?,
+            None => KubeContext::default(),
+        };
+        if config.api_url.is_none() {
+            config.api_url = context.server.clone();
+        }
+        if config.token_file.is_none() {
+            config.token_file = context.token_file.clone();
+        }
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        let ca_pem = match &config.ca_file {
+            Some(path) => Some(std::fs::read(path).with_context(|| {
+                format!("reading [streaming.kubernetes] ca_file {}", path.display())
+            })?),
+            None => context.ca_pem.clone(),
+        };
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .context("the Kubernetes CA bundle is not PEM")?;
+            if certs.is_empty() {
+                anyhow::bail!("the Kubernetes CA bundle holds no certificate");
+            }
+            // Only these CAs: the API server's certificate is the cluster's own.
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(pem) = &context.identity_pem {
+            builder = builder.identity(
+                reqwest::Identity::from_pem(pem)
+                    .context("the kubeconfig's client certificate and key are not PEM")?,
+            );
+        }
+        let http = builder
+            .build()
+            .context("building the Kubernetes API client")?;
+        Ok(Self {
             config,
             render_dir,
-            http: reqwest::Client::new(),
-        }
+            http,
+            token: context.token,
+        })
     }
 
     fn request(
@@ -269,6 +431,8 @@ impl KubernetesBrokers {
             let token = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
             req = req.bearer_auth(token.trim());
+        } else if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
         }
         Ok(req.timeout(Duration::from_secs(10)))
     }
@@ -363,7 +527,20 @@ impl BrokerProvider for KubernetesBrokers {
                 .body(serde_json::to_vec(&o.body)?)
                 .send()
                 .await
-                .context("the Kubernetes API did not answer")?;
+                .map_err(|e| {
+                    let mut why = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(inner) = source {
+                        why.push_str(&inner.to_string());
+                        source = inner.source();
+                    }
+                    let hint = if why.contains("certificate") {
+                        " (its certificate is not trusted: set [streaming.kubernetes] ca_file, or a kubeconfig with its CA)"
+                    } else {
+                        ""
+                    };
+                    anyhow::Error::new(e).context(format!("the Kubernetes API did not answer{hint}"))
+                })?;
             if !resp.status().is_success() {
                 bail!(
                     "applying {}/{}: Kubernetes answered {}",
@@ -639,77 +816,225 @@ mod tests {
         );
     }
 
-    /// A fake Kubernetes API: records each request, answers 200 with a ready
-    /// StatefulSet for GETs and `{}` otherwise. One request per connection.
-    async fn fake_kubernetes_api() -> (
-        String,
-        std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, Value)>>>,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// What the fake API saw: method, path, content type, body, authorization.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, Value, String)>>>;
+
+    /// A fake Kubernetes API (no Kubernetes runs here): records each
+    /// request, answers 200 with a ready StatefulSet for GETs and `{}`
+    /// otherwise. One request per connection. With `tls`, it serves HTTPS
+    /// with a certificate for 127.0.0.1 from that CA.
+    async fn fake_kubernetes_api_on(
+        tls: Option<&crate::providers::brokers::tls::FacilityCa>,
+    ) -> (String, Seen) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
+        let acceptor = tls.map(|ca| {
+            use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+            let server = ca.issue("127.0.0.1", "fake-kubernetes").unwrap();
+            let certs = vec![CertificateDer::from_pem_slice(server.cert_pem.as_bytes()).unwrap()];
+            let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap();
+            let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(
+                std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()),
+            )
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+            tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+        });
+        let seen: Seen = Default::default();
         let log = seen.clone();
         tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let (head, body) = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        break (String::new(), Vec::new());
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())
-                                    .flatten()
-                            })
-                            .unwrap_or(0);
-                        while buf.len() < end + 4 + len {
-                            let n = sock.read(&mut chunk).await.unwrap_or(0);
-                            if n == 0 {
-                                break;
-                            }
-                            buf.extend_from_slice(&chunk[..n]);
+            while let Ok((sock, _)) = listener.accept().await {
+                match &acceptor {
+                    Some(a) => {
+                        if let Ok(tls) = a.accept(sock).await {
+                            fake_answer(tls, &log).await;
                         }
-                        break (head, buf[end + 4..].to_vec());
                     }
-                };
-                let mut first = head.lines().next().unwrap_or_default().split(' ');
-                let (method, path) = (
-                    first.next().unwrap_or_default().to_string(),
-                    first.next().unwrap_or_default().to_string(),
-                );
-                let content_type = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-type")
-                            .then(|| v.trim().to_string())
-                    })
-                    .unwrap_or_default();
-                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let answer = if method == "GET" {
-                    json!({ "spec": { "replicas": 1 }, "status": { "readyReplicas": 1 } })
-                        .to_string()
-                } else {
-                    "{}".to_string()
-                };
-                log.lock().unwrap().push((method, path, content_type, body));
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                    answer.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
+                    None => fake_answer(sock, &log).await,
+                }
             }
         });
         (url, seen)
+    }
+
+    async fn fake_kubernetes_api() -> (String, Seen) {
+        fake_kubernetes_api_on(None).await
+    }
+
+    async fn fake_answer(
+        mut sock: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        log: &Seen,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let (head, body) = loop {
+            let n = sock.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break (String::new(), Vec::new());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let len = header(&head, "content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                while buf.len() < end + 4 + len {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                break (head, buf[end + 4..].to_vec());
+            }
+        };
+        let mut first = head.lines().next().unwrap_or_default().split(' ');
+        let (method, path) = (
+            first.next().unwrap_or_default().to_string(),
+            first.next().unwrap_or_default().to_string(),
+        );
+        let content_type = header(&head, "content-type").unwrap_or_default();
+        let auth = header(&head, "authorization").unwrap_or_default();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let answer = if method == "GET" {
+            json!({ "spec": { "replicas": 1 }, "status": { "readyReplicas": 1 } }).to_string()
+        } else {
+            "{}".to_string()
+        };
+        log.lock()
+            .unwrap()
+            .push((method, path, content_type, body, auth));
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        let _ = sock.write_all(resp.as_bytes()).await;
+        let _ = sock.shutdown().await;
+    }
+
+    fn header(head: &str, name: &str) -> Option<String> {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    /// Over HTTPS, verified against the CA of `ca_file`, with the bearer
+    /// token of `token_file`; and refused without that CA.
+    #[tokio::test]
+    async fn speaks_tls_with_a_ca_bundle_and_a_bearer_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::providers::brokers::tls::FacilityCa::load_or_create(&dir.path().join("ca"))
+            .unwrap();
+        let (url, seen) = fake_kubernetes_api_on(Some(&ca)).await;
+        std::fs::write(dir.path().join("token"), "s3cr3t-token\n").unwrap();
+        let cfg = KubernetesConfig {
+            api_url: Some(url.clone()),
+            ca_file: Some(ca.cert_path().to_path_buf()),
+            token_file: Some(dir.path().join("token")),
+            ..Default::default()
+        };
+        let provider = KubernetesBrokers::new(cfg, dir.path().join("unused")).unwrap();
+        let mut r = record(Engine::Redis, "STF040", "cache");
+        provider.start(&mut r).await.unwrap();
+        assert_eq!(provider.health(&r).await, Health::Healthy);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(seen.iter().all(|(.., auth)| auth == "Bearer s3cr3t-token"));
+
+        // The system's roots do not know this CA: refused.
+        let plain = KubernetesConfig {
+            api_url: Some(url),
+            ..Default::default()
+        };
+        let provider = KubernetesBrokers::new(plain, dir.path().join("unused")).unwrap();
+        let mut r = record(Engine::Redis, "STF040", "other");
+        let err = provider.start(&mut r).await.unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("invalid peer certificate") && err.contains("ca_file"),
+            "{err}"
+        );
+    }
+
+    /// A kubeconfig's current context: server, inline CA, static token.
+    /// Plugin authentication and skipped verification are refused by name.
+    #[tokio::test]
+    async fn reads_a_kubeconfigs_current_context() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::providers::brokers::tls::FacilityCa::load_or_create(&dir.path().join("ca"))
+            .unwrap();
+        let (url, seen) = fake_kubernetes_api_on(Some(&ca)).await;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
+        let kubeconfig = dir.path().join("config");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: hpc\n\
+                 clusters:\n- name: other\n  cluster:\n    server: https://10.0.0.1\n\
+                 - name: fake\n  cluster:\n    server: {url}\n    certificate-authority-data: {b64}\n\
+                 users:\n- name: s3m\n  user:\n    token: kube-token\n\
+                 contexts:\n- name: hpc\n  context:\n    cluster: fake\n    user: s3m\n"
+            ),
+        )
+        .unwrap();
+        let cfg = KubernetesConfig {
+            kubeconfig: Some(kubeconfig.clone()),
+            ..Default::default()
+        };
+        let provider = KubernetesBrokers::new(cfg, dir.path().join("unused")).unwrap();
+        let mut r = record(Engine::Redis, "STF040", "cache");
+        provider.start(&mut r).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert!(!seen.is_empty());
+        assert!(
+            seen.iter().all(|(.., auth)| auth == "Bearer kube-token"),
+            "{seen:?}"
+        );
+
+        for (user, says) in [
+            ("    exec:\n      command: aws\n", "plugin"),
+            ("    auth-provider:\n      name: oidc\n", "plugin"),
+        ] {
+            std::fs::write(
+                &kubeconfig,
+                format!(
+                    "current-context: c\nclusters:\n- name: k\n  cluster:\n    server: {url}\n\
+                     users:\n- name: u\n  user:\n{user}contexts:\n- name: c\n  context:\n    cluster: k\n    user: u\n"
+                ),
+            )
+            .unwrap();
+            let cfg = KubernetesConfig {
+                kubeconfig: Some(kubeconfig.clone()),
+                ..Default::default()
+            };
+            let err = KubernetesBrokers::new(cfg, dir.path().join("unused"))
+                .err()
+                .expect("refused");
+            assert!(format!("{err:#}").contains(says), "{err:#}");
+        }
+        std::fs::write(
+            &kubeconfig,
+            format!("current-context: c\nclusters:\n- name: k\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: k\n"),
+        )
+        .unwrap();
+        let cfg = KubernetesConfig {
+            kubeconfig: Some(kubeconfig),
+            ..Default::default()
+        };
+        let err = KubernetesBrokers::new(cfg, dir.path().join("unused"))
+            .err()
+            .expect("refused");
+        assert!(
+            format!("{err:#}").contains("certificate-authority-data"),
+            "{err:#}"
+        );
     }
 
     #[tokio::test]
@@ -719,7 +1044,8 @@ mod tests {
             api_url: Some(url),
             ..Default::default()
         };
-        let provider = KubernetesBrokers::new(cfg, std::env::temp_dir().join("s3m-k8s-unused"));
+        let provider =
+            KubernetesBrokers::new(cfg, std::env::temp_dir().join("s3m-k8s-unused")).unwrap();
         let mut r = record(Engine::Redis, "STF040", "cache");
         provider.start(&mut r).await.unwrap();
         assert_eq!(
@@ -731,7 +1057,7 @@ mod tests {
         let seen = seen.lock().unwrap().clone();
         let calls: Vec<(&str, &str)> = seen
             .iter()
-            .map(|(m, p, _, _)| (m.as_str(), p.as_str()))
+            .map(|(m, p, ..)| (m.as_str(), p.as_str()))
             .collect();
         let ns = "/namespaces/s3m-streaming";
         assert_eq!(calls, [
@@ -743,7 +1069,7 @@ mod tests {
             ("DELETE", &*format!("/apis/apps/v1{ns}/statefulsets/s3m-redis-stf040-cache")),
             ("DELETE", &*format!("/api/v1{ns}/secrets/s3m-redis-stf040-cache-credentials")),
         ]);
-        for (method, _, content_type, body) in &seen {
+        for (method, _, content_type, body, _) in &seen {
             if method == "PATCH" {
                 assert_eq!(content_type, "application/apply-patch+yaml");
                 assert!(
@@ -757,7 +1083,7 @@ mod tests {
     #[tokio::test]
     async fn without_an_api_the_objects_are_written_for_an_operator() {
         let dir = std::env::temp_dir().join(format!("s3m-k8s-render-{}", std::process::id()));
-        let provider = KubernetesBrokers::new(KubernetesConfig::default(), dir.clone());
+        let provider = KubernetesBrokers::new(KubernetesConfig::default(), dir.clone()).unwrap();
         let mut r = record(Engine::Rabbitmq, "STF040", "events");
         provider.start(&mut r).await.unwrap();
         let path = dir.join(format!("{}.json", r.id));
