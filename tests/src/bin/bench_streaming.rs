@@ -5,7 +5,7 @@
 //! `rabbitmq-server` by hand with the same kind of configuration, then poll
 //! until a client logs in).
 //!
-//! Run: `cargo run --release -p s3m-tests --bin bench_streaming -- [--redis-runs 10] [--rabbitmq-runs 3]`
+//! Run: `cargo run --release -p s3m-tests --bin bench_streaming -- [--redis-runs 10] [--rabbitmq-runs 3] [--rabbitmq-2-node-runs 2]`
 //! (after `scripts/test`, or `cargo build --release -p s3m` and
 //! `cargo build --target wasm32-wasip2 --release -p streaming`).
 
@@ -25,6 +25,9 @@ struct Args {
     redis_runs: usize,
     #[arg(long, default_value_t = 3)]
     rabbitmq_runs: usize,
+    /// Runs of a 2-node RabbitMQ cluster.
+    #[arg(long, default_value_t = 2)]
+    rabbitmq_2_node_runs: usize,
 }
 
 struct Killed(Child);
@@ -89,15 +92,12 @@ async fn bare_redis(dir: &Path) -> Result<f64> {
     }
 }
 
-/// A bare rabbitmq-server (management plugin on and one Erlang scheduler, as
-/// the local provider runs a cluster of the default `cpus = 1`): spawn to
-/// first AMQP login.
-async fn bare_rabbitmq(dir: &Path) -> Result<f64> {
-    let (port, dist, mgmt) = (
-        s3m_tests::free_port(),
-        s3m_tests::free_port(),
-        s3m_tests::free_port(),
-    );
+/// A bare RabbitMQ of `nodes` nodes (management plugin on and one Erlang
+/// scheduler each, as the local provider runs a cluster of the default
+/// `cpus = 1`; plain AMQP): node 0 from spawn to its first AMQP login, then
+/// each further node, started with node 0 as its classic-config peer as the
+/// provider does, until it accepts a login too.
+async fn bare_rabbitmq(dir: &Path, nodes: usize) -> Result<f64> {
     for d in ["home", "mnesia", "log"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
@@ -107,52 +107,76 @@ async fn bare_rabbitmq(dir: &Path) -> Result<f64> {
         std::os::unix::fs::PermissionsExt::from_mode(0o400),
     )?;
     std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_management].")?;
-    std::fs::write(
-        dir.join("rabbitmq.conf"),
-        format!(
+    let t = Instant::now();
+    let mut servers = Vec::new();
+    let mut first = String::new();
+    for i in 0..nodes.max(1) {
+        let (port, dist, mgmt) = (
+            s3m_tests::free_port(),
+            s3m_tests::free_port(),
+            s3m_tests::free_port(),
+        );
+        let name = format!("bench-{port}@localhost");
+        let mut conf = format!(
             "listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\ndefault_user = bench\ndefault_pass = benchpassword\n\
              management.tcp.port = {mgmt}\nmanagement.tcp.ip = 127.0.0.1\n"
-        ),
-    )?;
-    let t = Instant::now();
-    let _server = spawn_group(
-        Command::new(st::RABBITMQ_SERVER)
-            .current_dir(dir)
-            .env("HOME", dir.join("home"))
-            .env("LANG", "C.UTF-8")
-            .env("RABBITMQ_NODENAME", format!("bench-{port}@localhost"))
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", dist.to_string())
-            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", dir.join("log"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
-            // The provider gives a cluster `cpus` Erlang schedulers (default 1).
-            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "+S 1:1"),
-    )?;
-    let url = format!("amqp://bench:benchpassword@127.0.0.1:{port}/%2f");
-    loop {
-        if st::port_open(port) {
-            if let Ok(conn) =
-                lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
-            {
-                let ms = t.elapsed().as_secs_f64() * 1000.0;
-                let _ = conn.close(200, "bye".into()).await;
-                return Ok(ms);
+        );
+        if i == 0 {
+            first = name.clone();
+        } else {
+            conf.push_str(&format!(
+                "cluster_formation.peer_discovery_backend = classic_config\ncluster_formation.classic_config.nodes.1 = {first}\n"
+            ));
+        }
+        let conf_file = dir.join(format!("rabbitmq-{i}.conf"));
+        std::fs::write(&conf_file, conf)?;
+        servers.push(spawn_group(
+            Command::new(st::RABBITMQ_SERVER)
+                .current_dir(dir)
+                .env("HOME", dir.join("home"))
+                .env("LANG", "C.UTF-8")
+                .env("RABBITMQ_NODENAME", &name)
+                .env("RABBITMQ_NODE_PORT", port.to_string())
+                .env("RABBITMQ_DIST_PORT", dist.to_string())
+                .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+                .env("RABBITMQ_LOG_BASE", dir.join("log"))
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+                .env("RABBITMQ_CONFIG_FILE", &conf_file)
+                // The provider gives a cluster `cpus` Erlang schedulers (default 1).
+                .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "+S 1:1"),
+        )?);
+        let url = format!("amqp://bench:benchpassword@127.0.0.1:{port}/%2f");
+        loop {
+            if st::port_open(port) {
+                if let Ok(conn) =
+                    lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
+                {
+                    let _ = conn.close(200, "bye".into()).await;
+                    break;
+                }
             }
+            if t.elapsed() > Duration::from_secs(240) {
+                bail!("bare rabbitmq node {i} did not accept a login in 240 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if t.elapsed() > Duration::from_secs(120) {
-            bail!("bare rabbitmq-server did not accept a login in 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// Through s3m: POST provision_cluster to `healthy` in GET cluster/{name}.
-async fn through_s3m(api: &Api, engine: &str, name: &str) -> Result<(f64, f64)> {
+async fn through_s3m(api: &Api, engine: &str, name: &str, nodes: u32) -> Result<(f64, f64)> {
     let t = Instant::now();
+    let settings = if nodes > 1 {
+        json!({"nodes": nodes})
+    } else {
+        json!({})
+    };
     let (status, body) = api
-        .provision(engine, &json!({"kind": "general", "name": name}))
+        .provision(
+            engine,
+            &json!({"kind": "general", "name": name, "resourceSettings": settings}),
+        )
         .await?;
     if status != 200 {
         bail!("provision {engine}: HTTP {status} {body}");
@@ -188,7 +212,7 @@ fn stats(xs: &[f64]) -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    st::require_servers(args.rabbitmq_runs > 0)?;
+    st::require_servers(args.rabbitmq_runs + args.rabbitmq_2_node_runs > 0)?;
     let app = TestApp::start(AppOptions::only(&["streaming"]).with_facility(st::facility("")))?;
     let _reaper = BrokerReaper::new(&app.state_dir);
     let api = Api::of(&app, &app.token(&["data-streaming"], "BENCH01")?);
@@ -198,7 +222,7 @@ async fn main() -> Result<()> {
     if args.redis_runs > 0 {
         let (mut answer, mut healthy, mut bare) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..args.redis_runs {
-            let (a, h) = through_s3m(&api, "redis", &format!("bench-{i}")).await?;
+            let (a, h) = through_s3m(&api, "redis", &format!("bench-{i}"), 1).await?;
             answer.push(a);
             healthy.push(h);
             let dir = scratch.path().join(format!("redis-{i}"));
@@ -209,25 +233,36 @@ async fn main() -> Result<()> {
         rows.push(("redis: provision to healthy", healthy));
         rows.push(("redis: bare redis-server start", bare));
     }
-    if args.rabbitmq_runs > 0 {
+    for (nodes, runs) in [(1u32, args.rabbitmq_runs), (2, args.rabbitmq_2_node_runs)] {
+        if runs == 0 {
+            continue;
+        }
         let (mut answer, mut healthy, mut bare) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..args.rabbitmq_runs {
-            let (a, h) = through_s3m(&api, "rabbitmq", &format!("bench-{i}")).await?;
+        for i in 0..runs {
+            let (a, h) =
+                through_s3m(&api, "rabbitmq", &format!("bench-{nodes}n-{i}"), nodes).await?;
             answer.push(a);
             healthy.push(h);
-            let dir = scratch.path().join(format!("rabbit-{i}"));
+            let dir = scratch.path().join(format!("rabbit-{nodes}n-{i}"));
             std::fs::create_dir_all(&dir)?;
-            bare.push(bare_rabbitmq(&dir).await.context("bare rabbitmq")?);
+            bare.push(
+                bare_rabbitmq(&dir, nodes as usize)
+                    .await
+                    .context("bare rabbitmq")?,
+            );
         }
-        rows.push(("rabbitmq: provision answered", answer));
-        rows.push(("rabbitmq: provision to healthy", healthy));
-        rows.push(("rabbitmq: bare rabbitmq-server start", bare));
+        let label = |what: &str| -> &'static str {
+            Box::leak(format!("rabbitmq {nodes} node(s): {what}").into_boxed_str())
+        };
+        rows.push((label("provision answered"), answer));
+        rows.push((label("provision to healthy (TLS)"), healthy));
+        rows.push((label("bare server(s), plain AMQP"), bare));
     }
     println!(
         "Streaming: provision-to-healthy through s3m vs the bare server (same machine, same run)"
     );
     for (label, xs) in rows {
-        println!("  {label:40} {}", stats(&xs));
+        println!("  {label:48} {}", stats(&xs));
     }
     Ok(())
 }
