@@ -101,6 +101,15 @@ fn rabbitmq_conf_file(index: usize) -> String {
     }
 }
 
+/// The recorded ports of a RabbitMQ cluster's nodes 1.. (`endpoint.extraNodes`).
+fn extra_nodes(r: &ClusterRecord) -> Vec<serde_json::Value> {
+    r.endpoint
+        .get("extraNodes")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// A RabbitMQ node's ports: AMQP(S), Erlang distribution, management.
 struct NodePorts {
     port: u16,
@@ -280,12 +289,7 @@ impl LocalBrokers {
             dist: self.port(previous("distPort"))?,
             mgmt: self.port(previous("mgmtPort"))?,
         };
-        let earlier: Vec<serde_json::Value> = r
-            .endpoint
-            .get("extraNodes")
-            .and_then(|v| v.as_array())
-            .cloned()
-            .unwrap_or_default();
+        let earlier = extra_nodes(r);
         let mut extra = Vec::new();
         for i in 1..r.setting("nodes").max(1) as usize {
             let previous = |k: &str| {
@@ -439,12 +443,7 @@ impl LocalBrokers {
     /// does not run is started (it joins node 0), each one that runs must
     /// accept the cluster's login.
     async fn rabbitmq_nodes_health(&self, r: &ClusterRecord, timeout: Duration) -> Health {
-        let nodes: Vec<serde_json::Value> = r
-            .endpoint
-            .get("extraNodes")
-            .and_then(|v| v.as_array())
-            .cloned()
-            .unwrap_or_default();
+        let nodes = extra_nodes(r);
         let dir = self.dir_for(r);
         let port =
             |n: &serde_json::Value, k: &str| n.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as u16;
