@@ -1,6 +1,6 @@
 //! Benchmark of the Streaming API: provision-to-healthy time of Redis and
 //! RabbitMQ clusters through the real `s3m` (POST provision_cluster, then
-//! GET cluster/{name} every 5 ms until `healthy`), beside the bare server's
+//! GET cluster/{name} every `--poll-ms` (5) until `healthy`), beside the bare server's
 //! own start time measured in the same run (spawn `redis-server` /
 //! `rabbitmq-server` by hand with the same kind of configuration, then poll
 //! until a client logs in).
@@ -25,6 +25,14 @@ struct Args {
     redis_runs: usize,
     #[arg(long, default_value_t = 3)]
     rabbitmq_runs: usize,
+    /// How often GET cluster/{name} polls through s3m, in ms (each poll is a
+    /// request the host serves, on the cores the broker boots on).
+    #[arg(long, default_value_t = 5)]
+    poll_ms: u64,
+    /// Serve the brokers in plain text (`[streaming] tls = false`), as the
+    /// bare servers are, to compare like with like.
+    #[arg(long)]
+    plain_brokers: bool,
     /// Runs of a 2-node RabbitMQ cluster.
     #[arg(long, default_value_t = 2)]
     rabbitmq_2_node_runs: usize,
@@ -165,7 +173,13 @@ async fn bare_rabbitmq(dir: &Path, nodes: usize) -> Result<f64> {
 }
 
 /// Through s3m: POST provision_cluster to `healthy` in GET cluster/{name}.
-async fn through_s3m(api: &Api, engine: &str, name: &str, nodes: u32) -> Result<(f64, f64)> {
+async fn through_s3m(
+    api: &Api,
+    engine: &str,
+    name: &str,
+    nodes: u32,
+    poll: Duration,
+) -> Result<(f64, f64)> {
     let t = Instant::now();
     let settings = if nodes > 1 {
         json!({"nodes": nodes})
@@ -193,7 +207,7 @@ async fn through_s3m(api: &Api, engine: &str, name: &str, nodes: u32) -> Result<
         if body["cluster"]["syncStatus"] == "failed" {
             bail!("{engine} cluster {name} failed");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -213,16 +227,23 @@ fn stats(xs: &[f64]) -> String {
 async fn main() -> Result<()> {
     let args = Args::parse();
     st::require_servers(args.rabbitmq_runs + args.rabbitmq_2_node_runs > 0)?;
-    let app = TestApp::start(AppOptions::only(&["streaming"]).with_facility(st::facility("")))?;
+    let app = TestApp::start(AppOptions::only(&["streaming"]).with_facility(st::facility(
+        if args.plain_brokers {
+            "tls = false"
+        } else {
+            ""
+        },
+    )))?;
     let _reaper = BrokerReaper::new(&app.state_dir);
     let api = Api::of(&app, &app.token(&["data-streaming"], "BENCH01")?);
     let scratch = tempfile::tempdir()?;
 
+    let poll = Duration::from_millis(args.poll_ms.max(1));
     let mut rows = Vec::new();
     if args.redis_runs > 0 {
         let (mut answer, mut healthy, mut bare) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..args.redis_runs {
-            let (a, h) = through_s3m(&api, "redis", &format!("bench-{i}"), 1).await?;
+            let (a, h) = through_s3m(&api, "redis", &format!("bench-{i}"), 1, poll).await?;
             answer.push(a);
             healthy.push(h);
             let dir = scratch.path().join(format!("redis-{i}"));
@@ -239,8 +260,14 @@ async fn main() -> Result<()> {
         }
         let (mut answer, mut healthy, mut bare) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {
-            let (a, h) =
-                through_s3m(&api, "rabbitmq", &format!("bench-{nodes}n-{i}"), nodes).await?;
+            let (a, h) = through_s3m(
+                &api,
+                "rabbitmq",
+                &format!("bench-{nodes}n-{i}"),
+                nodes,
+                poll,
+            )
+            .await?;
             answer.push(a);
             healthy.push(h);
             let dir = scratch.path().join(format!("rabbit-{nodes}n-{i}"));
@@ -255,7 +282,14 @@ async fn main() -> Result<()> {
             Box::leak(format!("rabbitmq {nodes} node(s): {what}").into_boxed_str())
         };
         rows.push((label("provision answered"), answer));
-        rows.push((label("provision to healthy (TLS)"), healthy));
+        rows.push((
+            label(if args.plain_brokers {
+                "provision to healthy (plain)"
+            } else {
+                "provision to healthy (TLS)"
+            }),
+            healthy,
+        ));
         rows.push((label("bare server(s), plain AMQP"), bare));
     }
     println!(
