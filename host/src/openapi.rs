@@ -20,16 +20,8 @@ pub fn answer(method: &http::Method, path: &str) -> Option<hyper::Response<Hyper
     if path != PATH {
         return None;
     }
-    if method != http::Method::GET && method != http::Method::HEAD {
-        let mut response = crate::server::error_response(
-            405,
-            12,
-            &format!("method {method} is not allowed on {PATH}; use GET"),
-        );
-        response
-            .headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
-        return Some(response);
+    if let Some(refused) = crate::server::get_only(method, PATH) {
+        return Some(refused);
     }
     Some(
         hyper::Response::builder()

@@ -86,6 +86,23 @@ pub struct Server {
     instances: Arc<Semaphore>,
 }
 
+/// For the host's own GET-only paths: None for GET and HEAD, else a 405 in
+/// the error shape with `Allow: GET`.
+pub fn get_only(method: &http::Method, path: &str) -> Option<hyper::Response<HyperOutgoingBody>> {
+    if method == http::Method::GET || method == http::Method::HEAD {
+        return None;
+    }
+    let mut response = error_response(
+        405,
+        12,
+        &format!("method {method} is not allowed on {path}; use GET"),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+    Some(response)
+}
+
 /// `{"code", "message", "details": []}` with its HTTP status.
 pub fn error_response(status: u16, code: u32, message: &str) -> hyper::Response<HyperOutgoingBody> {
     let body = serde_json::json!({ "code": code, "message": message, "details": [] }).to_string();
@@ -119,16 +136,8 @@ impl Server {
     /// they were handed without a token. 404 when the brokers use no CA of
     /// this facility (plain text, or Kubernetes with its own certificates).
     fn broker_ca(&self, method: &http::Method) -> hyper::Response<HyperOutgoingBody> {
-        if method != http::Method::GET && method != http::Method::HEAD {
-            let mut response = error_response(
-                405,
-                12,
-                &format!("method {method} is not allowed here; use GET"),
-            );
-            response
-                .headers_mut()
-                .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
-            return response;
+        if let Some(refused) = get_only(method, crate::providers::brokers::tls::CA_PATH) {
+            return refused;
         }
         match self.app.services.brokers.ca_certificate() {
             Some(pem) => hyper::Response::builder()

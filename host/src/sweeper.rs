@@ -24,6 +24,8 @@ use std::time::Duration;
 pub const STUCK_CLAIM: Duration = Duration::from_secs(600);
 
 const IDEMPOTENCY: &str = "compute/idempotency/";
+/// `s3m_wire::token::used_key`'s prefix.
+const USED: &str = "token-used/";
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Swept {
@@ -57,22 +59,22 @@ pub async fn sweep(
     idempotency_ttl: Duration,
 ) -> anyhow::Result<Swept> {
     let kv = |e| anyhow::anyhow!("{e}");
-    let keys = store.keys().await.map_err(kv)?;
     let mut swept = Swept::default();
 
-    for key in &keys {
-        let Some(jti) = key.strip_prefix("token-used/") else {
+    for key in store.keys_with_prefix(USED).await.map_err(kv)? {
+        let Some(jti) = key.strip_prefix(USED) else {
             continue;
         };
         if !token_can_work(store, jti, now).await? {
-            store.delete(key).await.map_err(kv)?;
+            store.delete(&key).await.map_err(kv)?;
             swept.one_time_markers += 1;
         }
     }
 
     // base -> the parts of it that exist
+    let keys = store.keys_with_prefix(IDEMPOTENCY).await.map_err(kv)?;
     let mut records: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for key in keys.iter().filter(|k| k.starts_with(IDEMPOTENCY)) {
+    for key in &keys {
         if let Some((base, part)) = key.rsplit_once('/') {
             records.entry(base).or_default().push(part);
         }

@@ -305,6 +305,17 @@ async fn the_document_is_served_valid_and_describes_every_real_answer() -> Resul
     assert_eq!(res.headers()["content-type"], "application/x-pem-file");
     let pem = res.text().await?;
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    // Only GET, in the error shape.
+    let res = app
+        .client()
+        .post(format!(
+            "{}/.well-known/s3m/broker-ca.pem",
+            app.host_base_url
+        ))
+        .send()
+        .await?;
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET");
     // A PEM body: the document's response is text, checked above.
     contract
         .covered

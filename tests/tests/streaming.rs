@@ -285,9 +285,11 @@ async fn rabbitmq_cluster_carries_a_message_through_lapin() -> Result<()> {
     .await
     .map_or(true, |r| r.is_err()));
 
-    // The management API answers over HTTPS with the same credentials, when
-    // it is there.
-    if let Some(mgmt) = creds["mgmtUrl"].as_str() {
+    // The management API answers over HTTPS with the same credentials.
+    {
+        let mgmt = creds["mgmtUrl"]
+            .as_str()
+            .context("no mgmtUrl: Debian's rabbitmq-server ships the management plugin")?;
         assert!(mgmt.starts_with("https://"), "{mgmt}");
         let overview = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
@@ -861,7 +863,10 @@ async fn a_two_node_rabbitmq_cluster_serves_one_queue_from_both_nodes() -> Resul
     node1.close(200, "bye".into()).await?;
 
     // The management API sees both nodes running.
-    if let Some(mgmt) = creds["mgmtUrl"].as_str() {
+    {
+        let mgmt = creds["mgmtUrl"]
+            .as_str()
+            .context("no mgmtUrl: Debian's rabbitmq-server ships the management plugin")?;
         let nodes: Value = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
             .build()?

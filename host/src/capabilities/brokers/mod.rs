@@ -150,12 +150,10 @@ impl Brokers {
     /// Records of an older version, kept in a file: moved into key-value
     /// once, the file renamed so that it is not read again.
     async fn import_file(&self, path: &Path) -> anyhow::Result<()> {
-        let file = RecordFile::new(path.to_path_buf());
-        let records = file.load()?;
         if !path.exists() {
             return Ok(());
         }
-        for mut record in records {
+        for mut record in RecordFile::new(path.to_path_buf()).load()? {
             if record.runner.is_none() {
                 record.runner = Some(self.inner.host.clone());
             }

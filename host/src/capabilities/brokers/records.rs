@@ -60,9 +60,13 @@ impl Records {
 
     /// Every record, in no particular order.
     pub async fn all(&self) -> Result<Vec<ClusterRecord>, BrokerError> {
-        let keys = self.store.keys().await.map_err(unavailable)?;
+        let keys = self
+            .store
+            .keys_with_prefix(CLUSTER)
+            .await
+            .map_err(unavailable)?;
         let mut out = Vec::new();
-        for key in keys.iter().filter(|k| k.starts_with(CLUSTER)) {
+        for key in &keys {
             if let Some(bytes) = self.store.get(key).await.map_err(unavailable)? {
                 out.extend(Self::parse(&key[CLUSTER.len()..], &bytes));
             }

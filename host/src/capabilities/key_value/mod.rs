@@ -33,6 +33,10 @@ pub trait Store: Send + Sync {
     async fn delete(&self, key: &str) -> KvResult<()>;
     async fn exists(&self, key: &str) -> KvResult<bool>;
     async fn keys(&self) -> KvResult<Vec<String>>;
+    /// The keys that start with `prefix`, asked of the backend (an index
+    /// range, a SCAN MATCH) rather than listing every key of the store:
+    /// the host's own readers (broker records, the sweeper) use it.
+    async fn keys_with_prefix(&self, prefix: &str) -> KvResult<Vec<String>>;
     /// Adds `delta` to the decimal number the key holds (0 when missing) and
     /// returns the result, atomically across every host sharing the store.
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64>;

@@ -48,6 +48,21 @@ redis.call('SET', KEYS[1], ARGV[3])
 return 1
 "#;
 
+impl RedisStore {
+    /// Every key matching the glob `pattern`, by SCAN (never KEYS, which
+    /// blocks the server).
+    async fn scan(&self, pattern: &str) -> KvResult<Vec<String>> {
+        let mut conn = self.conn.clone();
+        #[allow(deprecated)]
+        let mut iter: redis::AsyncIter<String> = conn.scan_match(pattern).await.map_err(other)?;
+        let mut keys = Vec::new();
+        while let Some(k) = futures::StreamExt::next(&mut iter).await {
+            keys.push(k);
+        }
+        Ok(keys)
+    }
+}
+
 #[async_trait]
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
@@ -67,14 +82,20 @@ impl Store for RedisStore {
     }
 
     async fn keys(&self) -> KvResult<Vec<String>> {
-        let mut conn = self.conn.clone();
-        #[allow(deprecated)]
-        let mut iter: redis::AsyncIter<String> = conn.scan().await.map_err(other)?;
-        let mut keys = Vec::new();
-        while let Some(k) = futures::StreamExt::next(&mut iter).await {
-            keys.push(k);
+        self.scan("*").await
+    }
+
+    async fn keys_with_prefix(&self, prefix: &str) -> KvResult<Vec<String>> {
+        // SCAN's MATCH is a glob: the prefix's own glob characters are escaped.
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for c in prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
         }
-        Ok(keys)
+        pattern.push('*');
+        self.scan(&pattern).await
     }
 
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {

@@ -186,6 +186,22 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn keys_with_prefix(&self, prefix: &str) -> KvResult<Vec<String>> {
+        // A range of the (store, key) primary key: keys compare as bytes,
+        // and no UTF-8 key that starts with `prefix` sorts after
+        // `prefix` + U+10FFFF.
+        let end = format!("{prefix}\u{10FFFF}");
+        self.db.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key FROM spin_key_value WHERE store = ?1 AND key >= ?2 AND key < ?3",
+            )?;
+            let keys = stmt
+                .query_map(params![self.label, prefix, end], |row| row.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(keys)
+        })
+    }
+
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
         let mut bad = None;
         let n = self.db.with(|c| {
@@ -260,6 +276,29 @@ pub(crate) fn parse_number(bytes: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn keys_with_prefix_is_that_prefix_of_that_store_only() {
+        let dir = tempdir();
+        let db = SqliteDb::open(&dir.join("kv.db")).unwrap();
+        let store = SqliteStore::new(db.clone(), "default");
+        let other = SqliteStore::new(db, "other");
+        for k in [
+            "brokers/cluster/a",
+            "brokers/cluster/é",
+            "brokers/clusterx",
+            "brokers/cluster",
+            "a",
+        ] {
+            store.set(k, b"1").await.unwrap();
+        }
+        other.set("brokers/cluster/b", b"1").await.unwrap();
+        let mut keys = store.keys_with_prefix("brokers/cluster/").await.unwrap();
+        keys.sort();
+        assert_eq!(keys, ["brokers/cluster/a", "brokers/cluster/é"]);
+        assert!(store.keys_with_prefix("zzz").await.unwrap().is_empty());
+        assert_eq!(store.keys_with_prefix("").await.unwrap().len(), 5);
+    }
 
     #[tokio::test]
     async fn increment_is_exact_under_concurrency() {
