@@ -61,11 +61,16 @@ pub async fn run(
     for _ in 0..connections {
         let (uri, authority, headers) = (uri.clone(), authority.clone(), headers.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(&authority).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
+            let connect = || async {
+                let stream = TcpStream::connect(&authority).await?;
+                stream.set_nodelay(true)?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await?;
+                tokio::spawn(conn);
+                anyhow::Ok(sender)
+            };
+            let mut sender = connect().await?;
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let (mut ok, mut bad) = (0u64, 0u64);
             while Instant::now() < deadline {
@@ -76,6 +81,11 @@ pub async fn run(
                     req = req.header(k, v);
                 }
                 let req = req.body(Empty::<Bytes>::new())?;
+                // A server may close a kept-alive connection between
+                // requests (slurmrestd does): open another, as clients do.
+                if sender.ready().await.is_err() {
+                    sender = connect().await?;
+                }
                 let t = Instant::now();
                 let res = sender.send_request(req).await?;
                 let status = res.status();

@@ -30,6 +30,26 @@ struct Args {
     /// Connections of the GET /jobs load.
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Slurm's submits and lists alternate between s3m and direct in this
+    /// many rounds (each takes `jobs / rounds` submits and `seconds / rounds`
+    /// of list load per way, and the two ways swap order every round), so
+    /// that neither way always meets the fuller queue.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+}
+
+/// Adds one round's load report to the total of its way.
+fn merge(total: &mut Option<load::LoadReport>, round: load::LoadReport) -> Result<()> {
+    match total {
+        None => *total = Some(round),
+        Some(t) => {
+            t.requests += round.requests;
+            t.errors += round.errors;
+            t.elapsed += round.elapsed;
+            t.latency.add(&round.latency)?;
+        }
+    }
+    Ok(())
 }
 
 const PROJECT: &str = "BEN001";
@@ -125,12 +145,6 @@ async fn main() -> Result<()> {
         bail!("warm-up submits through s3m failed; see above");
     }
 
-    let (s3m_secs, s3m_failed, _) = submit_many(args.jobs, args.concurrency, {
-        let (c, u, t) = (client.clone(), submit_url.clone(), token.clone());
-        Arc::new(move || c.post(&u).header("Authorization", &t).json(&job_body()))
-    })
-    .await?;
-
     let direct_url = format!(
         "{}/slurm/{}/job/submit",
         cluster.restd_url,
@@ -142,7 +156,11 @@ async fn main() -> Result<()> {
         "script": "#!/bin/bash\ntrue\n"
     });
     let slurm_token = cluster.token(&user, 3600)?;
-    let (direct_secs, direct_failed, _) = submit_many(args.jobs, args.concurrency, {
+    let through_s3m: Arc<dyn Fn() -> reqwest::RequestBuilder + Send + Sync> = {
+        let (c, u, t) = (client.clone(), submit_url.clone(), token.clone());
+        Arc::new(move || c.post(&u).header("Authorization", &t).json(&job_body()))
+    };
+    let direct: Arc<dyn Fn() -> reqwest::RequestBuilder + Send + Sync> = {
         let (c, u, t, b, user) = (
             client.clone(),
             direct_url.clone(),
@@ -156,15 +174,28 @@ async fn main() -> Result<()> {
                 .header("X-SLURM-USER-TOKEN", &t)
                 .json(&b)
         })
-    })
-    .await?;
-
-    let s3m_rate = args.jobs as f64 / s3m_secs;
-    let direct_rate = args.jobs as f64 / direct_secs;
-    println!("slurm submit through s3m        {s3m_rate:>8.1} jobs/s  ({} jobs in {s3m_secs:.2} s, {s3m_failed} failed)", args.jobs);
-    println!("slurm submit direct slurmrestd  {direct_rate:>8.1} jobs/s  ({} jobs in {direct_secs:.2} s, {direct_failed} failed)", args.jobs);
+    };
+    let rounds = args.rounds.max(1);
+    let per_round = (args.jobs / rounds).max(1);
+    let (mut s3m_secs, mut s3m_failed, mut direct_secs, mut direct_failed) = (0.0, 0, 0.0, 0);
+    for round in 0..rounds {
+        for s3m_turn in [round % 2 == 0, round % 2 != 0] {
+            let make = if s3m_turn { &through_s3m } else { &direct };
+            let (secs, failed, _) = submit_many(per_round, args.concurrency, make.clone()).await?;
+            if s3m_turn {
+                (s3m_secs, s3m_failed) = (s3m_secs + secs, s3m_failed + failed);
+            } else {
+                (direct_secs, direct_failed) = (direct_secs + secs, direct_failed + failed);
+            }
+        }
+    }
+    let jobs = per_round * rounds;
+    let s3m_rate = jobs as f64 / s3m_secs;
+    let direct_rate = jobs as f64 / direct_secs;
+    println!("slurm submit through s3m        {s3m_rate:>8.1} jobs/s  ({jobs} jobs in {s3m_secs:.2} s, {s3m_failed} failed; {rounds} rounds alternating with direct)");
+    println!("slurm submit direct slurmrestd  {direct_rate:>8.1} jobs/s  ({jobs} jobs in {direct_secs:.2} s, {direct_failed} failed)");
     println!(
-        "ratio s3m / direct              {:>8.2}",
+        "ratio s3m / direct              {:>8.2}  (goal >= 0.9)",
         s3m_rate / direct_rate
     );
 
@@ -179,40 +210,53 @@ async fn main() -> Result<()> {
         .as_array()
         .context("GET /jobs answered no jobs array")?
         .len();
-    let report = load::run(
-        &app.base_url,
-        "/slurm/open/v0.0.43/cedar/jobs",
-        &[("Authorization", &token)],
-        args.connections,
-        Duration::from_secs(args.seconds),
-    )
-    .await?;
-    println!(
-        "{}",
-        report.line(
-            &format!("slurm GET /jobs s3m ({count} jobs)"),
-            args.connections
-        )
-    );
     let list_token = cluster.token(&user, 3600)?;
     let direct_list = format!(
         "/slurm/{}/jobs",
         slurm::OPENAPI.trim_start_matches("openapi/")
     );
-    let report = load::run(
-        &cluster.restd_url,
-        &direct_list,
-        &[
-            ("X-SLURM-USER-NAME", &user),
-            ("X-SLURM-USER-TOKEN", &list_token),
-        ],
-        args.connections,
-        Duration::from_secs(args.seconds),
-    )
-    .await?;
+    let slice = Duration::from_secs_f64(args.seconds as f64 / rounds as f64);
+    let (mut s3m_list, mut direct_list_total) = (None, None);
+    for round in 0..rounds {
+        for s3m_turn in [round % 2 == 0, round % 2 != 0] {
+            if s3m_turn {
+                let r = load::run(
+                    &app.base_url,
+                    "/slurm/open/v0.0.43/cedar/jobs",
+                    &[("Authorization", &token)],
+                    args.connections,
+                    slice,
+                )
+                .await?;
+                merge(&mut s3m_list, r)?;
+            } else {
+                let r = load::run(
+                    &cluster.restd_url,
+                    &direct_list,
+                    &[
+                        ("X-SLURM-USER-NAME", &user),
+                        ("X-SLURM-USER-TOKEN", &list_token),
+                    ],
+                    args.connections,
+                    slice,
+                )
+                .await?;
+                merge(&mut direct_list_total, r)?;
+            }
+        }
+    }
+    let (s3m_list, direct_list_total) = (s3m_list.unwrap(), direct_list_total.unwrap());
     println!(
         "{}",
-        report.line("slurm GET /jobs direct", args.connections)
+        s3m_list.line(&format!("slurm GET /jobs s3m ({count} jobs)"), args.connections)
+    );
+    println!(
+        "{}",
+        direct_list_total.line("slurm GET /jobs direct", args.connections)
+    );
+    println!(
+        "GET /jobs p50 s3m / direct       {:>8.2}  (goal <= 1.05)",
+        s3m_list.ms(0.5) / direct_list_total.ms(0.5)
     );
     drop(app);
 

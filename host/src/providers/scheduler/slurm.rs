@@ -121,7 +121,7 @@ impl SlurmScheduler {
     }
 
     /// One call to slurmrestd as `user`; the answer's JSON, or the Slurm
-    /// errors it reports mapped onto scheduler errors by `on_error`.
+    /// errors it reports mapped onto scheduler errors.
     async fn call(
         &self,
         user: &str,
@@ -129,6 +129,18 @@ impl SlurmScheduler {
         path: &str,
         body: Option<Value>,
     ) -> SchedulerResult<Value> {
+        self.call_as::<Value>(user, method, path, body).await
+    }
+
+    /// As [`Self::call`], read straight into `T`: for the job answers, whose
+    /// jobs carry about a hundred fields each and are read for a few dozen.
+    async fn call_as<T: Answer>(
+        &self,
+        user: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> SchedulerResult<T> {
         let url = format!("{}{path}", self.base);
         let mut req = self
             .http
@@ -147,14 +159,17 @@ impl SlurmScheduler {
             ))
         })?;
         let status = res.status();
-        let text = res.text().await.map_err(|e| {
+        let bytes = res.bytes().await.map_err(|e| {
             SchedulerError::Unavailable(format!(
                 "slurmrestd of resource `{}` broke off its answer: {e}",
                 self.resource
             ))
         })?;
-        let value: Value = serde_json::from_str(&text).map_err(|_| {
-            let snippet: String = text.chars().take(200).collect();
+        let value: T = serde_json::from_slice(&bytes).map_err(|_| {
+            let snippet: String = String::from_utf8_lossy(&bytes[..bytes.len().min(800)])
+                .chars()
+                .take(200)
+                .collect();
             if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
                 SchedulerError::Permission(format!(
                     "slurmrestd of resource `{}` refused user {user} (HTTP {status}): check that the user exists on the cluster and that compute.jwt_key is the cluster's jwt key",
@@ -169,23 +184,7 @@ impl SlurmScheduler {
                 ))
             }
         })?;
-        let errors: Vec<String> = value
-            .get("errors")
-            .and_then(Value::as_array)
-            .map(|errs| {
-                errs.iter()
-                    .map(|e| {
-                        let desc = e.get("description").and_then(Value::as_str).unwrap_or("");
-                        let err = e.get("error").and_then(Value::as_str).unwrap_or("");
-                        match (desc.is_empty(), err.is_empty()) {
-                            (false, false) if desc != err => format!("{desc} ({err})"),
-                            (false, _) => desc.to_string(),
-                            _ => err.to_string(),
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let errors: Vec<String> = value.errors().iter().map(error_text).collect();
         if errors.is_empty() && status.is_success() {
             return Ok(value);
         }
@@ -228,17 +227,14 @@ impl SlurmScheduler {
 
     async fn job_value(&self, caller: &Caller, job_id: u32) -> SchedulerResult<Value> {
         let user = project_user(&caller.project);
-        let value = self
-            .call(&user, reqwest::Method::GET, &format!("/job/{job_id}"), None)
+        let answer: JobsAnswer = self
+            .call_as(&user, reqwest::Method::GET, &format!("/job/{job_id}"), None)
             .await?;
-        let job = value
-            .get("jobs")
-            .and_then(Value::as_array)
-            .and_then(|jobs| {
-                jobs.iter()
-                    .find(|j| u64_of(j, "job_id") == Some(job_id as u64))
-            })
-            .cloned();
+        let job = answer
+            .jobs
+            .into_iter()
+            .map(|j| j.0)
+            .find(|j| u64_of(j, "job_id") == Some(job_id as u64));
         match job {
             Some(job) if same_project(&job, &caller.project) => Ok(job),
             // Another project's job reads exactly like a missing one.
@@ -247,6 +243,126 @@ impl SlurmScheduler {
                 caller.project
             ))),
         }
+    }
+}
+
+/// An answer of slurmrestd: its `errors`, whatever else it holds.
+trait Answer: serde::de::DeserializeOwned {
+    fn errors(&self) -> &[Value];
+}
+
+impl Answer for Value {
+    fn errors(&self) -> &[Value] {
+        self.get("errors")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// The answer of `GET /jobs` and `GET /job/{id}`.
+#[derive(Deserialize)]
+struct JobsAnswer {
+    #[serde(default)]
+    errors: Vec<Value>,
+    #[serde(default)]
+    jobs: Vec<SlimJob>,
+}
+
+impl Answer for JobsAnswer {
+    fn errors(&self) -> &[Value] {
+        &self.errors
+    }
+}
+
+/// The fields of a Slurm job that [`job_info`] and [`same_project`] read.
+/// A test checks that a job read whole and one read through this list give
+/// the same [`JobInfo`].
+const JOB_FIELDS: &[&str] = &[
+    "account",
+    "batch_host",
+    "comment",
+    "cpus",
+    "current_working_directory",
+    "end_time",
+    "exit_code",
+    "job_id",
+    "job_state",
+    "name",
+    "node_count",
+    "nodes",
+    "partition",
+    "priority",
+    "qos",
+    "standard_error",
+    "standard_input",
+    "standard_output",
+    "start_time",
+    "state_reason",
+    "submit_time",
+    "tasks",
+    "time_limit",
+    "user_name",
+];
+
+/// A Slurm job as a JSON object holding only [`JOB_FIELDS`]: the other
+/// fields are skipped as they are parsed, never built.
+struct SlimJob(Value);
+
+impl<'de> Deserialize<'de> for SlimJob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = SlimJob;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Slurm job object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SlimJob, A::Error> {
+                let mut job = Map::new();
+                while let Some(key) = map.next_key::<FieldName>()? {
+                    match key.0 {
+                        Some(name) => {
+                            job.insert(name.to_string(), map.next_value::<Value>()?);
+                        }
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(SlimJob(Value::Object(job)))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// A job's key: which of [`JOB_FIELDS`] it is, if any (read without copying).
+struct FieldName(Option<&'static str>);
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = FieldName;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FieldName, E> {
+                Ok(FieldName(JOB_FIELDS.iter().copied().find(|f| *f == v)))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
+/// One entry of slurmrestd's `errors`, as one line.
+fn error_text(e: &Value) -> String {
+    let desc = e.get("description").and_then(Value::as_str).unwrap_or("");
+    let err = e.get("error").and_then(Value::as_str).unwrap_or("");
+    match (desc.is_empty(), err.is_empty()) {
+        (false, false) if desc != err => format!("{desc} ({err})"),
+        (false, _) => desc.to_string(),
+        _ => err.to_string(),
     }
 }
 
@@ -566,19 +682,16 @@ impl SchedulerProvider for SlurmScheduler {
 
     async fn list_jobs(&self, caller: &Caller) -> SchedulerResult<JobList> {
         let user = project_user(&caller.project);
-        let value = self
-            .call(&user, reqwest::Method::GET, "/jobs", None)
+        let answer: JobsAnswer = self
+            .call_as(&user, reqwest::Method::GET, "/jobs", None)
             .await?;
-        let jobs = value
-            .get("jobs")
-            .and_then(Value::as_array)
-            .map(|jobs| {
-                jobs.iter()
-                    .filter(|j| same_project(j, &caller.project))
-                    .map(job_info)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let jobs = answer
+            .jobs
+            .iter()
+            .map(|j| &j.0)
+            .filter(|j| same_project(j, &caller.project))
+            .map(job_info)
+            .collect();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -782,6 +895,80 @@ impl SchedulerProvider for SlurmScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job as slurmrestd 22.05 (openapi/v0.0.38) writes it: every field
+    /// job_info reads, and some of the many it does not.
+    const FULL_JOB: &str = r#"{
+        "account": "ben001", "accrue_time": 1700000000, "admin_comment": "",
+        "array_job_id": 0, "array_task_id": null, "batch_features": "",
+        "batch_flag": true, "batch_host": "node1", "flags": ["JOB_WAS_RUNNING"],
+        "comment": "a \"quoted\" comment", "cpus": 2, "cpus_per_task": 1,
+        "current_working_directory": "/home/ben001/run",
+        "dependency": "", "derived_exit_code": 0, "end_time": 1700000100,
+        "exit_code": 256, "job_id": 42, "job_resources": {"nodes": "node1",
+        "allocated_cores": 2, "allocated_hosts": 1, "allocated_nodes": [{"sockets": {"0": {"cores": {"0": "allocated"}}}, "nodename": "node1"}]},
+        "job_state": "FAILED", "last_sched_evaluation": 1700000001,
+        "name": "sim \u00e9t\u00e9", "nodes": "node1", "node_count": 1,
+        "partition": "debug", "priority": 4294901759, "qos": "normal",
+        "requeue": true, "standard_error": "", "standard_input": "/dev/null",
+        "standard_output": "out-%j-%x.txt", "start_time": 1700000050,
+        "state_description": "", "state_reason": "NonZeroExitCode",
+        "submit_time": 1700000000, "tasks": 2, "time_limit": 60,
+        "tres_req_str": "cpu=2,mem=1G,node=1", "user_name": "ben001",
+        "job_\u0073tate_extra": {"deep": [1, 2, {"x": null}]}
+    }"#;
+
+    #[test]
+    fn a_job_read_through_its_field_list_reads_as_the_whole_job() {
+        let whole: Value = serde_json::from_str(FULL_JOB).unwrap();
+        let slim: SlimJob = serde_json::from_str(FULL_JOB).unwrap();
+        assert_eq!(
+            format!("{:?}", job_info(&whole)),
+            format!("{:?}", job_info(&slim.0))
+        );
+        // Only the listed fields were kept.
+        let kept = slim.0.as_object().unwrap();
+        assert!(kept.len() <= JOB_FIELDS.len());
+        assert!(kept.keys().all(|k| JOB_FIELDS.contains(&k.as_str())));
+        assert!(!kept.contains_key("job_resources"));
+        let info = job_info(&slim.0);
+        assert_eq!(info.name, "sim été");
+        assert_eq!(info.exit_code, Some(1));
+        assert_eq!(info.standard_output, "/home/ben001/run/out-42-sim été.txt");
+    }
+
+    #[test]
+    fn every_field_job_info_reads_is_in_the_list() {
+        // job_info and same_project read fields by name through the *_of
+        // helpers; a name missing from JOB_FIELDS would always read empty.
+        let source = include_str!("slurm.rs");
+        let body = &source[source.find("fn job_info(").unwrap()..];
+        let body = &body[..body.find("\n}\n").unwrap()];
+        let mut read = Vec::new();
+        for part in body.split("_of(j, \"").skip(1) {
+            read.push(part.split('"').next().unwrap().to_string());
+        }
+        for part in body.split("out_path(\"").skip(1) {
+            read.push(part.split('"').next().unwrap().to_string());
+        }
+        for part in body.split("nonzero(\"").skip(1) {
+            read.push(part.split('"').next().unwrap().to_string());
+        }
+        read.push("account".into()); // same_project
+        assert!(read.len() > 15, "{read:?}");
+        for field in &read {
+            assert!(JOB_FIELDS.contains(&field.as_str()), "{field} is read but not in JOB_FIELDS");
+        }
+    }
+
+    #[test]
+    fn a_jobs_answer_carries_slurms_errors() {
+        let a: JobsAnswer = serde_json::from_str(
+            r#"{"meta": {}, "errors": [{"error": "Invalid job id specified", "error_number": 2017}], "jobs": []}"#,
+        )
+        .unwrap();
+        assert_eq!(a.errors().iter().map(error_text).collect::<Vec<_>>(), ["Invalid job id specified"]);
+    }
 
     #[test]
     fn node_ranges() {
