@@ -140,6 +140,8 @@ pub struct LoadedComponent {
     pub outbound: OutboundHooks,
     pub mounts: Vec<(PathBuf, String)>,
     pub environment: Vec<(String, String)>,
+    /// The facility.toml this component mounts at /config, handed over parsed.
+    pub facility: Option<Arc<crate::facility::FacilityDigest>>,
 }
 
 pub struct App {
@@ -224,6 +226,8 @@ impl App {
         capabilities::add_to_linker(&mut linker)?;
 
         let mut components = HashMap::new();
+        // One digest per mounted directory, shared by the components that mount it.
+        let mut digests: HashMap<PathBuf, Arc<crate::facility::FacilityDigest>> = HashMap::new();
         for decl in manifest.components.values() {
             progress.set_message(format!("compiling {}", decl.id));
             let component = compile_cached(&engine, decl)?;
@@ -277,7 +281,16 @@ impl App {
                 }
             }
             let mut mounts = Vec::new();
+            let mut facility = None;
             for m in &decl.files {
+                if m.guest_path.trim_end_matches('/') == crate::facility::GUEST_DIR {
+                    facility = Some(
+                        digests
+                            .entry(m.host_dir.clone())
+                            .or_insert_with(|| crate::facility::FacilityDigest::new(&m.host_dir))
+                            .clone(),
+                    );
+                }
                 if !m.host_dir.is_dir() {
                     bail!(
                         "component {}: files source {} is not a directory",
@@ -303,6 +316,7 @@ impl App {
                     },
                     mounts,
                     environment: decl.environment.clone().into_iter().collect(),
+                    facility,
                 },
             );
         }
@@ -330,6 +344,9 @@ impl App {
         // file operation, which costs more than the read itself.
         wasi.allow_blocking_current_thread(true);
         wasi.envs(&component.environment);
+        if let Some(digest) = component.facility.as_ref().and_then(|f| f.current()) {
+            wasi.env(crate::facility::DIGEST_ENV, &*digest);
+        }
         for (host, guest) in &component.mounts {
             wasi.preopened_dir(host, guest, FsPerms::ReadOnly)?;
         }

@@ -375,3 +375,57 @@ async fn configuration_edits_show_at_once_and_a_broken_file_is_503() -> Result<(
     expect_error(app.get(&format!("{STATUS}/basalt"), None).await?, 503).await?;
     Ok(())
 }
+
+/// `s3m up` hands components facility.toml already parsed (as JSON, checked
+/// against the file's metadata on every request): an edit that keeps the
+/// file's size, made within the same second as the previous request, must
+/// still show at once, and a file replaced by a rename too.
+#[tokio::test]
+async fn same_size_edits_and_renamed_files_show_at_once() -> Result<()> {
+    let app = TestApp::start_only(&["status"])?;
+    let file = app.dir.path().join("config/facility.toml");
+    let base = std::fs::read_to_string(&file)?;
+    let with = |word: &str| format!("{base}\n[[resources]]\nname = \"obsidian\"\ndescription = \"{word}\"\n");
+    for word in ["first", "twice", "third"] {
+        std::fs::write(&file, with(word))?;
+        let r = expect_json(app.get(&format!("{STATUS}/obsidian"), None).await?).await?;
+        assert_eq!(r["description"], word, "after writing {word:?} in place");
+    }
+    let fresh = app.dir.path().join("config/facility.toml.new");
+    std::fs::write(&fresh, with("moved"))?;
+    std::fs::rename(&fresh, &file)?;
+    let r = expect_json(app.get(&format!("{STATUS}/obsidian"), None).await?).await?;
+    assert_eq!(r["description"], "moved");
+    Ok(())
+}
+
+/// A downtime's times may be TOML date-times or strings; both read the same,
+/// whichever way the host hands the file over.
+#[tokio::test]
+async fn bare_toml_datetimes_read_as_quoted_ones() -> Result<()> {
+    let (start, end) = (at(-3600), at(3600));
+    let facility = format!(
+        "[facility]\nname = \"F\"\norganization = \"O\"\n\
+         [[resources]]\nname = \"bare\"\n[[resources]]\nname = \"quoted\"\n\
+         [[downtimes]]\nresource = \"bare\"\nstart = {start}\nend = {end}\ndescription = \"d\"\n\
+         [[downtimes]]\nresource = \"quoted\"\nstart = \"{start}\"\nend = \"{end}\"\ndescription = \"d\"\n"
+    );
+    let app = TestApp::start(AppOptions::only(&["status"]).with_facility(facility))?;
+    let now = expect_json(app.get(&format!("{STATUS}/downtimes"), None).await?).await?;
+    let list = now["downtimes"].as_array().expect("downtimes");
+    assert_eq!(list.len(), 2, "{now}");
+    let field = |name: &str, key: &str| {
+        list.iter()
+            .find(|d| d["resourceName"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {now}"))[key]
+            .clone()
+    };
+    for key in ["start", "end", "updatedAt"] {
+        assert_eq!(field("bare", key), field("quoted", key), "{key}");
+    }
+    for name in ["bare", "quoted"] {
+        let r = expect_json(app.get(&format!("{STATUS}/{name}"), None).await?).await?;
+        assert_eq!(r["status"], "UNAVAILABLE", "{r}");
+    }
+    Ok(())
+}
