@@ -201,7 +201,21 @@ async fn through_s3m(
         let health = &body["cluster"]["healthStatus"];
         if health == "healthy" {
             let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let url = body["cluster"]["amqpsUrl"]
+                .as_str()
+                .or(body["cluster"]["url"].as_str())
+                .unwrap_or_default()
+                .to_string();
             api.delete(engine, name).await?;
+            // The next start, through s3m or bare, must not share the cores
+            // with this broker's shutdown.
+            if let Ok(port) = st::url_port(&url) {
+                let gone = Instant::now();
+                while st::port_open(port) && gone.elapsed() < Duration::from_secs(60) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
             return Ok((answered, ms));
         }
         if body["cluster"]["syncStatus"] == "failed" {
@@ -259,24 +273,32 @@ async fn main() -> Result<()> {
             continue;
         }
         let (mut answer, mut healthy, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+        // Which of the two starts first alternates from run to run, so that
+        // neither always follows the other's teardown.
         for i in 0..runs {
-            let (a, h) = through_s3m(
-                &api,
-                "rabbitmq",
-                &format!("bench-{nodes}n-{i}"),
-                nodes,
-                poll,
-            )
-            .await?;
-            answer.push(a);
-            healthy.push(h);
-            let dir = scratch.path().join(format!("rabbit-{nodes}n-{i}"));
-            std::fs::create_dir_all(&dir)?;
-            bare.push(
-                bare_rabbitmq(&dir, nodes as usize)
-                    .await
-                    .context("bare rabbitmq")?,
-            );
+            for s3m_turn in [i % 2 == 0, i % 2 != 0] {
+                if s3m_turn {
+                    let (a, h) = through_s3m(
+                        &api,
+                        "rabbitmq",
+                        &format!("bench-{nodes}n-{i}"),
+                        nodes,
+                        poll,
+                    )
+                    .await?;
+                    answer.push(a);
+                    healthy.push(h);
+                } else {
+                    let dir = scratch.path().join(format!("rabbit-{nodes}n-{i}"));
+                    std::fs::create_dir_all(&dir)?;
+                    bare.push(
+                        bare_rabbitmq(&dir, nodes as usize)
+                            .await
+                            .context("bare rabbitmq")?,
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
         }
         let label = |what: &str| -> &'static str {
             Box::leak(format!("rabbitmq {nodes} node(s): {what}").into_boxed_str())

@@ -501,8 +501,11 @@ impl Brokers {
                 self.set_status(id, sync, health_status).await;
                 return;
             }
+            // A refused probe is cheap, and a broker that has just opened
+            // its port is healthy within a probe's time: poll often, so that
+            // readiness shows within ~50 ms of it (it was up to 250 ms).
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
