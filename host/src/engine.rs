@@ -315,7 +315,20 @@ impl App {
                         allowed: Arc::new(allowed),
                     },
                     mounts,
-                    environment: decl.environment.clone().into_iter().collect(),
+                    environment: decl
+                        .environment
+                        .iter()
+                        .filter(|(k, _)| {
+                            // The host's own: a manifest's value would shadow the file.
+                            let ours = k.as_str() == crate::facility::DIGEST_ENV;
+                            if ours {
+                                tracing::warn!(component = %decl.id,
+                                    "spin.toml sets {k} in the component's environment; the host sets it, from facility.toml, and ignores this value");
+                            }
+                            !ours
+                        })
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     facility,
                 },
             );
