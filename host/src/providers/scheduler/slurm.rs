@@ -232,6 +232,7 @@ impl SlurmScheduler {
             .await?;
         let job = answer
             .jobs
+            .unwrap_or_default()
             .into_iter()
             .map(|j| j.0)
             .find(|j| u64_of(j, "job_id") == Some(job_id as u64));
@@ -260,18 +261,19 @@ impl Answer for Value {
     }
 }
 
-/// The answer of `GET /jobs` and `GET /job/{id}`.
+/// The answer of `GET /jobs` and `GET /job/{id}` (either list may be
+/// absent or null, as a `Value` reading would allow).
 #[derive(Deserialize)]
 struct JobsAnswer {
     #[serde(default)]
-    errors: Vec<Value>,
+    errors: Option<Vec<Value>>,
     #[serde(default)]
-    jobs: Vec<SlimJob>,
+    jobs: Option<Vec<SlimJob>>,
 }
 
 impl Answer for JobsAnswer {
     fn errors(&self) -> &[Value] {
-        &self.errors
+        self.errors.as_deref().unwrap_or(&[])
     }
 }
 
@@ -688,6 +690,7 @@ impl SchedulerProvider for SlurmScheduler {
         let jobs = answer
             .jobs
             .iter()
+            .flatten()
             .map(|j| &j.0)
             .filter(|j| same_project(j, &caller.project))
             .map(job_info)
@@ -968,6 +971,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.errors().iter().map(error_text).collect::<Vec<_>>(), ["Invalid job id specified"]);
+        let a: JobsAnswer = serde_json::from_str(r#"{"errors": null, "jobs": null}"#).unwrap();
+        assert!(a.errors().is_empty() && a.jobs.is_none());
     }
 
     #[test]
