@@ -103,7 +103,10 @@ mod tests {
         std::fs::write(&file, "[[resources]]\nname = \"a\"\n").unwrap();
         let first = d.current().expect("a digest of a valid file");
         assert!(first.contains("\"a\""));
-        assert!(Arc::ptr_eq(&first, &d.current().unwrap()), "unchanged file, same digest");
+        assert!(
+            Arc::ptr_eq(&first, &d.current().unwrap()),
+            "unchanged file, same digest"
+        );
         // Same length, rewritten in place.
         std::fs::write(&file, "[[resources]]\nname = \"b\"\n").unwrap();
         assert!(d.current().unwrap().contains("\"b\""));

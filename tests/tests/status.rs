@@ -385,7 +385,9 @@ async fn same_size_edits_and_renamed_files_show_at_once() -> Result<()> {
     let app = TestApp::start_only(&["status"])?;
     let file = app.dir.path().join("config/facility.toml");
     let base = std::fs::read_to_string(&file)?;
-    let with = |word: &str| format!("{base}\n[[resources]]\nname = \"obsidian\"\ndescription = \"{word}\"\n");
+    let with = |word: &str| {
+        format!("{base}\n[[resources]]\nname = \"obsidian\"\ndescription = \"{word}\"\n")
+    };
     for word in ["first", "twice", "third"] {
         std::fs::write(&file, with(word))?;
         let r = expect_json(app.get(&format!("{STATUS}/obsidian"), None).await?).await?;

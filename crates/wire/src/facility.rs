@@ -255,7 +255,10 @@ mod tests {
     fn a_digest_holds_datetimes_as_their_text_and_refuses_what_json_cannot_hold() {
         let text = "[[downtimes]]\nresource = \"a\"\nstart = 2026-01-01T00:00:00Z\nend = \"2026-01-02T00:00:00Z\"\n[[resources]]\nname = \"a\"\n";
         let f = FacilityConfig::from_digest(&FacilityConfig::digest(text).unwrap()).unwrap();
-        assert_eq!(f.downtimes[0].start, toml::Value::String("2026-01-01T00:00:00Z".into()));
+        assert_eq!(
+            f.downtimes[0].start,
+            toml::Value::String("2026-01-01T00:00:00Z".into())
+        );
         assert_eq!(FacilityConfig::digest("[streaming]\nx = nan\n"), None);
         // Not a configuration: no digest, so the reader meets the file's error.
         assert_eq!(FacilityConfig::digest("[facility\n"), None);

@@ -248,7 +248,10 @@ async fn main() -> Result<()> {
     let (s3m_list, direct_list_total) = (s3m_list.unwrap(), direct_list_total.unwrap());
     println!(
         "{}",
-        s3m_list.line(&format!("slurm GET /jobs s3m ({count} jobs)"), args.connections)
+        s3m_list.line(
+            &format!("slurm GET /jobs s3m ({count} jobs)"),
+            args.connections
+        )
     );
     println!(
         "{}",

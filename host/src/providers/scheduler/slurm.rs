@@ -319,7 +319,10 @@ impl<'de> Deserialize<'de> for SlimJob {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a Slurm job object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SlimJob, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SlimJob, A::Error> {
                 let mut job = Map::new();
                 while let Some(key) = map.next_key::<FieldName>()? {
                     match key.0 {
@@ -960,7 +963,10 @@ mod tests {
         read.push("account".into()); // same_project
         assert!(read.len() > 15, "{read:?}");
         for field in &read {
-            assert!(JOB_FIELDS.contains(&field.as_str()), "{field} is read but not in JOB_FIELDS");
+            assert!(
+                JOB_FIELDS.contains(&field.as_str()),
+                "{field} is read but not in JOB_FIELDS"
+            );
         }
     }
 
@@ -970,7 +976,10 @@ mod tests {
             r#"{"meta": {}, "errors": [{"error": "Invalid job id specified", "error_number": 2017}], "jobs": []}"#,
         )
         .unwrap();
-        assert_eq!(a.errors().iter().map(error_text).collect::<Vec<_>>(), ["Invalid job id specified"]);
+        assert_eq!(
+            a.errors().iter().map(error_text).collect::<Vec<_>>(),
+            ["Invalid job id specified"]
+        );
         let a: JobsAnswer = serde_json::from_str(r#"{"errors": null, "jobs": null}"#).unwrap();
         assert!(a.errors().is_empty() && a.jobs.is_none());
     }
