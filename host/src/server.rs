@@ -608,38 +608,52 @@ pub fn valid_authority(s: &str) -> Option<http::uri::Authority> {
     Some(authority)
 }
 
+/// The headers Spin gives every request (named once, not per request).
+mod spin_header {
+    use hyper::header::HeaderName;
+    pub const FULL_URL: HeaderName = HeaderName::from_static("spin-full-url");
+    pub const PATH_INFO: HeaderName = HeaderName::from_static("spin-path-info");
+    pub const MATCHED_ROUTE: HeaderName = HeaderName::from_static("spin-matched-route");
+    pub const RAW_COMPONENT_ROUTE: HeaderName =
+        HeaderName::from_static("spin-raw-component-route");
+    pub const COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-component-route");
+    pub const BASE_PATH: HeaderName = HeaderName::from_static("spin-base-path");
+    pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("spin-client-addr");
+}
+
 fn set_spin_headers(parts: &mut http::request::Parts, m: &RouteMatch<'_>, client: SocketAddr) {
+    use hyper::header::{HeaderName, HeaderValue};
     // The URI is http://{checked authority}{path} by now (normalise_target).
     let full_url = parts.uri.to_string();
     let headers = &mut parts.headers;
     // Spin's headers are the host's to give: a client's are dropped.
-    let forged: Vec<_> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("spin-"))
-        .cloned()
-        .collect();
-    for k in forged {
-        headers.remove(k);
+    if headers.keys().any(|k| k.as_str().starts_with("spin-")) {
+        let forged: Vec<_> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("spin-"))
+            .cloned()
+            .collect();
+        for k in forged {
+            headers.remove(k);
+        }
     }
-    let mut pairs: Vec<(String, String)> = vec![
-        ("spin-full-url".into(), full_url),
-        ("spin-path-info".into(), m.path_info.clone()),
-        ("spin-matched-route".into(), m.raw_route.to_string()),
-        ("spin-raw-component-route".into(), m.raw_route.to_string()),
-        ("spin-component-route".into(), m.component_route.clone()),
-        ("spin-base-path".into(), "/".into()),
-        ("spin-client-addr".into(), client.to_string()),
-    ];
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set(spin_header::FULL_URL, &full_url);
+    set(spin_header::PATH_INFO, &m.path_info);
+    set(spin_header::MATCHED_ROUTE, m.raw_route);
+    set(spin_header::RAW_COMPONENT_ROUTE, m.raw_route);
+    set(spin_header::COMPONENT_ROUTE, &m.component_route);
+    set(spin_header::CLIENT_ADDR, &client.to_string());
+    headers.insert(spin_header::BASE_PATH, HeaderValue::from_static("/"));
     for (name, value) in &m.params {
-        pairs.push((
-            format!("spin-path-match-{}", name.to_ascii_lowercase()),
-            value.clone(),
-        ));
-    }
-    for (k, v) in pairs {
+        let name = format!("spin-path-match-{}", name.to_ascii_lowercase());
         if let (Ok(k), Ok(v)) = (
-            hyper::header::HeaderName::from_bytes(k.as_bytes()),
-            hyper::header::HeaderValue::from_str(&v),
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
         ) {
             headers.insert(k, v);
         }

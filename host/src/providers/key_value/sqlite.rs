@@ -32,13 +32,35 @@
 use crate::capabilities::key_value::{KeyValueError, KvResult, Store};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Idle read connections kept open; more readers at once open more, and
+/// those beyond this many are closed when done.
+const IDLE_READERS: usize = 8;
+
 /// A database file shared by every store label it backs.
+///
+/// Writes go through one connection, one at a time: two writers in this
+/// process then queue on a mutex rather than on SQLite's busy handler,
+/// which sleeps for milliseconds. Reads each take a connection of their
+/// own: in WAL mode they never wait for a writer, and (the point, issue 13)
+/// the worker threads no longer take turns on one lock for every token
+/// check, which cost a futex wake-up and a context switch per request.
 pub struct SqliteDb {
-    conn: Mutex<Connection>,
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// A connection with this host's settings (the journal mode, WAL, is the
+/// file's own, set once in [`SqliteDb::open`]).
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
 }
 
 impl SqliteDb {
@@ -68,27 +90,48 @@ impl SqliteDb {
                 }
             }
         }
-        let mut conn = Connection::open(path).map_err(|e| {
+        let mut conn = connect(path).map_err(|e| {
             anyhow::anyhow!("cannot open key-value database {}: {e}", path.display())
         })?;
-        conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
         create_and_migrate(&mut conn).map_err(|e| {
             anyhow::anyhow!("cannot prepare key-value database {}: {e}", path.display())
         })?;
         Ok(Arc::new(Self {
-            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
         }))
     }
 
+    /// Runs `f` on the writer connection (every write, every transaction).
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> KvResult<T> {
         let mut conn = self
-            .conn
+            .writer
             .lock()
             .map_err(|_| KeyValueError::Other("key-value database lock poisoned".into()))?;
-        f(&mut conn).map_err(|e| KeyValueError::Other(format!("key-value database: {e}")))
+        f(&mut conn).map_err(db_error)
     }
+
+    /// Runs `f`, which only reads, on a reader connection of its own.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> KvResult<T> {
+        let idle = self.readers.lock().ok().and_then(|mut r| r.pop());
+        let conn = match idle {
+            Some(c) => c,
+            None => connect(&self.path).map_err(db_error)?,
+        };
+        let out = f(&conn).map_err(db_error);
+        if let Ok(mut readers) = self.readers.lock() {
+            if readers.len() < IDLE_READERS {
+                readers.push(conn);
+            }
+        }
+        out
+    }
+}
+
+fn db_error(e: rusqlite::Error) -> KeyValueError {
+    KeyValueError::Other(format!("key-value database: {e}"))
 }
 
 /// Creates Spin's table and moves the rows of the table older s3m versions
@@ -157,7 +200,7 @@ fn set(conn: &Connection, store: &str, key: &str, value: &[u8]) -> rusqlite::Res
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
-        self.db.with(|c| get(c, &self.label, key))
+        self.db.read(|c| get(c, &self.label, key))
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
@@ -177,7 +220,7 @@ impl Store for SqliteStore {
     }
 
     async fn keys(&self) -> KvResult<Vec<String>> {
-        self.db.with(|c| {
+        self.db.read(|c| {
             let mut stmt = c.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")?;
             let keys = stmt
                 .query_map(params![self.label], |row| row.get(0))?
@@ -191,7 +234,7 @@ impl Store for SqliteStore {
         // and no UTF-8 key that starts with `prefix` sorts after
         // `prefix` + U+10FFFF.
         let end = format!("{prefix}\u{10FFFF}");
-        self.db.with(|c| {
+        self.db.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT key FROM spin_key_value WHERE store = ?1 AND key >= ?2 AND key < ?3",
             )?;
@@ -319,6 +362,35 @@ mod tests {
         seen.sort();
         assert_eq!(seen, (1..=20).collect::<Vec<_>>());
         assert_eq!(store.get("n").await.unwrap().unwrap(), 20i64.to_le_bytes());
+    }
+
+    #[tokio::test]
+    async fn reads_see_each_write_at_once_and_never_wait_for_a_writer() {
+        let dir = tempdir();
+        let path = dir.join("kv.db");
+        let store = SqliteStore::new(SqliteDb::open(&path).unwrap(), "s");
+        store.set("k", b"a").await.unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
+        // Another process (the token CLI, say) in the middle of a write.
+        let mut other = Connection::open(&path).unwrap();
+        let tx = other
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        tx.execute(
+            "UPDATE spin_key_value SET value = ?1 WHERE store = 's' AND key = 'k'",
+            params![&b"b"[..]],
+        )
+        .unwrap();
+        // Readers see the last commit and do not wait (the busy timeout is 10 s).
+        for _ in 0..3 {
+            let read = tokio::time::timeout(Duration::from_secs(2), store.get("k")).await;
+            assert_eq!(read.unwrap().unwrap().as_deref(), Some(&b"a"[..]));
+        }
+        tx.commit().unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"b"[..]));
+        store.delete("k").await.unwrap();
+        assert_eq!(store.get("k").await.unwrap(), None);
+        assert!(store.keys().await.unwrap().is_empty());
     }
 
     #[tokio::test]
