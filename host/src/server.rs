@@ -614,8 +614,7 @@ mod spin_header {
     pub const FULL_URL: HeaderName = HeaderName::from_static("spin-full-url");
     pub const PATH_INFO: HeaderName = HeaderName::from_static("spin-path-info");
     pub const MATCHED_ROUTE: HeaderName = HeaderName::from_static("spin-matched-route");
-    pub const RAW_COMPONENT_ROUTE: HeaderName =
-        HeaderName::from_static("spin-raw-component-route");
+    pub const RAW_COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-raw-component-route");
     pub const COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-component-route");
     pub const BASE_PATH: HeaderName = HeaderName::from_static("spin-base-path");
     pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("spin-client-addr");
