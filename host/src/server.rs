@@ -626,15 +626,13 @@ fn set_spin_headers(parts: &mut http::request::Parts, m: &RouteMatch<'_>, client
     let full_url = parts.uri.to_string();
     let headers = &mut parts.headers;
     // Spin's headers are the host's to give: a client's are dropped.
-    if headers.keys().any(|k| k.as_str().starts_with("spin-")) {
-        let forged: Vec<_> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("spin-"))
-            .cloned()
-            .collect();
-        for k in forged {
-            headers.remove(k);
-        }
+    let forged: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for k in forged {
+        headers.remove(k);
     }
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
