@@ -22,6 +22,26 @@ pub fn facility(extra: &str) -> String {
     format!("[facility]\nname = \"test\"\n\n[streaming]\nprovider = \"local\"\n{extra}\n")
 }
 
+/// A `redis_server` for `[streaming]` that fails its first `fail` launches
+/// (exit 1, as a redis-server whose port was taken between the host's choice
+/// and its bind does), then runs the real one.
+pub fn failing_redis_server(dir: &Path, fail: u32) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let count = dir.join("launches");
+    let script = dir.join("failing-redis-server");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat {c} 2>/dev/null || echo 0)\necho $((n + 1)) > {c}\n\
+             [ \"$n\" -ge {fail} ] || {{ echo 'Address already in use' >&2; exit 1; }}\n\
+             exec redis-server \"$@\"\n",
+            c = count.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok(format!("redis_server = {:?}", script.display().to_string()))
+}
+
 /// Fails, saying what to install, when a broker server is missing.
 pub fn require_servers(rabbitmq: bool) -> Result<()> {
     let redis = Command::new("redis-server").arg("--version").output();

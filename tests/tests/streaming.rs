@@ -664,6 +664,64 @@ async fn a_recorded_cluster_whose_process_died_is_started_again() -> Result<()> 
     Ok(())
 }
 
+/// A broker whose process exits before it ever answered is started again
+/// (and works, with the credentials handed out); one that never starts is
+/// given up as failed after a few launches, at once, not at the start timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_that_exits_while_it_starts_is_started_again() -> Result<()> {
+    st::require_servers(false)?;
+    let scripts = tempfile::tempdir()?;
+    let app = app(&st::failing_redis_server(scripts.path(), 1)?)?;
+    let _reaper = BrokerReaper::new(&app.state_dir);
+    let token = app.token(&["data-streaming"], PROJECT)?;
+    let api = Api::of(&app, &token);
+    let (status, creds) = api
+        .provision("redis", &json!({"kind": "general", "name": "second-try"}))
+        .await?;
+    assert_eq!(status, 200, "{creds}");
+    api.wait_healthy("redis", "second-try", Duration::from_secs(30))
+        .await?;
+    let ca = st::broker_ca(&app.host_base_url).await?;
+    assert_eq!(
+        redis_set_get(creds["url"].as_str().unwrap(), &ca).await?,
+        "hello from s3m"
+    );
+    let log = app.stderr_with_line(|l| l.contains("exited while it started"));
+    assert!(log.contains("exited while it started"), "{log}");
+    api.delete("redis", "second-try").await?;
+
+    let never = tempfile::tempdir()?;
+    let never_app = TestApp::start(AppOptions::only(&["streaming"]).with_facility(st::facility(
+        &format!(
+            "{}\nredis_start_timeout_seconds = 600",
+            st::failing_redis_server(never.path(), 1000)?
+        ),
+    )))?;
+    let _never_reaper = BrokerReaper::new(&never_app.state_dir);
+    let token = never_app.token(&["data-streaming"], PROJECT)?;
+    let api = Api::of(&never_app, &token);
+    let (status, body) = api
+        .provision("redis", &json!({"kind": "general", "name": "never"}))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let started = std::time::Instant::now();
+    let err = api
+        .wait_healthy("redis", "never", Duration::from_secs(60))
+        .await
+        .expect_err("a broker that never starts became healthy");
+    assert!(err.to_string().contains("failed"), "{err:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "given up only after {:?}",
+        started.elapsed()
+    );
+    let launches: u32 = std::fs::read_to_string(never.path().join("launches"))?
+        .trim()
+        .parse()?;
+    assert_eq!(launches, 3, "the first launch and two more");
+    Ok(())
+}
+
 /// OLCF's documentation (streaming-redis.rst) provisions Redis with
 /// `"kind": "dragonfly-general"` on the legacy path: its curl example
 /// verbatim, then a real client on the URL it hands out, and the broker's

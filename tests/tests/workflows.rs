@@ -1099,6 +1099,62 @@ spec:
     Ok(())
 }
 
+/// A broker that never starts fails its deploy step as soon as the broker
+/// service gives it up, saying so, rather than at the step's timeout (180 s).
+#[tokio::test]
+async fn a_broker_that_never_starts_fails_its_step_at_once() -> Result<()> {
+    streaming::require_servers(false)?;
+    let scripts = tempfile::tempdir()?;
+    let facility = format!(
+        "[facility]\nname = \"test\"\n\n[streaming]\nprovider = \"local\"\n{}\n",
+        streaming::failing_redis_server(scripts.path(), 1000)?
+    );
+    let app =
+        TestApp::start(AppOptions::only(&["workflows", "streaming"]).with_facility(facility))?;
+    let _reaper = streaming::BrokerReaper::new(&app.state_dir);
+    let token = app.token(ALL, PROJECT)?;
+    let wf = Wf::new(&app, &token);
+    let doc = yaml(
+        r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {generateName: dud-}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - name: cache
+        templateRef: {template: deploy-streaming}
+        arguments: {parameters: [{name: name, value: wf-dud}, {name: engine, value: redis}]}
+"#,
+    );
+    let started = Instant::now();
+    let name = wf.submit(&doc).await?;
+    let done = wf.finish(&name, Duration::from_secs(60)).await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "failed only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(done["status"]["phase"], "Failed", "{done}");
+    let cache = node(&done, "cache");
+    assert_eq!(cache["phase"], "Failed", "{cache}");
+    let message = cache["message"].as_str().unwrap_or_default();
+    assert!(message.contains("failed to start"), "{cache}");
+    // As in Argo, what a step created outlives the workflow unless it is
+    // stopped or terminated: the user sees why and deletes it.
+    let api = streaming::Api::of(&app, &token);
+    let (status, got) = api.get_cluster("redis", "wf-dud").await?;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["cluster"]["syncStatus"], "failed", "{got}");
+    let (status, deleted) = api.delete("redis", "wf-dud").await?;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(api.get_cluster("redis", "wf-dud").await?.0, 404);
+    Ok(())
+}
+
 #[tokio::test]
 async fn terminate_deletes_the_broker_the_workflow_deployed_and_http_reaches_only_allowed_hosts(
 ) -> Result<()> {

@@ -5,7 +5,7 @@
 
 use super::state::{Action, Deployed, EngineState, Leaf, Stage};
 use super::{now_ms, Engine, POLL_MS};
-use crate::capabilities::brokers::registry::{Engine as BrokerEngine, HealthStatus};
+use crate::capabilities::brokers::registry::{Engine as BrokerEngine, HealthStatus, SyncStatus};
 use crate::capabilities::scheduler::{Caller, JobDescription, JobInfo, JobState};
 use s3m_workflow::model::{phase, NodeIo, NodeParameter, NodeStatus, WorkflowStatus};
 use s3m_workflow::store::Doc;
@@ -579,6 +579,15 @@ impl Engine {
                     Err(e) => return fail(format!("{eng} cluster {cname:?}: {e}")),
                 };
                 if record.health_status != HealthStatus::Healthy {
+                    // Given up by the broker service (its process kept
+                    // exiting, or it passed the provider's start timeout):
+                    // waiting out the step's own timeout would hide why.
+                    if record.sync_status == SyncStatus::Failed {
+                        return fail(format!(
+                            "{eng} cluster {cname:?} failed to start: the host's log says why \
+                             (look for \"the cluster did not become healthy\"); delete it and deploy again"
+                        ));
+                    }
                     if now_ms() > started + timeout {
                         return fail(format!(
                             "{eng} cluster {cname:?} was not healthy within {}",

@@ -96,6 +96,10 @@ impl Default for StreamingConfig {
     }
 }
 
+/// How often [`Brokers::readiness`] starts again a cluster whose
+/// process exits before it was ever healthy.
+const READINESS_RELAUNCHES: u32 = 2;
+
 struct Inner {
     config: StreamingConfig,
     provider: Box<dyn BrokerProvider>,
@@ -247,31 +251,38 @@ impl Brokers {
             tracing::info!(cluster = %record.name, project = %record.project, engine = %record.engine, why,
                 "starting it again");
         }
-        let mut again = record.clone();
-        again.runner = Some(me.clone());
-        match self.inner.provider.start(&mut again).await {
-            Ok(()) => {
-                let _ = self
-                    .inner
-                    .records
-                    .update(&record.id, |r| {
-                        r.runner = Some(me.clone());
-                        r.url = again.url.clone();
-                        r.mgmt_url = again.mgmt_url.clone();
-                        r.endpoint = again.endpoint.clone();
-                        r.sync_status = SyncStatus::Provisioning;
-                        r.health_status = HealthStatus::Provisioning;
-                        true
-                    })
-                    .await;
-                self.spawn_readiness(record.id.clone());
-            }
+        match self.relaunch(record).await {
+            Ok(()) => self.spawn_readiness(record.id.clone()),
             Err(e) => {
                 tracing::error!(cluster = %record.name, error = %format!("{e:#}"), "cannot start it again");
                 self.set_status(&record.id, SyncStatus::Failed, HealthStatus::Unhealthy)
                     .await;
             }
         }
+    }
+
+    /// Starts the processes of a recorded cluster again on this host (on its
+    /// former ports where they are free, else on new ones) and records where
+    /// it now runs, as provisioning.
+    async fn relaunch(&self, record: &ClusterRecord) -> anyhow::Result<()> {
+        let me = self.inner.host.clone();
+        let mut again = record.clone();
+        again.runner = Some(me.clone());
+        self.inner.provider.start(&mut again).await?;
+        let _ = self
+            .inner
+            .records
+            .update(&record.id, |r| {
+                r.runner = Some(me.clone());
+                r.url = again.url.clone();
+                r.mgmt_url = again.mgmt_url.clone();
+                r.endpoint = again.endpoint.clone();
+                r.sync_status = SyncStatus::Provisioning;
+                r.health_status = HealthStatus::Provisioning;
+                true
+            })
+            .await;
+        Ok(())
     }
 
     pub fn backends(&self) -> Vec<Backend> {
@@ -476,6 +487,10 @@ impl Brokers {
         let deadline =
             tokio::time::Instant::now() + self.inner.provider.start_timeout(record.engine);
         let mut pause = Duration::from_millis(10);
+        // A process that exits before it ever answered (its port taken
+        // between our choice and its bind, say) is started again, a few
+        // times, before the cluster is given up as failed.
+        let mut relaunches = 0;
         loop {
             let record = match self.inner.records.get(id).await {
                 Ok(Some(r)) => r,
@@ -487,6 +502,16 @@ impl Brokers {
             };
             let health = self.inner.provider.health(&record).await;
             let late = tokio::time::Instant::now() >= deadline;
+            if health == Health::Gone && !late && relaunches < READINESS_RELAUNCHES {
+                relaunches += 1;
+                tracing::warn!(cluster = %record.name, project = %record.project, engine = %record.engine,
+                    attempt = relaunches, "the cluster's process exited while it started: starting it again");
+                match self.relaunch(&record).await {
+                    Ok(()) => continue,
+                    Err(e) => tracing::error!(cluster = %record.name, error = %format!("{e:#}"),
+                        "cannot start it again"),
+                }
+            }
             let outcome = match health {
                 Health::Healthy => Some((SyncStatus::Synced, HealthStatus::Healthy)),
                 Health::Gone => Some((SyncStatus::Failed, HealthStatus::Unhealthy)),

@@ -75,6 +75,8 @@ pub struct LocalBrokers {
     )>,
     /// Held while a RabbitMQ node is started from a health check.
     starting: std::sync::Mutex<()>,
+    /// The directories no record claimed at the last check.
+    unclaimed_before: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 const PID_FILE: &str = "pid";
@@ -145,6 +147,7 @@ impl LocalBrokers {
             management,
             tls,
             starting: Default::default(),
+            unclaimed_before: Default::default(),
         })
     }
 
@@ -227,6 +230,40 @@ impl LocalBrokers {
             )
         })?;
         Ok(l.local_addr()?.port())
+    }
+
+    /// The cluster directories here that none of `records` claims: (id, directory).
+    fn unclaimed(&self, records: &[ClusterRecord]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.root.display())),
+        };
+        Ok(entries
+            .flatten()
+            .map(|entry| {
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                )
+            })
+            // Claimed: a record of this id runs here (not a copy started
+            // on another host after this one was gone).
+            .filter(|(id, dir)| {
+                !records
+                    .iter()
+                    .any(|r| &r.id == id && &self.dir_for(r) == dir)
+            })
+            .collect())
+    }
+
+    /// Stops the processes of an unclaimed cluster directory and removes it.
+    async fn stop_orphan(&self, id: &str, dir: &Path) {
+        tracing::info!(id = %id, "stopping a broker that no record claims");
+        self.kill_all(dir).await;
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an unclaimed broker directory");
+        }
     }
 
     async fn start_redis(&self, r: &mut ClusterRecord, dir: &Path) -> anyhow::Result<()> {
@@ -650,29 +687,36 @@ impl BrokerProvider for LocalBrokers {
                 adopted.push(r.id.clone());
             }
         }
-        self.stop_unclaimed(records).await?;
+        // At start nothing is being provisioned here yet: what no record
+        // claims is an orphan now.
+        for (id, dir) in self.unclaimed(records)? {
+            self.stop_orphan(&id, &dir).await;
+        }
         Ok(adopted)
     }
 
+    /// At every check: a directory no record claims is stopped only when no
+    /// record claimed it at the check before either. A record is written
+    /// before its directory is made, so a cluster that is being provisioned
+    /// while this runs (its directory newer than `records`) is claimed by
+    /// the next check's records and never mistaken for an orphan.
     async fn stop_unclaimed(&self, records: &[ClusterRecord]) -> anyhow::Result<()> {
-        let entries = match std::fs::read_dir(&self.root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.root.display())),
+        let unclaimed = self.unclaimed(records)?;
+        let orphans: Vec<(String, PathBuf)> = {
+            let mut seen = self
+                .unclaimed_before
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let orphans = unclaimed
+                .iter()
+                .filter(|(_, dir)| seen.contains(dir))
+                .cloned()
+                .collect();
+            *seen = unclaimed.into_iter().map(|(_, dir)| dir).collect();
+            orphans
         };
-        for entry in entries.flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let dir = entry.path();
-            // Claimed: a record of this id runs here (not a copy started
-            // on another host after this one was gone).
-            if records.iter().any(|r| r.id == id && self.dir_for(r) == dir) {
-                continue;
-            }
-            tracing::info!(id = %id, "stopping a broker that no record claims");
-            self.kill_all(&dir).await;
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an unclaimed broker directory");
-            }
+        for (id, dir) in orphans {
+            self.stop_orphan(&id, &dir).await;
         }
         Ok(())
     }
@@ -802,5 +846,39 @@ mod tests {
         assert!(alive_in(me, &cwd));
         assert!(!alive_in(me, Path::new("/nonexistent")));
         assert!(!alive_in(i32::MAX, &cwd));
+    }
+
+    /// A directory made after the check read its records (a cluster being
+    /// provisioned) must survive that check; one still unclaimed at the
+    /// next check is an orphan, and goes.
+    #[tokio::test]
+    async fn a_cluster_directory_goes_only_when_two_checks_find_it_unclaimed() {
+        let state = tempfile::tempdir().unwrap();
+        let config = LocalConfig {
+            tls: false,
+            ..Default::default()
+        };
+        let brokers = LocalBrokers::new(config, state.path().join("clusters")).unwrap();
+        let dir = brokers.dir_of("redis-new");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .current_dir(&dir)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::fs::write(dir.join(PID_FILE), pid.to_string()).unwrap();
+
+        brokers.stop_unclaimed(&[]).await.unwrap();
+        assert!(
+            alive_in(pid, &dir),
+            "stopped at the first check that missed its record"
+        );
+        assert!(dir.exists());
+
+        brokers.stop_unclaimed(&[]).await.unwrap();
+        let _ = child.wait();
+        assert!(!dir.exists(), "an orphan outlived two checks");
+        assert!(!alive_in(pid, &dir));
     }
 }
