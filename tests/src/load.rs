@@ -115,3 +115,14 @@ pub async fn run(
     report.elapsed = start.elapsed();
     Ok(report)
 }
+
+/// utime and stime in clock ticks, and minor faults, of a process.
+pub fn proc_stat(pid: u32) -> Result<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let rest = text.rsplit_once(')').context("malformed /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state): minflt is field 10, utime 14, stime 15.
+    let n = |i: usize| -> Result<u64> { Ok(f.get(i - 3).context("short /proc stat")?.parse()?) };
+    Ok((n(14)?, n(15)?, n(10)?))
+}

@@ -17,7 +17,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use s3m_tests::{component_wasm, free_port, looper_manifest, repo_root, AppOptions, TestApp};
+use s3m_tests::{component_wasm, free_port, load, looper_manifest, repo_root, AppOptions, TestApp};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -397,17 +397,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// utime and stime in clock ticks, and minor faults, of a process.
-fn proc_stat(pid: u32) -> Result<(u64, u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses.
-    let rest = text.rsplit_once(')').context("malformed /proc stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state): minflt is field 10, utime 14, stime 15.
-    let n = |i: usize| -> Result<u64> { Ok(f.get(i - 3).context("short /proc stat")?.parse()?) };
-    Ok((n(14)?, n(15)?, n(10)?))
-}
-
 fn wrk_run(
     wrk: &PathBuf,
     args: &Args,
@@ -426,11 +415,11 @@ fn wrk_run(
         cmd.args(["-H", h]);
     }
     cmd.arg(&case.url);
-    let before = pid.map(proc_stat).transpose()?;
+    let before = pid.map(load::proc_stat).transpose()?;
     let t = Instant::now();
     let out = cmd.output().context("running wrk")?;
     let elapsed = t.elapsed();
-    let after = pid.map(proc_stat).transpose()?;
+    let after = pid.map(load::proc_stat).transpose()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
         bail!(

@@ -217,9 +217,12 @@ async fn main() -> Result<()> {
     );
     let slice = Duration::from_secs_f64(args.seconds as f64 / rounds as f64);
     let (mut s3m_list, mut direct_list_total) = (None, None);
+    // The s3m process's CPU time over its list turns (clock ticks).
+    let mut s3m_list_ticks = 0u64;
     for round in 0..rounds {
         for s3m_turn in [round % 2 == 0, round % 2 != 0] {
             if s3m_turn {
+                let (user0, sys0, _) = load::proc_stat(app.pid())?;
                 let r = load::run(
                     &app.base_url,
                     "/slurm/open/v0.0.43/cedar/jobs",
@@ -228,6 +231,8 @@ async fn main() -> Result<()> {
                     slice,
                 )
                 .await?;
+                let (user1, sys1, _) = load::proc_stat(app.pid())?;
+                s3m_list_ticks += (user1 + sys1) - (user0 + sys0);
                 merge(&mut s3m_list, r)?;
             } else {
                 let r = load::run(
@@ -260,6 +265,13 @@ async fn main() -> Result<()> {
     println!(
         "GET /jobs p50 s3m / direct       {:>8.2}  (goal <= 1.05)",
         s3m_list.ms(0.5) / direct_list_total.ms(0.5)
+    );
+    // SAFETY: sysconf only reads a constant.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    println!(
+        "GET /jobs s3m CPU per request    {:>8.1} ms  (the s3m process, user + system, over {} requests)",
+        s3m_list_ticks as f64 * 1000.0 / ticks_per_second / s3m_list.requests.max(1) as f64,
+        s3m_list.requests
     );
     drop(app);
 
