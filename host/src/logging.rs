@@ -23,7 +23,10 @@ pub fn init() {
             .with_env_filter(filter)
             .init();
     } else {
+        // Colours for a terminal only: a log piped to a file, journald or
+        // a test's capture stays plain text that grep finds.
         tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .init();

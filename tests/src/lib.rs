@@ -440,10 +440,22 @@ impl TestApp {
     }
 }
 
+/// Lines of a host's log a failing test prints.
+const HOST_LOG_TAIL: usize = 60;
+
 impl Drop for TestApp {
     /// Stops `s3m up`: SIGTERM first so that it can stop what it started (brokers, jobs),
     /// SIGKILL if it is still running after 10 s.
     fn drop(&mut self) {
+        // The test harness shows what a test printed only when it fails: then
+        // the end of its host's log says what the host saw (CI keeps nothing else).
+        let log = self.stderr();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "--- the last {} lines of this test's s3m log ---\n{}",
+            lines.len().min(HOST_LOG_TAIL),
+            lines[lines.len().saturating_sub(HOST_LOG_TAIL)..].join("\n")
+        );
         // Brokers outlive their host by design (a restarted host adopts them); a test's go once its host is gone.
         let _brokers = streaming::BrokerReaper::new(&self.state_dir);
         if let Ok(None) = self.child.try_wait() {
