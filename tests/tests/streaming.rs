@@ -671,32 +671,31 @@ async fn a_recorded_cluster_whose_process_died_is_started_again() -> Result<()> 
 async fn a_broker_that_exits_while_it_starts_is_started_again() -> Result<()> {
     st::require_servers(false)?;
     let scripts = tempfile::tempdir()?;
-    let app = app(&st::failing_redis_server(scripts.path(), 1)?)?;
-    let _reaper = BrokerReaper::new(&app.state_dir);
-    let token = app.token(&["data-streaming"], PROJECT)?;
-    let api = Api::of(&app, &token);
+    let flaky = app(&st::failing_redis_server(scripts.path(), 1)?)?;
+    let _reaper = BrokerReaper::new(&flaky.state_dir);
+    let token = flaky.token(&["data-streaming"], PROJECT)?;
+    let api = Api::of(&flaky, &token);
     let (status, creds) = api
         .provision("redis", &json!({"kind": "general", "name": "second-try"}))
         .await?;
     assert_eq!(status, 200, "{creds}");
     api.wait_healthy("redis", "second-try", Duration::from_secs(30))
         .await?;
-    let ca = st::broker_ca(&app.host_base_url).await?;
+    let ca = st::broker_ca(&flaky.host_base_url).await?;
     assert_eq!(
         redis_set_get(creds["url"].as_str().unwrap(), &ca).await?,
         "hello from s3m"
     );
-    let log = app.stderr_with_line(|l| l.contains("exited while it started"));
+    let log = flaky.stderr_with_line(|l| l.contains("exited while it started"));
     assert!(log.contains("exited while it started"), "{log}");
-    api.delete("redis", "second-try").await?;
+    let (status, deleted) = api.delete("redis", "second-try").await?;
+    assert_eq!(status, 200, "{deleted}");
 
     let never = tempfile::tempdir()?;
-    let never_app = TestApp::start(AppOptions::only(&["streaming"]).with_facility(st::facility(
-        &format!(
-            "{}\nredis_start_timeout_seconds = 600",
-            st::failing_redis_server(never.path(), 1000)?
-        ),
-    )))?;
+    let never_app = app(&format!(
+        "{}\nredis_start_timeout_seconds = 600",
+        st::failing_redis_server(never.path(), 1000)?
+    ))?;
     let _never_reaper = BrokerReaper::new(&never_app.state_dir);
     let token = never_app.token(&["data-streaming"], PROJECT)?;
     let api = Api::of(&never_app, &token);

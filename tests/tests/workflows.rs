@@ -1105,10 +1105,7 @@ spec:
 async fn a_broker_that_never_starts_fails_its_step_at_once() -> Result<()> {
     streaming::require_servers(false)?;
     let scripts = tempfile::tempdir()?;
-    let facility = format!(
-        "[facility]\nname = \"test\"\n\n[streaming]\nprovider = \"local\"\n{}\n",
-        streaming::failing_redis_server(scripts.path(), 1000)?
-    );
+    let facility = streaming::facility(&streaming::failing_redis_server(scripts.path(), 1000)?);
     let app =
         TestApp::start(AppOptions::only(&["workflows", "streaming"]).with_facility(facility))?;
     let _reaper = streaming::BrokerReaper::new(&app.state_dir);
