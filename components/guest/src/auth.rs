@@ -108,11 +108,39 @@ struct Claims {
     jti: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `aud`: one string or a list of them. Read by hand: an untagged enum
+/// first buffers the value and then builds an error message for every
+/// shape that does not match, on every request.
+#[derive(Debug)]
 enum Audience {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Audience;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Audience, E> {
+                Ok(Audience::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Audience, A::Error> {
+                let mut all = Vec::new();
+                while let Some(a) = seq.next_element::<String>()? {
+                    all.push(a);
+                }
+                Ok(Audience::Many(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Audience {
@@ -134,9 +162,11 @@ pub fn bearer_token(req: &Request) -> Result<String, ApiError> {
         .ok_or_else(|| {
             ApiError::unauthenticated("malformed token: the Authorization header is not text")
         })?
-        .trim();
-    let token = match value.split_once(char::is_whitespace) {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        .trim_ascii();
+    // HTTP separates the scheme from the credentials with spaces
+    // (RFC 9110, 11.4): ASCII whitespace, never Unicode's.
+    let token = match value.split_once(|c: char| c.is_ascii_whitespace()) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_ascii(),
         _ => value,
     };
     if token.is_empty() {

@@ -8,8 +8,10 @@
 //! empty facility.
 
 use crate::ApiError;
+pub use s3m_wire::facility::parse_as;
 pub use s3m_wire::facility::{
-    DowntimeConfig, FacilityConfig, FacilityError, FacilityInfo, ResourceConfig, DIGEST_ENV,
+    DowntimeConfig, FacilityConfig, FacilityError, FacilityInfo, FacilitySummary, ResourceConfig,
+    ResourceSummary, DIGEST_ENV,
 };
 
 /// Where components find facility.toml.
@@ -22,13 +24,19 @@ pub const CONFIG_FILE: &str = "/config/facility.toml";
 /// so edits still show at once): reading that JSON costs a fraction of
 /// parsing the TOML. Other hosts set no such variable, and the file is read.
 pub fn load() -> Result<FacilityConfig, ApiError> {
+    load_as()
+}
+
+/// As [`load`], read as `T`: a [`FacilitySummary`] for a reader that needs
+/// none of the per-component sections, and skips them as it reads.
+pub fn load_as<T: serde::de::DeserializeOwned>() -> Result<T, ApiError> {
     if let Some(f) = std::env::var(DIGEST_ENV)
         .ok()
-        .and_then(|json| FacilityConfig::from_digest(&json))
+        .and_then(|json| s3m_wire::facility::from_digest_as(&json))
     {
         return Ok(f);
     }
-    FacilityConfig::load(std::path::Path::new(CONFIG_FILE)).map_err(error)
+    s3m_wire::facility::load_as(std::path::Path::new(CONFIG_FILE)).map_err(error)
 }
 
 /// The 503 of a facility configuration that cannot be used.

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use s3m_guest::facility::{self, FacilityConfig, ResourceConfig};
+use s3m_guest::facility::{self, FacilitySummary, ResourceSummary};
 use s3m_guest::time::{now, parse_rfc3339, rfc3339, rfc3339_micros};
 use s3m_guest::{json, route_path, ApiError};
 use serde::Serialize;
@@ -128,7 +128,7 @@ struct Facility {
     name: String,
     organization: String,
     security_enclave: String,
-    resources: Vec<ResourceConfig>,
+    resources: Vec<ResourceSummary>,
     downtimes: Vec<ScheduledDowntime>,
 }
 
@@ -147,37 +147,42 @@ fn config_error(problem: impl std::fmt::Display) -> ApiError {
 }
 
 /// A time written as a TOML string ("2026-01-01T00:00:00Z") or a bare TOML datetime.
-fn config_time(value: &toml::Value, what: &str) -> Result<DateTime<Utc>, ApiError> {
+/// `what` names the key in an error; it is only called for one.
+fn config_time(value: &toml::Value, what: impl Fn() -> String) -> Result<DateTime<Utc>, ApiError> {
     let text = match value {
-        toml::Value::String(s) => s.clone(),
-        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        toml::Value::Datetime(d) => std::borrow::Cow::Owned(d.to_string()),
         other => {
             return Err(config_error(format!(
-                "{what} must be an RFC 3339 time, not {other}"
+                "{} must be an RFC 3339 time, not {other}",
+                what()
             )))
         }
     };
     parse_rfc3339(&text).ok_or_else(|| {
         config_error(format!(
-            "{what} = {text:?} is not an RFC 3339 time with an offset (e.g. 2026-01-01T00:00:00Z)"
+            "{} = {text:?} is not an RFC 3339 time with an offset (e.g. 2026-01-01T00:00:00Z)",
+            what()
         ))
     })
 }
 
 impl Facility {
+    /// Only the summary: the sections that other components read are
+    /// skipped, not built, on every request.
     fn load() -> Result<Self, ApiError> {
-        Self::checked(facility::load()?)
+        Self::checked(facility::load_as::<FacilitySummary>()?)
     }
 
     #[cfg(test)]
     fn parse(text: &str) -> Result<Self, ApiError> {
         let path = std::path::Path::new(facility::CONFIG_FILE);
-        Self::checked(FacilityConfig::parse(text, path).map_err(facility::error)?)
+        Self::checked(facility::parse_as(text, path).map_err(facility::error)?)
     }
 
     /// Checks what the shape leaves to this room: statuses, and downtimes'
     /// resources and times.
-    fn checked(file: FacilityConfig) -> Result<Self, ApiError> {
+    fn checked(file: FacilitySummary) -> Result<Self, ApiError> {
         for r in &file.resources {
             if let Some(status) = &r.status {
                 if !STATUSES.contains(&status.as_str()) {
@@ -199,8 +204,8 @@ impl Facility {
                     d.resource
                 )));
             }
-            let start = config_time(&d.start, &what("start"))?;
-            let end = config_time(&d.end, &what("end"))?;
+            let start = config_time(&d.start, || what("start"))?;
+            let end = config_time(&d.end, || what("end"))?;
             if end <= start {
                 return Err(config_error(format!(
                     "{} ends before it starts",
@@ -208,7 +213,7 @@ impl Facility {
                 )));
             }
             let updated_at = match &d.updated_at {
-                Some(v) => config_time(v, &what("updated_at"))?,
+                Some(v) => config_time(v, || what("updated_at"))?,
                 None => start,
             };
             downtimes.push(ScheduledDowntime {
@@ -267,7 +272,7 @@ impl Facility {
             })
     }
 
-    fn describe(&self, r: &ResourceConfig, now: DateTime<Utc>) -> Resource {
+    fn describe(&self, r: &ResourceSummary, now: DateTime<Utc>) -> Resource {
         let down = self
             .downtimes
             .iter()

@@ -21,6 +21,7 @@
 //! resource and the key when one is wrong. `[streaming]` is the host's
 //! brokers capability's.
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -87,6 +88,37 @@ pub struct ResourceConfig {
     pub environment: Option<toml::Table>,
 }
 
+/// The configuration without its per-component sections: `[facility]`,
+/// the resources' own keys and `[[downtimes]]`, for a reader that needs
+/// nothing else (the status component). `[resources.compute]`,
+/// `[resources.environment]` and `[streaming]` are skipped as they are
+/// read, not built, which makes this a fraction of the cost of a whole
+/// [`FacilityConfig`] on every request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct FacilitySummary {
+    pub facility: FacilityInfo,
+    pub resources: Vec<ResourceSummary>,
+    pub downtimes: Vec<DowntimeConfig>,
+}
+
+/// One `[[resources]]` entry without its sections: the keys of
+/// [`ResourceConfig`] other than `compute` and `environment`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResourceSummary {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub downtime_schedule_available: Option<bool>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// One `[[downtimes]]` entry. Times are kept as written (a TOML string or
 /// datetime); the status component checks them.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,31 +179,48 @@ impl fmt::Display for FacilityError {
 
 impl std::error::Error for FacilityError {}
 
+/// Parses the text of facility.toml as `T` (a [`FacilityConfig`] or a
+/// [`FacilitySummary`]); `path` only names it in errors.
+pub fn parse_as<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, FacilityError> {
+    toml::from_str(text).map_err(|e| FacilityError::Invalid {
+        path: path.to_path_buf(),
+        error: e.to_string(),
+    })
+}
+
+/// Reads and parses facility.toml as `T`. A missing file is an error
+/// ([`FacilityError::Missing`]), never an empty facility.
+pub fn load_as<T: DeserializeOwned>(path: &Path) -> Result<T, FacilityError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            FacilityError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            FacilityError::Unreadable {
+                path: path.to_path_buf(),
+                error,
+            }
+        }
+    })?;
+    parse_as(&text, path)
+}
+
+/// A [`FacilityConfig::digest`] read as `T`; `None` when it is not one.
+pub fn from_digest_as<T: DeserializeOwned>(json: &str) -> Option<T> {
+    serde_json::from_str(json).ok()
+}
+
 impl FacilityConfig {
     /// Parses the text of facility.toml; `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, FacilityError> {
-        toml::from_str(text).map_err(|e| FacilityError::Invalid {
-            path: path.to_path_buf(),
-            error: e.to_string(),
-        })
+        parse_as(text, path)
     }
 
     /// Reads and parses facility.toml. A missing file is an error
     /// ([`FacilityError::Missing`]), never an empty facility.
     pub fn load(path: &Path) -> Result<Self, FacilityError> {
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            if error.kind() == std::io::ErrorKind::NotFound {
-                FacilityError::Missing {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                FacilityError::Unreadable {
-                    path: path.to_path_buf(),
-                    error,
-                }
-            }
-        })?;
-        Self::parse(&text, path)
+        load_as(path)
     }
 
     /// As [`FacilityConfig::load`], but a missing file is an empty facility
@@ -205,7 +254,7 @@ impl FacilityConfig {
 
     /// The configuration from a [`FacilityConfig::digest`].
     pub fn from_digest(json: &str) -> Option<Self> {
-        serde_json::from_str(json).ok()
+        from_digest_as(json)
     }
 }
 
@@ -249,6 +298,43 @@ mod tests {
         let from_digest = FacilityConfig::from_digest(&digest).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{from_digest:?}"));
         assert!(!from_digest.resources.is_empty());
+    }
+
+    #[test]
+    fn a_summary_reads_the_same_from_the_file_and_the_digest_and_skips_the_sections() {
+        let path = Path::new("f");
+        let whole = FacilityConfig::parse(SAMPLE, path).unwrap();
+        let from_file: FacilitySummary = parse_as(SAMPLE, path).unwrap();
+        let digest = FacilityConfig::digest(SAMPLE).unwrap();
+        let from_digest: FacilitySummary = from_digest_as(&digest).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{from_digest:?}"));
+        assert_eq!(
+            format!("{:?}", from_file.facility),
+            format!("{:?}", whole.facility)
+        );
+        assert_eq!(
+            format!("{:?}", from_file.downtimes),
+            format!("{:?}", whole.downtimes)
+        );
+        assert_eq!(from_file.resources.len(), whole.resources.len());
+        for (s, w) in from_file.resources.iter().zip(&whole.resources) {
+            assert_eq!(
+                (&s.name, &s.description, &s.organization, &s.status),
+                (&w.name, &w.description, &w.organization, &w.status)
+            );
+            assert_eq!(
+                (s.downtime_schedule_available, &s.annotations),
+                (w.downtime_schedule_available, &w.annotations)
+            );
+        }
+        // The sections are not read at all: a summary does not fail on one
+        // that a whole reading refuses.
+        let text = "[[resources]]\nname = \"a\"\ncompute = 5\n";
+        assert!(FacilityConfig::parse(text, path).is_err());
+        assert_eq!(
+            parse_as::<FacilitySummary>(text, path).unwrap().resources[0].name,
+            "a"
+        );
     }
 
     #[test]

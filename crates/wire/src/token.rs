@@ -9,8 +9,10 @@
 //! does not know are kept in [`TokenRecord::extra`] and written back as they
 //! were.
 
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// The key-value store label that holds token records.
 pub const STORE: &str = "default";
@@ -26,48 +28,36 @@ pub fn used_key(jti: &str) -> String {
 }
 
 /// The record of a token, as `s3m token create` writes it under `token/{jti}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+///
+/// Read by hand ([`Deserialize`] below) rather than derived: a derived
+/// reader with `extra` flattened first buffers the whole record into a
+/// generic tree and then reads every field out of it, and every protected
+/// request reads one record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TokenRecord {
-    #[serde(deserialize_with = "null_as_default")]
     pub jti: String,
     /// Lower-case hex SHA-256 of the whole token string as minted. Not
     /// written when empty: listings clear it before they show a record.
-    #[serde(
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub token_sha256: String,
-    #[serde(deserialize_with = "null_as_default")]
     pub username: String,
-    #[serde(deserialize_with = "null_as_default")]
     pub project: String,
-    #[serde(deserialize_with = "null_as_default")]
     pub permissions: Vec<String>,
     /// RFC 3339.
-    #[serde(deserialize_with = "null_as_default")]
     pub planned_expiration: String,
-    #[serde(deserialize_with = "null_as_default")]
     pub security_enclave: String,
-    #[serde(deserialize_with = "null_as_default")]
     pub description: String,
-    #[serde(deserialize_with = "null_as_default")]
     pub one_time_token: bool,
-    #[serde(deserialize_with = "null_as_default")]
     pub delayed_start: bool,
     /// RFC 3339; when the token starts to work if `delayed_start`.
     pub delay_date: Option<String>,
     /// How long after minting the token starts to work, as Go writes a
     /// duration (`1h30m0s`); empty when it starts at once. Not written when
     /// empty, so records from before this field read and write back alike.
-    #[serde(
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub delay_duration: String,
-    #[serde(deserialize_with = "null_as_default")]
     pub owner_name: String,
-    #[serde(deserialize_with = "null_as_default")]
     pub revoked: bool,
     /// RFC 3339.
     pub revoked_at: Option<String>,
@@ -76,12 +66,123 @@ pub struct TokenRecord {
     /// How many times the token was extended. The host wrote it as an
     /// unsigned and the guests read it as a signed integer: any integer
     /// that fits an i64 reads.
-    #[serde(deserialize_with = "null_as_default")]
     pub extensions: i64,
     /// Fields this version does not know, kept so that a record read and
     /// written again loses nothing.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for TokenRecord {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = TokenRecord;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a token record (a JSON object)")
+    }
+
+    /// Every field may be missing or `null`: it reads as empty, false or
+    /// zero (`None` for the optional times). A key met twice keeps its
+    /// last value; a key this version does not know goes to `extra`.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TokenRecord, A::Error> {
+        fn or_default<'de, A: MapAccess<'de>, T: Deserialize<'de> + Default>(
+            map: &mut A,
+        ) -> Result<T, A::Error> {
+            Ok(map.next_value::<Option<T>>()?.unwrap_or_default())
+        }
+        let mut r = TokenRecord::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Jti => r.jti = or_default(&mut map)?,
+                Key::TokenSha256 => r.token_sha256 = or_default(&mut map)?,
+                Key::Username => r.username = or_default(&mut map)?,
+                Key::Project => r.project = or_default(&mut map)?,
+                Key::Permissions => r.permissions = or_default(&mut map)?,
+                Key::PlannedExpiration => r.planned_expiration = or_default(&mut map)?,
+                Key::SecurityEnclave => r.security_enclave = or_default(&mut map)?,
+                Key::Description => r.description = or_default(&mut map)?,
+                Key::OneTimeToken => r.one_time_token = or_default(&mut map)?,
+                Key::DelayedStart => r.delayed_start = or_default(&mut map)?,
+                Key::DelayDate => r.delay_date = map.next_value()?,
+                Key::DelayDuration => r.delay_duration = or_default(&mut map)?,
+                Key::OwnerName => r.owner_name = or_default(&mut map)?,
+                Key::Revoked => r.revoked = or_default(&mut map)?,
+                Key::RevokedAt => r.revoked_at = map.next_value()?,
+                Key::CreatedAt => r.created_at = map.next_value()?,
+                Key::Extensions => r.extensions = or_default(&mut map)?,
+                Key::Other(name) => {
+                    let value = map.next_value()?;
+                    r.extra.insert(name, value);
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// A record's key: one of [`TokenRecord`]'s fields (camelCase), read
+/// without allocating, or another one, kept.
+enum Key {
+    Jti,
+    TokenSha256,
+    Username,
+    Project,
+    Permissions,
+    PlannedExpiration,
+    SecurityEnclave,
+    Description,
+    OneTimeToken,
+    DelayedStart,
+    DelayDate,
+    DelayDuration,
+    OwnerName,
+    Revoked,
+    RevokedAt,
+    CreatedAt,
+    Extensions,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+                Ok(match name {
+                    "jti" => Key::Jti,
+                    "tokenSha256" => Key::TokenSha256,
+                    "username" => Key::Username,
+                    "project" => Key::Project,
+                    "permissions" => Key::Permissions,
+                    "plannedExpiration" => Key::PlannedExpiration,
+                    "securityEnclave" => Key::SecurityEnclave,
+                    "description" => Key::Description,
+                    "oneTimeToken" => Key::OneTimeToken,
+                    "delayedStart" => Key::DelayedStart,
+                    "delayDate" => Key::DelayDate,
+                    "delayDuration" => Key::DelayDuration,
+                    "ownerName" => Key::OwnerName,
+                    "revoked" => Key::Revoked,
+                    "revokedAt" => Key::RevokedAt,
+                    "createdAt" => Key::CreatedAt,
+                    "extensions" => Key::Extensions,
+                    other => Key::Other(other.to_string()),
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
 }
 
 /// `seconds` as Go's `time.Duration` prints it: `0s`, `45s`, `1m30s`, `2h0m0s`.
@@ -92,14 +193,6 @@ pub fn go_duration(seconds: u64) -> String {
         (0, _) => format!("{m}m{s}s"),
         _ => format!("{h}h{m}m{s}s"),
     }
-}
-
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -154,6 +247,45 @@ mod tests {
             (&v["somethingNew"], &v["revoked"]),
             (&1.into(), &true.into())
         );
+    }
+
+    #[test]
+    fn every_field_reads_back_as_written_and_none_lands_in_extra() {
+        let full = TokenRecord {
+            jti: "j".into(),
+            token_sha256: "ab".into(),
+            username: "u".into(),
+            project: "P".into(),
+            permissions: vec!["compute-ace".into(), "streaming".into()],
+            planned_expiration: "2026-12-22T06:00:00.123456Z".into(),
+            security_enclave: "open".into(),
+            description: "d".into(),
+            one_time_token: true,
+            delayed_start: true,
+            delay_date: Some("2026-12-01T00:00:00.000000Z".into()),
+            delay_duration: "1h0m0s".into(),
+            owner_name: "me".into(),
+            revoked: true,
+            revoked_at: Some("2026-12-02T00:00:00.000000Z".into()),
+            created_at: Some("2026-11-22T06:00:00.123456Z".into()),
+            extensions: i64::MAX,
+            extra: BTreeMap::from([("later".to_string(), serde_json::json!([1, {"x": null}]))]),
+        };
+        let text = serde_json::to_string(&full).unwrap();
+        let again: TokenRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(again, full);
+        // A key met twice keeps its last value; anything but an object is refused.
+        let r: TokenRecord = serde_json::from_str(r#"{"project":"A","project":"B"}"#).unwrap();
+        assert_eq!(r.project, "B");
+        for bad in [
+            "[]",
+            "1",
+            r#""x""#,
+            r#"{"revoked":"yes"}"#,
+            r#"{"extensions":1.5}"#,
+        ] {
+            assert!(serde_json::from_str::<TokenRecord>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
