@@ -443,19 +443,31 @@ impl TestApp {
 /// Lines of a host's log a failing test prints.
 const HOST_LOG_TAIL: usize = 60;
 
+/// Whether a stopping [`TestApp`] prints the end of its host's log.
+static LOG_TAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// For the benchmarks, whose output people read: a [`TestApp`] that stops
+/// prints the end of its host's log only while panicking. Tests keep the
+/// tail, which libtest shows only for a test that fails.
+pub fn no_log_tails() {
+    LOG_TAILS.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Drop for TestApp {
     /// Stops `s3m up`: SIGTERM first so that it can stop what it started (brokers, jobs),
     /// SIGKILL if it is still running after 10 s.
     fn drop(&mut self) {
         // The test harness shows what a test printed only when it fails: then
         // the end of its host's log says what the host saw (CI keeps nothing else).
-        let log = self.stderr();
-        let lines: Vec<&str> = log.lines().collect();
-        eprintln!(
-            "--- the last {} lines of this test's s3m log ---\n{}",
-            lines.len().min(HOST_LOG_TAIL),
-            lines[lines.len().saturating_sub(HOST_LOG_TAIL)..].join("\n")
-        );
+        if LOG_TAILS.load(std::sync::atomic::Ordering::Relaxed) || std::thread::panicking() {
+            let log = self.stderr();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- the last {} lines of this test's s3m log ---\n{}",
+                lines.len().min(HOST_LOG_TAIL),
+                lines[lines.len().saturating_sub(HOST_LOG_TAIL)..].join("\n")
+            );
+        }
         // Brokers outlive their host by design (a restarted host adopts them); a test's go once its host is gone.
         let _brokers = streaming::BrokerReaper::new(&self.state_dir);
         if let Ok(None) = self.child.try_wait() {

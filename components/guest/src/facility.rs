@@ -8,10 +8,9 @@
 //! empty facility.
 
 use crate::ApiError;
-pub use s3m_wire::facility::parse_as;
 pub use s3m_wire::facility::{
-    DowntimeConfig, FacilityConfig, FacilityError, FacilityInfo, FacilitySummary, ResourceConfig,
-    ResourceSummary, DIGEST_ENV,
+    DowntimeConfig, Facility, FacilityConfig, FacilityError, FacilityInfo, FacilitySummary,
+    ResourceConfig, ResourceSummary, DIGEST_ENV,
 };
 
 /// Where components find facility.toml.
@@ -27,16 +26,20 @@ pub fn load() -> Result<FacilityConfig, ApiError> {
     load_as()
 }
 
-/// As [`load`], read as `T`: a [`FacilitySummary`] for a reader that needs
-/// none of the per-component sections, and skips them as it reads.
-pub fn load_as<T: serde::de::DeserializeOwned>() -> Result<T, ApiError> {
+/// As [`load`], without the per-component sections: for a reader that
+/// needs none of them, and skips them as it reads.
+pub fn load_summary() -> Result<FacilitySummary, ApiError> {
+    load_as()
+}
+
+fn load_as<S: serde::de::DeserializeOwned + Default>() -> Result<Facility<S>, ApiError> {
     if let Some(f) = std::env::var(DIGEST_ENV)
         .ok()
-        .and_then(|json| s3m_wire::facility::from_digest_as(&json))
+        .and_then(|json| Facility::from_digest(&json))
     {
         return Ok(f);
     }
-    s3m_wire::facility::load_as(std::path::Path::new(CONFIG_FILE)).map_err(error)
+    Facility::load(std::path::Path::new(CONFIG_FILE)).map_err(error)
 }
 
 /// The 503 of a facility configuration that cannot be used.

@@ -171,13 +171,13 @@ impl Facility {
     /// Only the summary: the sections that other components read are
     /// skipped, not built, on every request.
     fn load() -> Result<Self, ApiError> {
-        Self::checked(facility::load_as::<FacilitySummary>()?)
+        Self::checked(facility::load_summary()?)
     }
 
     #[cfg(test)]
     fn parse(text: &str) -> Result<Self, ApiError> {
         let path = std::path::Path::new(facility::CONFIG_FILE);
-        Self::checked(facility::parse_as(text, path).map_err(facility::error)?)
+        Self::checked(FacilitySummary::parse(text, path).map_err(facility::error)?)
     }
 
     /// Checks what the shape leaves to this room: statuses, and downtimes'

@@ -28,17 +28,46 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The whole facility configuration. Every section is optional.
+pub type FacilityConfig = Facility<toml::Table>;
+
+/// The configuration without its per-component sections: `[facility]`,
+/// the resources' own keys and `[[downtimes]]`, for a reader that needs
+/// nothing else (the status component). `[resources.compute]`,
+/// `[resources.environment]` and `[streaming]` are read past, not built,
+/// which makes this a fraction of the cost of a whole [`FacilityConfig`]
+/// on every request.
+pub type FacilitySummary = Facility<Skipped>;
+
+/// One `[[resources]]` entry.
+pub type ResourceConfig = Resource<toml::Table>;
+
+/// One `[[resources]]` entry without its sections.
+pub type ResourceSummary = Resource<Skipped>;
+
+/// The configuration's shape, its per-component sections read as `S`: a
+/// [`toml::Table`] ([`FacilityConfig`]) or [`Skipped`] ([`FacilitySummary`]).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct FacilityConfig {
+#[serde(default, bound(deserialize = "S: Deserialize<'de> + Default"))]
+pub struct Facility<S> {
     /// `[facility]`.
     pub facility: FacilityInfo,
     /// `[[resources]]`.
-    pub resources: Vec<ResourceConfig>,
+    pub resources: Vec<Resource<S>>,
     /// `[[downtimes]]`.
     pub downtimes: Vec<DowntimeConfig>,
     /// `[streaming]`: parsed by the host's brokers capability.
-    pub streaming: toml::Table,
+    pub streaming: S,
+}
+
+/// A section read past and not kept: it may hold anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped;
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Skipped)
+    }
 }
 
 /// `[facility]`.
@@ -61,9 +90,10 @@ impl Default for FacilityInfo {
     }
 }
 
-/// One `[[resources]]` entry.
+/// One `[[resources]]` entry, its sections read as `S`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ResourceConfig {
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+pub struct Resource<S> {
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -79,44 +109,17 @@ pub struct ResourceConfig {
     pub annotations: BTreeMap<String, String>,
     /// `[resources.compute]`: the resource runs jobs; its keys are the
     /// scheduler provider's.
-    #[serde(default)]
-    pub compute: Option<toml::Table>,
+    #[serde(default = "none")]
+    pub compute: Option<S>,
     /// `[resources.environment]`: read by the host's software providers
     /// (`modulepath`, `modules`, ...) and the environment component
     /// (`container_runtimes`, `filesystems`, `variables`).
-    #[serde(default)]
-    pub environment: Option<toml::Table>,
+    #[serde(default = "none")]
+    pub environment: Option<S>,
 }
 
-/// The configuration without its per-component sections: `[facility]`,
-/// the resources' own keys and `[[downtimes]]`, for a reader that needs
-/// nothing else (the status component). `[resources.compute]`,
-/// `[resources.environment]` and `[streaming]` are skipped as they are
-/// read, not built, which makes this a fraction of the cost of a whole
-/// [`FacilityConfig`] on every request.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct FacilitySummary {
-    pub facility: FacilityInfo,
-    pub resources: Vec<ResourceSummary>,
-    pub downtimes: Vec<DowntimeConfig>,
-}
-
-/// One `[[resources]]` entry without its sections: the keys of
-/// [`ResourceConfig`] other than `compute` and `environment`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ResourceSummary {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub organization: Option<String>,
-    #[serde(default)]
-    pub status: Option<String>,
-    #[serde(default)]
-    pub downtime_schedule_available: Option<bool>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
+fn none<S>() -> Option<S> {
+    None
 }
 
 /// One `[[downtimes]]` entry. Times are kept as written (a TOML string or
@@ -179,51 +182,34 @@ impl fmt::Display for FacilityError {
 
 impl std::error::Error for FacilityError {}
 
-/// Parses the text of facility.toml as `T` (a [`FacilityConfig`] or a
-/// [`FacilitySummary`]); `path` only names it in errors.
-pub fn parse_as<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, FacilityError> {
-    toml::from_str(text).map_err(|e| FacilityError::Invalid {
-        path: path.to_path_buf(),
-        error: e.to_string(),
-    })
-}
-
-/// Reads and parses facility.toml as `T`. A missing file is an error
-/// ([`FacilityError::Missing`]), never an empty facility.
-pub fn load_as<T: DeserializeOwned>(path: &Path) -> Result<T, FacilityError> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        if error.kind() == std::io::ErrorKind::NotFound {
-            FacilityError::Missing {
-                path: path.to_path_buf(),
-            }
-        } else {
-            FacilityError::Unreadable {
-                path: path.to_path_buf(),
-                error,
-            }
-        }
-    })?;
-    parse_as(&text, path)
-}
-
-/// A [`FacilityConfig::digest`] read as `T`; `None` when it is not one.
-pub fn from_digest_as<T: DeserializeOwned>(json: &str) -> Option<T> {
-    serde_json::from_str(json).ok()
-}
-
-impl FacilityConfig {
+impl<S: DeserializeOwned + Default> Facility<S> {
     /// Parses the text of facility.toml; `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, FacilityError> {
-        parse_as(text, path)
+        toml::from_str(text).map_err(|e| FacilityError::Invalid {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })
     }
 
     /// Reads and parses facility.toml. A missing file is an error
     /// ([`FacilityError::Missing`]), never an empty facility.
     pub fn load(path: &Path) -> Result<Self, FacilityError> {
-        load_as(path)
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                FacilityError::Missing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                FacilityError::Unreadable {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            }
+        })?;
+        Self::parse(&text, path)
     }
 
-    /// As [`FacilityConfig::load`], but a missing file is an empty facility
+    /// As [`Facility::load`], but a missing file is an empty facility
     /// (no resources), with the [`FacilityError::Missing`] that says so.
     pub fn load_or_empty(path: &Path) -> Result<(Self, Option<FacilityError>), FacilityError> {
         match Self::load(path) {
@@ -234,11 +220,18 @@ impl FacilityConfig {
     }
 
     /// The resource named `name`.
-    pub fn resource(&self, name: &str) -> Option<&ResourceConfig> {
+    pub fn resource(&self, name: &str) -> Option<&Resource<S>> {
         self.resources.iter().find(|r| r.name == name)
     }
 
-    /// The configuration as [`FacilityConfig::from_digest`] reads it: the
+    /// The configuration from a [`FacilityConfig::digest`].
+    pub fn from_digest(json: &str) -> Option<Self> {
+        serde_json::from_str(json).ok()
+    }
+}
+
+impl FacilityConfig {
+    /// The configuration as [`Facility::from_digest`] reads it: the
     /// whole file as JSON, which a component reads in a fraction of the
     /// time that parsing TOML takes. `None` when the text is not a valid
     /// configuration (the component then reads the file and says what is
@@ -250,11 +243,6 @@ impl FacilityConfig {
         toml::from_str::<FacilityConfig>(text).ok()?;
         let table: toml::Table = toml::from_str(text).ok()?;
         serde_json::to_string(&json_of_table(&table)?).ok()
-    }
-
-    /// The configuration from a [`FacilityConfig::digest`].
-    pub fn from_digest(json: &str) -> Option<Self> {
-        from_digest_as(json)
     }
 }
 
@@ -304,9 +292,9 @@ mod tests {
     fn a_summary_reads_the_same_from_the_file_and_the_digest_and_skips_the_sections() {
         let path = Path::new("f");
         let whole = FacilityConfig::parse(SAMPLE, path).unwrap();
-        let from_file: FacilitySummary = parse_as(SAMPLE, path).unwrap();
+        let from_file = FacilitySummary::parse(SAMPLE, path).unwrap();
         let digest = FacilityConfig::digest(SAMPLE).unwrap();
-        let from_digest: FacilitySummary = from_digest_as(&digest).unwrap();
+        let from_digest = FacilitySummary::from_digest(&digest).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{from_digest:?}"));
         assert_eq!(
             format!("{:?}", from_file.facility),
@@ -326,13 +314,16 @@ mod tests {
                 (s.downtime_schedule_available, &s.annotations),
                 (w.downtime_schedule_available, &w.annotations)
             );
+            // A skipped section still says whether it was there.
+            assert_eq!(s.compute.is_some(), w.compute.is_some());
+            assert_eq!(s.environment.is_some(), w.environment.is_some());
         }
         // The sections are not read at all: a summary does not fail on one
         // that a whole reading refuses.
         let text = "[[resources]]\nname = \"a\"\ncompute = 5\n";
         assert!(FacilityConfig::parse(text, path).is_err());
         assert_eq!(
-            parse_as::<FacilitySummary>(text, path).unwrap().resources[0].name,
+            FacilitySummary::parse(text, path).unwrap().resources[0].name,
             "a"
         );
     }

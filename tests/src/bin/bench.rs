@@ -23,6 +23,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    s3m_tests::no_log_tails();
     let args = Args::parse();
     let cache = tempfile::tempdir()?;
     let opts = AppOptions {

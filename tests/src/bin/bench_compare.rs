@@ -48,6 +48,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    s3m_tests::no_log_tails();
     let args = Args::parse();
     if let Some(addr) = &args.serve_native {
         return serve_native(addr);

@@ -115,6 +115,7 @@ fn job_body() -> Value {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    s3m_tests::no_log_tails();
     let args = Args::parse();
     let cluster = slurm::shared();
     let user = slurm::ensure_project_user(PROJECT)?;

@@ -27,6 +27,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    s3m_tests::no_log_tails();
     let args = Args::parse();
     let tree = lmod::module_tree()?;
 

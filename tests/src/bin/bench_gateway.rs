@@ -35,6 +35,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    s3m_tests::no_log_tails();
     let args = Args::parse();
     slurm::ensure_project_user("BEN001")?;
     let app = TestApp::start(

@@ -239,6 +239,7 @@ fn stats(xs: &[f64]) -> String {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    s3m_tests::no_log_tails();
     let args = Args::parse();
     st::require_servers(args.rabbitmq_runs + args.rabbitmq_2_node_runs > 0)?;
     let app = TestApp::start(AppOptions::only(&["streaming"]).with_facility(st::facility(

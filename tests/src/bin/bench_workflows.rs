@@ -65,6 +65,7 @@ fn chain(tasks: usize) -> Value {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    s3m_tests::no_log_tails();
     let args = Args::parse();
     slurm::ensure_project_user("BEN001")?;
     let app = TestApp::start(AppOptions::only(&["workflows", "compute"]).with_facility(format!(

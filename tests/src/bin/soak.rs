@@ -45,6 +45,7 @@ fn sample(pid: u32) -> (u64, usize) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    s3m_tests::no_log_tails();
     let args = Args::parse();
     slurm::ensure_project_user("SOAK01")?;
     let work = tempfile::Builder::new().prefix("s3m-soak-").tempdir()?;
