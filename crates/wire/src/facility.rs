@@ -318,8 +318,8 @@ mod tests {
             assert_eq!(s.compute.is_some(), w.compute.is_some());
             assert_eq!(s.environment.is_some(), w.environment.is_some());
         }
-        // The sections are not read at all: a summary does not fail on one
-        // that a whole reading refuses.
+        // The sections are only read past, never checked: a summary does not
+        // fail on one that a whole reading refuses.
         let text = "[[resources]]\nname = \"a\"\ncompute = 5\n";
         assert!(FacilityConfig::parse(text, path).is_err());
         assert_eq!(
