@@ -126,3 +126,9 @@ pub fn proc_stat(pid: u32) -> Result<(u64, u64, u64)> {
     let n = |i: usize| -> Result<u64> { Ok(f.get(i - 3).context("short /proc stat")?.parse()?) };
     Ok((n(14)?, n(15)?, n(10)?))
 }
+
+/// Clock ticks per second: the unit of [`proc_stat`]'s CPU times.
+pub fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf with a valid name has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}

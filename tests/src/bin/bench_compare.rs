@@ -460,7 +460,7 @@ fn wrk_run(
     let (p50_ms, p99_ms) = (pct("50%")?, pct("99%")?);
     let (mut user_us, mut sys_us, mut faults) = (f64::NAN, f64::NAN, f64::NAN);
     if let (Some(b), Some(a)) = (before, after) {
-        let tick_us = 1e6 / clock_ticks() as f64;
+        let tick_us = 1e6 / load::clock_ticks_per_second();
         user_us = (a.0 - b.0) as f64 * tick_us / requests;
         sys_us = (a.1 - b.1) as f64 * tick_us / requests;
         faults = (a.2 - b.2) as f64 / requests;
@@ -490,11 +490,6 @@ fn parse_duration_ms(s: &str) -> Result<f64> {
         bail!("unknown duration {s:?} in wrk's output")
     };
     Ok(num.parse::<f64>()? * scale)
-}
-
-fn clock_ticks() -> i64 {
-    // SAFETY: sysconf with a valid name has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }
 }
 
 fn which(name: &str) -> Option<PathBuf> {

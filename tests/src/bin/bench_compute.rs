@@ -267,8 +267,7 @@ async fn main() -> Result<()> {
         "GET /jobs p50 s3m / direct       {:>8.2}  (goal <= 1.05)",
         s3m_list.ms(0.5) / direct_list_total.ms(0.5)
     );
-    // SAFETY: sysconf only reads a constant.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks_per_second = load::clock_ticks_per_second();
     println!(
         "GET /jobs s3m CPU per request    {:>8.1} ms  (the s3m process, user + system, over {} requests)",
         s3m_list_ticks as f64 * 1000.0 / ticks_per_second / s3m_list.requests.max(1) as f64,
