@@ -27,9 +27,9 @@ mod bindings {
 
 use bindings::s3m::facility::scheduler::{self, SchedulerError};
 use bindings::s3m::facility::types::Caller;
+use s3m_guest::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use s3m_guest::{authenticate, json, route_path, ApiError, Principal};
 use serde::Serialize;
-use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use wire::*;
 
@@ -91,8 +91,8 @@ const CANCEL_FLAGS: &[&str] = &[
 // ---- routes ----
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    route(&req).unwrap_or_else(Response::from)
+fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    s3m_guest::http::serve(req, out, route);
 }
 
 enum Endpoint {
@@ -352,7 +352,7 @@ impl Context<'_> {
         }
         let key = match req.header("idempotency-key") {
             None => None,
-            Some(v) => Some(idempotency_key(v.as_str())?),
+            Some(v) => Some(idempotency_key(std::str::from_utf8(&v).ok())?),
         };
         let answer = match key {
             None => self.submit_now(submit)?,

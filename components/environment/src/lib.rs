@@ -14,10 +14,10 @@
 use std::collections::BTreeMap;
 
 use s3m_guest::facility::{self, ResourceConfig};
+use s3m_guest::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use s3m_guest::time::{now, rfc3339};
 use s3m_guest::{authenticate, cut, json, route_path, ApiError};
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
 mod bindings {
@@ -39,8 +39,8 @@ const SCHEDULER_DEADLINE_MS: u32 = 5_000;
 // ---- routes ----
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    route(&req).unwrap_or_else(Response::from)
+fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    s3m_guest::http::serve(req, out, route);
 }
 
 fn route(req: &Request) -> Result<Response, ApiError> {

@@ -8,12 +8,12 @@
 //!
 //! Nothing here ever puts the token into a message.
 
+use crate::http::Request;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
 use subtle::ConstantTimeEq;
 
@@ -157,9 +157,8 @@ pub fn bearer_token(req: &Request) -> Result<String, ApiError> {
     let missing =
         || ApiError::unauthenticated("missing token: send the header Authorization: <token>");
     let value = req.header("authorization").ok_or_else(missing)?;
-    let value = value
-        .as_str()
-        .ok_or_else(|| {
+    let value = std::str::from_utf8(&value)
+        .map_err(|_| {
             ApiError::unauthenticated("malformed token: the Authorization header is not text")
         })?
         .trim_ascii();

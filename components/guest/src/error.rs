@@ -1,8 +1,8 @@
 //! The one error shape of the API: `{"code": <gRPC code>, "message": "...", "details": []}`
 //! with the HTTP status that a gRPC gateway would pair with that code.
 
+use crate::http::Response;
 use serde::Serialize;
-use spin_sdk::http::{IntoResponse, Response};
 
 /// An error answer: an HTTP status, its gRPC code, and a message that says what to fix.
 ///
@@ -102,11 +102,7 @@ impl ApiError {
 
     /// This error as an HTTP response.
     pub fn to_response(&self) -> Response {
-        Response::builder()
-            .status(self.status)
-            .header("content-type", "application/json")
-            .body(self.body())
-            .build()
+        Response::new(self.status, "application/json", self.body())
     }
 }
 
@@ -121,15 +117,3 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
-
-impl From<ApiError> for Response {
-    fn from(error: ApiError) -> Self {
-        error.to_response()
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        self.to_response()
-    }
-}

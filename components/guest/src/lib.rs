@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod facility;
+pub mod http;
 pub mod response;
 pub mod time;
 

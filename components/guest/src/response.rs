@@ -1,7 +1,7 @@
 //! JSON answers and the request path as routes see it.
 
+use crate::http::{Request, Response};
 use serde::Serialize;
-use spin_sdk::http::{Request, Response};
 
 use crate::ApiError;
 
@@ -14,11 +14,7 @@ pub fn json<T: Serialize>(value: &T) -> Response {
 /// serialised, which typed wire structs never hit).
 pub fn json_with_status<T: Serialize>(status: u16, value: &T) -> Response {
     match serde_json::to_vec(value) {
-        Ok(body) => Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(body)
-            .build(),
+        Ok(body) => Response::new(status, "application/json", body),
         Err(e) => ApiError::internal(format!("could not write the JSON answer: {e}")).to_response(),
     }
 }

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use s3m_guest::facility::{self, FacilitySummary, ResourceSummary};
+use s3m_guest::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use s3m_guest::time::{now, parse_rfc3339, rfc3339, rfc3339_micros};
 use s3m_guest::{json, route_path, ApiError};
 use serde::Serialize;
-use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
 const BASE: &str = "/olcf/v1alpha/status";
@@ -24,8 +24,8 @@ mod page;
 // ---- routes ----
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    route(&req).unwrap_or_else(Response::from)
+fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    s3m_guest::http::serve(req, out, route);
 }
 
 fn route(req: &Request) -> Result<Response, ApiError> {

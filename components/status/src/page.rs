@@ -6,7 +6,7 @@
 
 use super::{Facility, ScheduledDowntime};
 use chrono::{DateTime, Utc};
-use spin_sdk::http::Response;
+use s3m_guest::http::Response;
 
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -130,16 +130,12 @@ pub(crate) fn render(f: &Facility, now: DateTime<Utc>) -> Response {
         "</main><footer>As of {}. The same data as <a href=\"/olcf/v1alpha/status\">/olcf/v1alpha/status</a>.</footer></body></html>",
         when(&now)
     ));
-    Response::builder()
-        .status(200)
-        .header("content-type", "text/html; charset=utf-8")
-        .header(
+    Response::new(200, "text/html; charset=utf-8", body.into_bytes())
+        .with_header(
             "content-security-policy",
             "default-src 'none'; style-src 'unsafe-inline'",
         )
-        .header("cache-control", "no-store")
-        .body(body)
-        .build()
+        .with_header("cache-control", "no-store")
 }
 
 #[cfg(test)]

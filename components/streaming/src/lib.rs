@@ -10,10 +10,10 @@
 
 use std::collections::BTreeMap;
 
+use s3m_guest::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use s3m_guest::{authenticate, cut, json, route_path, ApiError};
 use serde::Serialize;
 use serde_json::Value;
-use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
 mod bindings {
@@ -45,8 +45,8 @@ enum Route<'a> {
 }
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    route(&req).unwrap_or_else(Response::from)
+fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    s3m_guest::http::serve(req, out, route);
 }
 
 fn route(req: &Request) -> Result<Response, ApiError> {

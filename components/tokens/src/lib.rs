@@ -3,10 +3,10 @@
 //! Any valid token works on itself; no permission is needed. The token is never echoed.
 
 use s3m_guest::auth::{open_store, record_key};
+use s3m_guest::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use s3m_guest::time::{now, parse_rfc3339, rfc3339_micros};
 use s3m_guest::{authenticate, json, route_path, ApiError, Principal};
 use serde::Serialize;
-use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
 const INTROSPECT: &str = "/olcf/v1/token/ctls/introspect";
@@ -15,8 +15,8 @@ const REVOKE: &str = "/olcf/v1/token/ctls/revoke";
 // ---- routes ----
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    route(&req).unwrap_or_else(Response::from)
+fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    s3m_guest::http::serve(req, out, route);
 }
 
 fn route(req: &Request) -> Result<Response, ApiError> {

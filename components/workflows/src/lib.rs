@@ -16,12 +16,12 @@
 //! - `POST /api/v1/workflows/{ns}/lint`, `POST /api/v1/workflows/{ns}/submit`
 //! - `POST|GET /api/v1/workflow-templates/{ns}`, `GET|PUT|DELETE .../{name}`
 
+use s3m_guest::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use s3m_guest::{authenticate, json, route_path, ApiError, Principal};
 use s3m_workflow::model::{phase, Workflow, WorkflowStatus, WorkflowTemplate};
 use s3m_workflow::store::{self, Control, Doc, Run, Submitter};
 use s3m_workflow::{builtins, parse};
 use serde_json::{json, Value};
-use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::key_value::Store;
 
@@ -31,8 +31,8 @@ const OLCF: &str = "/olcf/open/v1alpha/workflows";
 const MAX_PER_PROJECT: usize = 10_000;
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    route(&req).unwrap_or_else(Response::from)
+fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    s3m_guest::http::serve(req, out, route);
 }
 
 fn route(req: &Request) -> Result<Response, ApiError> {
