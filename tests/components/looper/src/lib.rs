@@ -9,8 +9,12 @@
 //!   initialised one, and `/looper/peek` answers whether either still holds
 //!   a marker, so that a test can check that no request sees what an earlier
 //!   one left in a reused instance slot.
+//!
+//! It reads the request and writes its answer the way the endpoint components do
+//! (`s3m_guest::http`), so that `/looper/ok` is the cheapest request a component of
+//! this repository can answer: the benchmarks' no-op.
 
-use spin_sdk::http::{IntoResponse, Request, Response};
+use s3m_guest::http::{IncomingRequest, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,7 +33,15 @@ fn pristine() -> String {
 }
 
 #[http_component]
-async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let answer = match Request::read(req) {
+        Ok(req) => Response::new(200, "text/plain", answer(&req).await.into_bytes()),
+        Err(e) => Response::from(e),
+    };
+    answer.send(out);
+}
+
+async fn answer(req: &Request) -> String {
     match req.path() {
         "/looper/spin" => {
             let mut n: u64 = 0;
@@ -51,14 +63,12 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 .strip_prefix("url=")
                 .unwrap_or("http://127.0.0.1:9/")
                 .to_string();
-            let out: Result<Response, _> = spin_sdk::http::send(Request::get(url)).await;
-            Ok(Response::new(
-                200,
-                match out {
-                    Ok(r) => format!("sent: {}", r.status()),
-                    Err(e) => format!("refused: {e}"),
-                },
-            ))
+            let sent: Result<spin_sdk::http::Response, _> =
+                spin_sdk::http::send(spin_sdk::http::Request::get(url)).await;
+            match sent {
+                Ok(r) => format!("sent: {}", r.status()),
+                Err(e) => format!("refused: {e}"),
+            }
         }
         "/looper/sleep" => {
             let ms = req
@@ -67,7 +77,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(1000);
             std::thread::sleep(std::time::Duration::from_millis(ms));
-            Ok(Response::new(200, "slept"))
+            "slept".to_string()
         }
         "/looper/leave" => {
             for (z, i) in ZEROED.iter().zip(IMAGED.iter()) {
@@ -75,9 +85,9 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 i.store(MARKER, Ordering::Relaxed);
             }
             // The same check as /looper/peek, after the writes: it must see them.
-            Ok(Response::new(200, pristine()))
+            pristine()
         }
-        "/looper/peek" => Ok(Response::new(200, pristine())),
-        _ => Ok(Response::new(200, "ok")),
+        "/looper/peek" => pristine(),
+        _ => "ok".to_string(),
     }
 }
