@@ -1017,3 +1017,62 @@ fn a_components_own_body_limit_applies_to_its_routes() -> Result<()> {
     assert!(res.status < 500, "{} {}", res.status, res.text());
     Ok(())
 }
+
+/// A header that says who the caller is, or which submission this is, sent twice: refused
+/// with a 400 that names it, never resolved by picking one (the host would read the first
+/// Authorization value and a component the last).
+#[test]
+fn a_header_sent_twice_is_refused_not_guessed() -> Result<()> {
+    let app = app_with(&["tokens", "compute"], false, &[])?;
+    let token = app.token(&["compute-ace"], "HOS005")?;
+    let other = app.token(&["compute-ace"], "HOS006")?;
+    for pair in [[&token, &token], [&other, &token], [&token, &other]] {
+        let res = exchange(
+            &app,
+            &request(
+                "GET",
+                INTROSPECT,
+                &[("Authorization", pair[0]), ("Authorization", pair[1])],
+                b"",
+            ),
+        )?;
+        let error = res.expect_error(400)?;
+        assert_eq!(
+            error["message"], "the header authorization was sent 2 times; send it once",
+            "{error}"
+        );
+        assert_no_token(&res.text(), &token, "the answer");
+        assert_no_token(&res.text(), &other, "the answer");
+    }
+    // Sent once, the same token works.
+    let res = exchange(
+        &app,
+        &request("GET", INTROSPECT, &[("Authorization", &token)], b""),
+    )?;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let answer: Value = serde_json::from_slice(&res.body)?;
+    assert_eq!(answer["token"]["project"], "HOS005");
+
+    // Two idempotency keys on one submission: refused before any job is made.
+    let res = exchange(
+        &app,
+        &request(
+            "POST",
+            SUBMIT,
+            &[
+                ("Authorization", &token),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", "first"),
+                ("Idempotency-Key", "second"),
+            ],
+            br##"{"job": {"script": "#!/bin/bash\ntrue\n"}}"##,
+        ),
+    )?;
+    let error = res.expect_error(400)?;
+    assert_eq!(
+        error["message"], "the header idempotency-key was sent 2 times; send it once",
+        "{error}"
+    );
+    assert_no_token(&app.stderr(), &token, "the host's log");
+    Ok(())
+}

@@ -350,7 +350,7 @@ impl Context<'_> {
                 )));
             }
         }
-        let key = match req.header("idempotency-key") {
+        let key = match req.header("idempotency-key")? {
             None => None,
             Some(v) => Some(idempotency_key(std::str::from_utf8(&v).ok())?),
         };

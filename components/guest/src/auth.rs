@@ -156,7 +156,7 @@ impl Audience {
 pub fn bearer_token(req: &Request) -> Result<String, ApiError> {
     let missing =
         || ApiError::unauthenticated("missing token: send the header Authorization: <token>");
-    let value = req.header("authorization").ok_or_else(missing)?;
+    let value = req.header("authorization")?.ok_or_else(missing)?;
     let value = std::str::from_utf8(&value)
         .map_err(|_| {
             ApiError::unauthenticated("malformed token: the Authorization header is not text")

@@ -91,11 +91,19 @@ impl Request {
         self.target.query()
     }
 
-    /// The value of header `name` (any case), as bytes. A header sent more than once gives
-    /// its last value, as spin-sdk's `Request` did.
-    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
+    /// The value of header `name` (any case), as bytes, if it was sent. A header sent more
+    /// than once is refused (400): which of two tokens or idempotency keys a caller meant is
+    /// not for the component to guess, and the host reads the first while spin-sdk's
+    /// `Request` kept the last.
+    pub fn header(&self, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
         let name = name.to_ascii_lowercase();
-        self.incoming.headers().get(&name).pop()
+        let mut values = self.incoming.headers().get(&name);
+        match values.len() {
+            0 | 1 => Ok(values.pop()),
+            n => Err(ApiError::bad_request(format!(
+                "the header {name} was sent {n} times; send it once"
+            ))),
+        }
     }
 
     /// The body (empty for `GET` and `HEAD`).
