@@ -1076,3 +1076,45 @@ fn a_header_sent_twice_is_refused_not_guessed() -> Result<()> {
     assert_no_token(&app.stderr(), &token, "the host's log");
     Ok(())
 }
+
+/// A component's answer carries its length in the head, not chunked framing: JSON answers,
+/// an error, the HTML status page, and a long answer, which takes many writes of 4 KiB and
+/// must arrive whole.
+#[test]
+fn component_answers_carry_their_length() -> Result<()> {
+    let app = app_with(&["tokens", "status"], true, &[])?;
+    let token = app.token(&["compute-ace"], "HOS007")?;
+    let cases = [
+        ("the status JSON", request("GET", STATUS, &[], b""), 200),
+        (
+            "introspect",
+            request("GET", INTROSPECT, &[("Authorization", &token)], b""),
+            200,
+        ),
+        ("a 401", request("GET", INTROSPECT, &[], b""), 401),
+        ("the status page", request("GET", "/", &[], b""), 200),
+        (
+            "a long answer",
+            request("GET", "/looper/big?bytes=100003", &[], b""),
+            200,
+        ),
+    ];
+    for (what, req, status) in cases {
+        let res = exchange(&app, &req)?;
+        assert_eq!(res.status, status, "{what}: {}", res.text());
+        assert_eq!(res.header("transfer-encoding"), None, "{what} is chunked");
+        assert_eq!(
+            res.header("content-length"),
+            Some(res.body.len().to_string().as_str()),
+            "{what}"
+        );
+        if what == "the status page" {
+            assert!(res.text().ends_with("</html>"), "{}", res.text());
+        }
+        if what == "a long answer" {
+            let expected: Vec<u8> = (0..100_003).map(|i| b'0' + (i % 10) as u8).collect();
+            assert!(res.body == expected, "{what}: {} bytes", res.body.len());
+        }
+    }
+    Ok(())
+}

@@ -177,9 +177,15 @@ impl Response {
         &self.body
     }
 
-    /// Hands this answer to the host through `out`. A client that has gone away leaves
-    /// nothing to tell, so a failed write ends the call quietly.
-    pub fn send(self, out: ResponseOutparam) {
+    /// Hands this answer to the host through `out`, with its `content-length`. A client
+    /// that has gone away leaves nothing to tell, so a failed write ends the call quietly.
+    pub fn send(mut self, out: ResponseOutparam) {
+        // The whole body is known: its length goes in the head, so that the answer is not
+        // chunked (and the host holds the body to that length).
+        self.headers.push((
+            "content-length".to_string(),
+            self.body.len().to_string().into_bytes(),
+        ));
         let headers = match Fields::from_list(&self.headers) {
             Ok(headers) => headers,
             // Header names and values are this crate's constants and checked text.

@@ -5,6 +5,8 @@
 //! - `/looper/sleep?ms=N`: waits N milliseconds (default 1000), then answers 200, to hold a
 //!   request in flight;
 //! - `/looper/ok`: answers 200, to show the host still serves;
+//! - `/looper/big?bytes=N`: answers N bytes (at most 16 MiB) of `0123456789` repeated, to
+//!   check that a long answer arrives whole;
 //! - `/looper/leave`: writes a marker over a zero-initialised static and an
 //!   initialised one, and `/looper/peek` answers whether either still holds
 //!   a marker, so that a test can check that no request sees what an earlier
@@ -88,6 +90,15 @@ async fn answer(req: &Request) -> String {
             pristine()
         }
         "/looper/peek" => pristine(),
+        "/looper/big" => {
+            let n = req
+                .query()
+                .strip_prefix("bytes=")
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(16 << 20);
+            (0..n).map(|i| char::from(b'0' + (i % 10) as u8)).collect()
+        }
         _ => "ok".to_string(),
     }
 }
