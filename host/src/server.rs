@@ -332,10 +332,13 @@ impl Server {
     }
 
     /// Reads the body, waits for a free instance and runs the component,
-    /// all in one task and within the request's time limit. (Reading the
-    /// body in this task rather than the connection's costs no extra task
-    /// switch: the connection task only hands the bytes over, as it did when
-    /// the guest read them.)
+    /// all within the request's time limit. The guest runs on the
+    /// connection's own task until it has answered: most guests have also
+    /// finished by then, and the request costs no task of its own. One that
+    /// is still writing its answer's body (or doing work after it) goes on
+    /// in a task of its own, and so does one whose client went away before
+    /// the answer: a guest is never stopped half-way because of the client
+    /// (a submit and the record of its idempotency key belong together).
     async fn run(
         self: &Arc<Self>,
         parts: http::request::Parts,
@@ -347,89 +350,184 @@ impl Server {
     ) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
         let server = self.clone();
         let request_id = id.as_str().to_string();
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
         let limit = self.app.limits.request_timeout;
         let deadline = tokio::time::Instant::now() + limit;
         let name = component.clone();
-        let task = tokio::spawn(
-            async move {
-                // Held until the guest is done, response body included.
-                let _in_flight = in_flight;
-                let body = read_body(body, max_body, deadline)
-                    .await
-                    .map_err(Failure::Answered)?;
-                let _instance = match tokio::time::timeout_at(
-                    deadline,
-                    server.instances.clone().acquire_owned(),
-                )
+        let guest = async move {
+            // Held until the guest is done, response body included.
+            let _in_flight = in_flight;
+            let body = read_body(body, max_body, deadline)
                 .await
+                .map_err(Failure::Answered)?;
+            let _instance =
+                match tokio::time::timeout_at(deadline, server.instances.clone().acquire_owned())
+                    .await
                 {
                     Ok(Ok(permit)) => permit,
                     _ => return Err(Failure::Busy),
                 };
-                let component =
-                    server.app.components.get(&component).ok_or_else(|| {
-                        anyhow::anyhow!("route names unknown component {component}")
-                    })?;
-                let mut store = server.app.new_store(component)?;
-                // Kept for the host's own check before a capability acts for a
-                // project (never logged).
-                store.data_mut().request_token = parts
-                    .headers
-                    .get(hyper::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                store.data_mut().request_id = Some(request_id);
-                let req = hyper::Request::from_parts(parts, Full::new(body));
-                let incoming = store
-                    .data_mut()
-                    .http()
-                    .new_incoming_request(Scheme::Http, req)?;
-                let out = store.data_mut().http().new_response_outparam(sender)?;
-                let pre = component.pre.clone();
-                // The epoch callback stops a guest that computes past the limit;
-                // this stops one that waits past it (on a slow scheduler, say).
-                let call = async {
-                    let proxy = pre.instantiate_async(&mut store).await?;
-                    proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, incoming, out)
-                        .await
-                };
-                match tokio::time::timeout_at(deadline, call).await {
-                    Ok(r) => r.map_err(Failure::from),
-                    Err(_) => Err(Failure::TimedOut),
+            let component = server
+                .app
+                .components
+                .get(&component)
+                .ok_or_else(|| anyhow::anyhow!("route names unknown component {component}"))?;
+            let mut store = server.app.new_store(component)?;
+            // Kept for the host's own check before a capability acts for a
+            // project (never logged).
+            store.data_mut().request_token = parts
+                .headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            store.data_mut().request_id = Some(request_id);
+            let req = hyper::Request::from_parts(parts, Full::new(body));
+            let incoming = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, req)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            let pre = component.pre.clone();
+            // The epoch callback stops a guest that computes past the limit;
+            // this stops one that waits past it (on a slow scheduler, say).
+            let call = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, out)
+                    .await
+            };
+            match tokio::time::timeout_at(deadline, call).await {
+                Ok(r) => r.map_err(Failure::from),
+                Err(_) => Err(Failure::TimedOut),
+            }
+        }
+        .instrument(tracing::Span::current());
+        let mut guest = Unfinished::new(guest, name);
+        // Whichever comes first: the guest's end or its answer.
+        // (A guest that dropped its answer unset is waited for: its
+        // failure says why.)
+        let mut dropped = false;
+        let answer = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = guest.poll(cx) {
+                return Poll::Ready(Err(r));
+            }
+            if !dropped {
+                match std::future::Future::poll(Pin::new(&mut receiver), cx) {
+                    Poll::Ready(Ok(answer)) => return Poll::Ready(Ok(answer)),
+                    Poll::Ready(Err(_)) => dropped = true,
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let answer = match answer {
+            Ok(answer) => {
+                // Answered and still running: it finishes on its own task.
+                guest.detach();
+                answer
+            }
+            Err(Ok(())) => match receiver.try_recv() {
+                Ok(answer) => answer,
+                Err(_) => {
+                    return Err(anyhow::anyhow!(
+                        "the component returned without setting a response"
+                    )
+                    .into())
+                }
+            },
+            Err(Err(failure)) => match receiver.try_recv() {
+                // It answered and then failed: the answer stands, and the
+                // log says so (its body may have been cut short).
+                Ok(answer) => {
+                    guest.log_failure_after_answer(&failure);
+                    answer
+                }
+                Err(_) => return Err(failure),
+            },
+        };
+        match answer {
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(anyhow::anyhow!("component answered with an error: {e:?}").into()),
+        }
+    }
+}
+
+type GuestRun = Pin<Box<dyn std::future::Future<Output = Result<(), Failure>> + Send>>;
+
+/// A guest's run that has not finished. Dropped unfinished (the answer went
+/// out first, or the client went away), it is handed to a task of its own
+/// rather than stopped, and that task logs a failure that comes after the
+/// answer began.
+struct Unfinished {
+    run: Option<GuestRun>,
+    component: String,
+}
+
+impl Unfinished {
+    fn new(
+        run: impl std::future::Future<Output = Result<(), Failure>> + Send + 'static,
+        component: String,
+    ) -> Self {
+        Self {
+            run: Some(Box::pin(run)),
+            component,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        let Some(run) = self.run.as_mut() else {
+            return Poll::Pending;
+        };
+        let r = ready!(run.as_mut().poll(cx));
+        self.run = None;
+        Poll::Ready(r)
+    }
+
+    /// Lets the rest of the run go on in a task of its own.
+    fn detach(&mut self) {
+        let Some(run) = self.run.take() else { return };
+        let component = std::mem::take(&mut self.component);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(
+            async move {
+                if let Err(failure) = run.await {
+                    log_failure_after_answer(&component, &failure);
                 }
             }
             .instrument(tracing::Span::current()),
         );
-        match receiver.await {
-            Ok(Ok(resp)) => {
-                // A guest that fails after its answer began (while it writes
-                // the body) cuts the answer short: say so in the log.
-                tokio::spawn(async move {
-                    match task.await {
-                        Ok(Err(Failure::Error(e))) => {
-                            tracing::error!(component = %name, "component failed while sending its answer: {e:#}")
-                        }
-                        Ok(Err(Failure::TimedOut)) => tracing::error!(
-                            component = %name,
-                            "component ran past its time limit while sending its answer"
-                        ),
-                        _ => {}
-                    }
-                }.instrument(tracing::Span::current()));
-                Ok(resp)
-            }
-            Ok(Err(e)) => Err(anyhow::anyhow!("component answered with an error: {e:?}").into()),
-            Err(_) => match task.await {
-                Ok(Ok(())) => {
-                    Err(anyhow::anyhow!("the component returned without setting a response").into())
-                }
-                Ok(Err(f)) => Err(f),
-                Err(e) => Err(anyhow::Error::from(e).into()),
-            },
+    }
+
+    fn log_failure_after_answer(&self, failure: &Failure) {
+        log_failure_after_answer(&self.component, failure);
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// A guest that fails after its answer began (while it writes the body)
+/// cuts the answer short: say so in the log.
+fn log_failure_after_answer(component: &str, failure: &Failure) {
+    match failure {
+        Failure::Error(e) => {
+            tracing::error!(
+                component,
+                "component failed while sending its answer: {e:#}"
+            )
         }
+        Failure::TimedOut => tracing::error!(
+            component,
+            "component ran past its time limit while sending its answer"
+        ),
+        _ => {}
     }
 }
 

@@ -133,6 +133,64 @@ async fn outbound_http_reaches_only_the_allowed_hosts() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_guest_whose_client_went_away_still_runs_to_its_end() -> Result<()> {
+    let (port, hits) = tiny_server()?;
+    let app = app_with_looper(&[], &[format!("http://127.0.0.1:{port}")])?;
+    // The client gives up after 100 ms; the guest waits 600 ms and then
+    // makes its outbound call, which must still happen.
+    let url = app.url(&format!(
+        "/looper/later?ms=600&url=http://127.0.0.1:{port}/"
+    ));
+    let gave_up = app
+        .client()
+        .get(url)
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the guest answered before it waited");
+    assert!(
+        hits.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the guest was stopped when its client went away: its outbound call never came"
+    );
+    // And the host serves on.
+    let ok = app.client().get(app.url("/looper/ok")).send().await?;
+    assert_eq!(ok.text().await?, "ok");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_guest_that_fails_mid_answer_cuts_it_short_and_the_log_says_so() -> Result<()> {
+    let app = app_with_looper(&[], &[])?;
+    // Whether the head went out before the trap (hyper sends it with the
+    // first bytes of the body) or not, the client must not get the answer
+    // as if whole: either the connection closes with no answer, or the body
+    // stops short of the 1000 bytes promised.
+    match app.client().get(app.url("/looper/half")).send().await {
+        Err(_) => {}
+        Ok(res) => {
+            assert_eq!(res.status(), 200);
+            assert_eq!(res.content_length(), Some(1000));
+            let body = res.bytes().await;
+            assert!(
+                body.as_ref().map_or(true, |b| b.len() < 1000),
+                "a cut answer arrived whole: {:?}",
+                body.map(|b| b.len())
+            );
+        }
+    }
+    let log = app.stderr_with_line(|l| l.contains("component failed while sending its answer"));
+    assert!(
+        log.contains("component failed while sending its answer")
+            && log.contains("component=looper")
+            && log.contains("on purpose"),
+        "the host's log does not say why the answer was cut:\n{log}"
+    );
+    let ok = app.client().get(app.url("/looper/ok")).send().await?;
+    assert_eq!(ok.text().await?, "ok");
+    Ok(())
+}
+
 /// Runs `s3m up` on a manifest that must be refused; returns its stderr.
 fn refused(manifest: &str) -> Result<String> {
     let dir = tempfile::tempdir()?;

@@ -5,6 +5,10 @@
 //! - `/looper/sleep?ms=N`: waits N milliseconds (default 1000), then answers 200, to hold a
 //!   request in flight;
 //! - `/looper/ok`: answers 200, to show the host still serves;
+//! - `/looper/later?ms=N&url=U`: waits N milliseconds, then sends `GET U` (an allowed
+//!   host), to show that a guest whose client went away still runs to its end;
+//! - `/looper/half`: starts an answer of 1000 bytes, writes 500, then panics (a trap), to
+//!   show that the host cuts that answer short and logs why;
 //! - `/looper/big?bytes=N`: answers N bytes (at most 16 MiB) of `0123456789` repeated, to
 //!   check that a long answer arrives whole;
 //! - `/looper/leave`: writes a marker over a zero-initialised static and an
@@ -37,6 +41,7 @@ fn pristine() -> String {
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let answer = match Request::read(req) {
+        Ok(req) if req.path() == "/looper/half" => return half_then_trap(out),
         Ok(req) => Response::new(200, "text/plain", answer(&req).await.into_bytes()),
         Err(e) => Response::from(e),
     };
@@ -72,6 +77,24 @@ async fn answer(req: &Request) -> String {
                 Err(e) => format!("refused: {e}"),
             }
         }
+        "/looper/later" => {
+            let query = req.query();
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let ms = param("ms").parse::<u64>().unwrap_or(1000);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let sent: Result<spin_sdk::http::Response, _> =
+                spin_sdk::http::send(spin_sdk::http::Request::get(param("url"))).await;
+            match sent {
+                Ok(r) => format!("sent: {}", r.status()),
+                Err(e) => format!("refused: {e}"),
+            }
+        }
         "/looper/sleep" => {
             let ms = req
                 .query()
@@ -101,4 +124,19 @@ async fn answer(req: &Request) -> String {
         }
         _ => "ok".to_string(),
     }
+}
+
+/// Promises 1000 bytes, sends 500 of them, and traps.
+fn half_then_trap(out: ResponseOutparam) {
+    use spin_sdk::http::{Fields, OutgoingResponse};
+    let headers = Fields::from_list(&[("content-length".to_string(), b"1000".to_vec())])
+        .expect("a valid header");
+    let response = OutgoingResponse::new(headers);
+    let body = response.body().expect("the body of a new response");
+    out.set(response);
+    let stream = body.write().expect("the body's stream");
+    stream
+        .blocking_write_and_flush(&[b'x'; 500])
+        .expect("half of the answer written");
+    panic!("the looper stops half-way through its answer, on purpose");
 }
