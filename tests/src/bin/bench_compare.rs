@@ -185,6 +185,15 @@ fn main() -> Result<()> {
             .with_context(|| format!("{} never answered 200 at {}", case.name, case.url))?;
     }
 
+    // Which host binary, and how fresh: the figures are that binary's.
+    let bin = s3m_tests::s3m_bin()?;
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map(|e| format!("built {} min ago", e.as_secs() / 60))
+        .unwrap_or_else(|| "build time unknown".into());
+    println!("s3m: {} ({built})", bin.display());
     println!(
         "load: wrk -t{} -c{} -d{}s, {} rounds; CPU and faults are the server process's, per request",
         args.threads, args.connections, args.seconds, args.rounds
