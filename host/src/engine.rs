@@ -18,6 +18,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
+use wasmtime_wasi::filesystem::WasiFilesystemCtx;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -138,7 +139,11 @@ pub struct LoadedComponent {
     pub pre: ProxyPre<HostState>,
     pub grants: Arc<ComponentGrants>,
     pub outbound: OutboundHooks,
-    pub mounts: Vec<(PathBuf, String)>,
+    /// Its `files` mounts, each directory opened once when the host
+    /// starts (as a container's bind mount is): every instance gets the same
+    /// read-only handles, not a fresh `open` and `close` of each directory.
+    /// Files inside are opened by path at each access, so edits show at once.
+    pub mounts: WasiFilesystemCtx,
     pub environment: Vec<(String, String)>,
     /// The facility.toml this component mounts at /config, handed over parsed.
     pub facility: Option<Arc<crate::facility::FacilityDigest>>,
@@ -280,7 +285,10 @@ impl App {
                     );
                 }
             }
-            let mut mounts = Vec::new();
+            let mut mounts = WasiCtx::builder();
+            // As for every instance's context (host_state): the guests read
+            // small local files on their own thread.
+            mounts.allow_blocking_current_thread(true);
             let mut facility = None;
             for m in &decl.files {
                 if m.guest_path.trim_end_matches('/') == crate::facility::GUEST_DIR {
@@ -298,7 +306,16 @@ impl App {
                         m.host_dir.display()
                     );
                 }
-                mounts.push((m.host_dir.clone(), m.guest_path.clone()));
+                mounts
+                    .preopened_dir(&m.host_dir, &m.guest_path, FsPerms::ReadOnly)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| {
+                        format!(
+                            "component {}: cannot open files source {}",
+                            decl.id,
+                            m.host_dir.display()
+                        )
+                    })?;
             }
             components.insert(
                 decl.id.clone(),
@@ -314,7 +331,7 @@ impl App {
                     outbound: OutboundHooks {
                         allowed: Arc::new(allowed),
                     },
-                    mounts,
+                    mounts: mounts.build().filesystem().clone(),
                     environment: decl
                         .environment
                         .iter()
@@ -360,11 +377,10 @@ impl App {
         if let Some(digest) = component.facility.as_ref().and_then(|f| f.current()) {
             wasi.env(crate::facility::DIGEST_ENV, &*digest);
         }
-        for (host, guest) in &component.mounts {
-            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)?;
-        }
+        let mut wasi = wasi.build();
+        *wasi.filesystem() = component.mounts.clone();
         Ok(HostState {
-            wasi: wasi.build(),
+            wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()

@@ -519,12 +519,12 @@ fn log_failure_after_answer(component: &str, failure: &Failure) {
     match failure {
         Failure::Error(e) => {
             tracing::error!(
-                component,
+                component = %component,
                 "component failed while sending its answer: {e:#}"
             )
         }
         Failure::TimedOut => tracing::error!(
-            component,
+            component = %component,
             "component ran past its time limit while sending its answer"
         ),
         _ => {}
