@@ -46,12 +46,29 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The `s3m` binary: `$S3M_BIN`, else `<repo>/target/release/s3m`. Fails, naming the build
-/// command, when it does not exist.
+/// command, when it does not exist, or (the default one only) when a source file of the host
+/// is newer than it: `cargo test -p s3m-tests` does not rebuild it, and a test of a stale
+/// host passes or fails for the wrong reason.
 pub fn s3m_bin() -> Result<PathBuf> {
     let bin = match std::env::var_os("S3M_BIN") {
-        Some(b) if !b.is_empty() => PathBuf::from(b),
-        _ => repo_root().join("target/release/s3m"),
+        Some(b) if !b.is_empty() => return existing_bin(PathBuf::from(b)),
+        _ => existing_bin(repo_root().join("target/release/s3m"))?,
     };
+    let built = std::fs::metadata(&bin)?.modified()?;
+    let root = repo_root();
+    for dir in ["host/src", "crates/wire/src", "crates/workflow/src"] {
+        if let Some(newer) = newer_than(&root.join(dir), built) {
+            bail!(
+                "the s3m binary at {} is older than {}: rebuild it with `cargo build --release -p s3m` (cargo test does not)",
+                bin.display(),
+                newer.display()
+            );
+        }
+    }
+    Ok(bin)
+}
+
+fn existing_bin(bin: PathBuf) -> Result<PathBuf> {
     if !bin.is_file() {
         bail!(
             "the s3m binary is missing at {}: build it with `cargo build --release -p s3m` (or set S3M_BIN)",
@@ -59,6 +76,22 @@ pub fn s3m_bin() -> Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// A file under `dir` modified after `time`, if any.
+fn newer_than(dir: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            if let Some(p) = newer_than(&path, time) {
+                return Some(p);
+            }
+        } else if meta.modified().is_ok_and(|m| m > time) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// A free TCP port on 127.0.0.1: free when asked; the server the test starts binds it soon after.
