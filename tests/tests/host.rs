@@ -191,6 +191,71 @@ async fn a_guest_that_fails_mid_answer_cuts_it_short_and_the_log_says_so() -> Re
     Ok(())
 }
 
+/// A `files` directory is opened once, when the host starts, and every instance shares that
+/// handle: each must still read files as they are now, write nothing, and reach nothing
+/// outside the directory.
+#[tokio::test]
+async fn a_files_mount_reads_fresh_writes_nothing_and_stays_inside() -> Result<()> {
+    let outside = tempfile::tempdir()?;
+    let mounted = outside.path().join("mounted");
+    std::fs::create_dir(&mounted)?;
+    std::fs::write(mounted.join("hello.txt"), "first")?;
+    std::fs::write(outside.path().join("secret.txt"), "outside the mount")?;
+    let manifest = format!(
+        "{}files = [{{ source = \"{}\", destination = \"/data\" }}]\n",
+        looper_manifest(&[]),
+        mounted.display()
+    );
+    let app = TestApp::start(AppOptions {
+        components: vec!["tokens".into()],
+        extra_manifest: Some(manifest),
+        ..Default::default()
+    })?;
+    let get = |path: String| {
+        let (client, url) = (app.client().clone(), app.url(&path));
+        async move { client.get(url).send().await?.text().await }
+    };
+    assert_eq!(
+        get("/looper/read?path=/data/hello.txt".into()).await?,
+        "read: first"
+    );
+    // Edited in place, then replaced by a rename: the next request reads each.
+    std::fs::write(mounted.join("hello.txt"), "second")?;
+    assert_eq!(
+        get("/looper/read?path=/data/hello.txt".into()).await?,
+        "read: second"
+    );
+    std::fs::write(mounted.join("next.txt"), "renamed in")?;
+    std::fs::rename(mounted.join("next.txt"), mounted.join("hello.txt"))?;
+    assert_eq!(
+        get("/looper/read?path=/data/hello.txt".into()).await?,
+        "read: renamed in"
+    );
+    // Read-only, and no way out of the directory.
+    for target in ["/data/new.txt", "/data/hello.txt"] {
+        let text = get(format!("/looper/write?path={target}")).await?;
+        assert!(text.starts_with("refused"), "{target}: {text}");
+    }
+    assert!(
+        !mounted.join("new.txt").exists(),
+        "a guest created a file in its mount"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mounted.join("hello.txt"))?,
+        "renamed in"
+    );
+    for escape in [
+        "/data/../secret.txt",
+        "/secret.txt",
+        "/data/../mounted/../secret.txt",
+    ] {
+        let text = get(format!("/looper/read?path={escape}")).await?;
+        assert!(text.starts_with("refused"), "{escape}: {text}");
+        assert!(!text.contains("outside the mount"), "{escape}: {text}");
+    }
+    Ok(())
+}
+
 /// Runs `s3m up` on a manifest that must be refused; returns its stderr.
 fn refused(manifest: &str) -> Result<String> {
     let dir = tempfile::tempdir()?;

@@ -7,6 +7,8 @@
 //! - `/looper/ok`: answers 200, to show the host still serves;
 //! - `/looper/later?ms=N&url=U`: waits N milliseconds, then sends `GET U` (an allowed
 //!   host), to show that a guest whose client went away still runs to its end;
+//! - `/looper/read?path=P` answers the file's text or the error, and `/looper/write?path=P`
+//!   tries to create it: what a guest can do with its `files` mount;
 //! - `/looper/half`: starts an answer of 1000 bytes, writes 500, then panics (a trap), to
 //!   show that the host cuts that answer short and logs why;
 //! - `/looper/big?bytes=N`: answers N bytes (at most 16 MiB) of `0123456789` repeated, to
@@ -92,6 +94,20 @@ async fn answer(req: &Request) -> String {
                 spin_sdk::http::send(spin_sdk::http::Request::get(param("url"))).await;
             match sent {
                 Ok(r) => format!("sent: {}", r.status()),
+                Err(e) => format!("refused: {e}"),
+            }
+        }
+        "/looper/read" => {
+            let path = req.query().strip_prefix("path=").unwrap_or_default();
+            match std::fs::read_to_string(path) {
+                Ok(text) => format!("read: {text}"),
+                Err(e) => format!("refused: {e}"),
+            }
+        }
+        "/looper/write" => {
+            let path = req.query().strip_prefix("path=").unwrap_or_default();
+            match std::fs::write(path, "written by a guest") {
+                Ok(()) => "written".to_string(),
                 Err(e) => format!("refused: {e}"),
             }
         }
