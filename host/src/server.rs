@@ -441,7 +441,7 @@ impl Server {
                 // It answered and then failed: the answer stands, and the
                 // log says so (its body may have been cut short).
                 Ok(answer) => {
-                    guest.log_failure_after_answer(&failure);
+                    log_failure_after_answer(&guest.component, &failure);
                     answer
                 }
                 Err(_) => return Err(failure),
@@ -500,10 +500,6 @@ impl Unfinished {
             }
             .instrument(tracing::Span::current()),
         );
-    }
-
-    fn log_failure_after_answer(&self, failure: &Failure) {
-        log_failure_after_answer(&self.component, failure);
     }
 }
 

@@ -133,6 +133,14 @@ async fn outbound_http_reaches_only_the_allowed_hosts() -> Result<()> {
     Ok(())
 }
 
+/// The host still answers the looper's no-op after what a test did to it.
+async fn serves_on(app: &TestApp) -> Result<()> {
+    let ok = app.client().get(app.url("/looper/ok")).send().await?;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await?, "ok");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_guest_whose_client_went_away_still_runs_to_its_end() -> Result<()> {
     let (port, hits) = tiny_server()?;
@@ -153,10 +161,7 @@ async fn a_guest_whose_client_went_away_still_runs_to_its_end() -> Result<()> {
         hits.recv_timeout(Duration::from_secs(5)).is_ok(),
         "the guest was stopped when its client went away: its outbound call never came"
     );
-    // And the host serves on.
-    let ok = app.client().get(app.url("/looper/ok")).send().await?;
-    assert_eq!(ok.text().await?, "ok");
-    Ok(())
+    serves_on(&app).await
 }
 
 #[tokio::test]
@@ -186,9 +191,7 @@ async fn a_guest_that_fails_mid_answer_cuts_it_short_and_the_log_says_so() -> Re
             && log.contains("on purpose"),
         "the host's log does not say why the answer was cut:\n{log}"
     );
-    let ok = app.client().get(app.url("/looper/ok")).send().await?;
-    assert_eq!(ok.text().await?, "ok");
-    Ok(())
+    serves_on(&app).await
 }
 
 /// A `files` directory is opened once, when the host starts, and every instance shares that
