@@ -211,9 +211,7 @@ impl Gateway {
     /// and so do its log lines and the concealed errors of its providers.
     async fn handle(&self, req: hyper::Request<hyper::body::Incoming>) -> Answer {
         let id = crate::logging::RequestId::of(req.headers());
-        let span = crate::logging::request_span(&id);
-        use tracing::Instrument as _;
-        let mut answer = self.serve_call(req, &id).instrument(span).await;
+        let mut answer = crate::logging::in_request(id.clone(), self.serve_call(req, &id)).await;
         answer
             .headers_mut()
             .insert(crate::logging::REQUEST_ID, id.header());

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -243,20 +242,23 @@ impl Server {
     ) -> hyper::Response<HyperOutgoingBody> {
         let started = Instant::now();
         let id = RequestId::of(req.headers());
-        let span = crate::logging::request_span(&id);
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         // The metrics' labels: the matched component and spin.toml route.
         let mut labels = (crate::metrics::NONE, crate::metrics::NONE);
-        let mut response = self
-            .respond(req, &path, client, local, &id, &mut labels)
-            .instrument(span.clone())
-            .await;
+        let mut response = crate::logging::in_request(
+            id.clone(),
+            self.respond(req, &path, client, local, &id, &mut labels),
+        )
+        .await;
         response.headers_mut().insert(REQUEST_ID, id.header());
         let took = started.elapsed();
         crate::metrics::get().request(labels.0, labels.1, response.status(), took);
         // Never the headers or the query: they may hold a token.
-        span.in_scope(|| tracing::debug!(%method, %path, status = response.status().as_u16(), micros = took.as_micros() as u64, "request"));
+        crate::logging::with_request(
+            &id,
+            || tracing::debug!(%method, %path, status = response.status().as_u16(), micros = took.as_micros() as u64, "request"),
+        );
         response
     }
 
@@ -401,9 +403,8 @@ impl Server {
                 Ok(r) => r.map_err(Failure::from),
                 Err(_) => Err(Failure::TimedOut),
             }
-        }
-        .instrument(tracing::Span::current());
-        let mut guest = Unfinished::new(guest, name);
+        };
+        let mut guest = Unfinished::new(guest, name, id.clone());
         // Whichever comes first: the guest's end or its answer.
         // (A guest that dropped its answer unset is waited for: its
         // failure says why.)
@@ -463,16 +464,19 @@ type GuestRun = Pin<Box<dyn std::future::Future<Output = Result<(), Failure>> + 
 struct Unfinished {
     run: Option<GuestRun>,
     component: String,
+    request: RequestId,
 }
 
 impl Unfinished {
     fn new(
         run: impl std::future::Future<Output = Result<(), Failure>> + Send + 'static,
         component: String,
+        request: RequestId,
     ) -> Self {
         Self {
             run: Some(Box::pin(run)),
             component,
+            request,
         }
     }
 
@@ -492,14 +496,14 @@ impl Unfinished {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(
+        runtime.spawn(crate::logging::in_request(
+            self.request.clone(),
             async move {
                 if let Err(failure) = run.await {
                     log_failure_after_answer(&component, &failure);
                 }
-            }
-            .instrument(tracing::Span::current()),
-        );
+            },
+        ));
     }
 }
 
