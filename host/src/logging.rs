@@ -251,6 +251,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_future_names_its_request_while_polled_and_only_then() {
+        let mut h = http::HeaderMap::new();
+        h.insert(&REQUEST_ID, "outer-1".parse().unwrap());
+        let outer = RequestId::of(&h);
+        h.insert(&REQUEST_ID, "inner-2".parse().unwrap());
+        let inner = RequestId::of(&h);
+        let now = || current_request().map(|i| i.as_str().to_string());
+        assert_eq!(now(), None);
+        let seen = futures::executor::block_on(in_request(outer, async move {
+            let before = now();
+            let during = in_request(inner, async { now() }).await;
+            (before, during, now())
+        }));
+        assert_eq!(
+            seen,
+            (
+                Some("outer-1".into()),
+                Some("inner-2".into()),
+                Some("outer-1".into())
+            )
+        );
+        assert_eq!(now(), None, "the id outlived its future's poll");
+    }
+
+    #[test]
     fn request_ids() {
         let mut h = http::HeaderMap::new();
         assert_eq!(RequestId::of(&h).as_str().len(), 36);
