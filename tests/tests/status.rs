@@ -376,8 +376,8 @@ async fn configuration_edits_show_at_once_and_a_broken_file_is_503() -> Result<(
     Ok(())
 }
 
-/// `s3m up` hands components facility.toml already parsed (as JSON, checked
-/// against the file's metadata on every request): an edit that keeps the
+/// `s3m up` hands components facility.toml already parsed (as JSON, kept
+/// current by a watch of its directory): an edit that keeps the
 /// file's size, made within the same second as the previous request, must
 /// still show at once, and a file replaced by a rename too.
 #[tokio::test]
