@@ -337,7 +337,11 @@ impl App {
                         .iter()
                         .filter(|(k, _)| {
                             // The host's own: a manifest's value would shadow the file.
-                            let ours = k.as_str() == crate::facility::DIGEST_ENV;
+                            let ours = [
+                                crate::facility::DIGEST_ENV,
+                                crate::facility::SUMMARY_DIGEST_ENV,
+                            ]
+                            .contains(&k.as_str());
                             if ours {
                                 tracing::warn!(component = %decl.id,
                                     "spin.toml sets {k} in the component's environment; the host sets it, from facility.toml, and ignores this value");
@@ -374,8 +378,9 @@ impl App {
         // file operation, which costs more than the read itself.
         wasi.allow_blocking_current_thread(true);
         wasi.envs(&component.environment);
-        if let Some(digest) = component.facility.as_ref().and_then(|f| f.current()) {
-            wasi.env(crate::facility::DIGEST_ENV, &*digest);
+        if let Some(digests) = component.facility.as_ref().and_then(|f| f.current()) {
+            wasi.env(crate::facility::DIGEST_ENV, &digests.whole);
+            wasi.env(crate::facility::SUMMARY_DIGEST_ENV, &digests.summary);
         }
         let mut wasi = wasi.build();
         *wasi.filesystem() = component.mounts.clone();

@@ -5,7 +5,7 @@
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-pub use s3m_wire::facility::{FacilityConfig, DIGEST_ENV};
+pub use s3m_wire::facility::{Digests, FacilityConfig, DIGEST_ENV, SUMMARY_DIGEST_ENV};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -25,9 +25,10 @@ pub fn load(path: &Path) -> anyhow::Result<FacilityConfig> {
 /// Where components find facility.toml: the directory mounted here.
 pub const GUEST_DIR: &str = "/config";
 
-/// The [`FacilityConfig::digest`] of one facility.toml, handed to every
-/// request of a component that mounts it (in [`DIGEST_ENV`]), so that the
-/// component reads JSON instead of parsing TOML. An edit, a rename over the
+/// The [`FacilityConfig::digests`] of one facility.toml, handed to every
+/// request of a component that mounts it (in [`DIGEST_ENV`] and
+/// [`SUMMARY_DIGEST_ENV`]), so that the component reads JSON instead of
+/// parsing TOML. An edit, a rename over the
 /// file or a new file is read at the next request, as when the component
 /// read the file itself.
 ///
@@ -51,7 +52,7 @@ pub struct FacilityDigest {
 struct State {
     /// `None`: check the metadata on every request.
     watch: Option<Inotify>,
-    cached: Option<(Stamp, Option<Arc<str>>)>,
+    cached: Option<(Stamp, Option<Arc<Digests>>)>,
 }
 
 /// What tells one version of the file from another.
@@ -159,10 +160,10 @@ impl FacilityDigest {
         })
     }
 
-    /// The digest of the file as it is now; `None` when there is no file or
-    /// it is not a valid configuration (the component then reads the file
+    /// The digests of the file as it is now; `None` when there is no file
+    /// or it is not a valid configuration (the component then reads the file
     /// and answers the error that names the problem).
-    pub fn current(&self) -> Option<Arc<str>> {
+    pub fn current(&self) -> Option<Arc<Digests>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *state;
         if let (Some(watch), Some((_, digest))) = (&state.watch, &state.cached) {
@@ -192,8 +193,8 @@ impl FacilityDigest {
         }
         let digest = std::fs::read_to_string(&self.path)
             .ok()
-            .and_then(|text| FacilityConfig::digest(&text))
-            .map(Arc::from);
+            .and_then(|text| FacilityConfig::digests(&text))
+            .map(Arc::new);
         state.cached = Some((stamp, digest.clone()));
         digest
     }
@@ -218,24 +219,24 @@ mod tests {
         let file = dir.path().join("facility.toml");
         std::fs::write(&file, "[[resources]]\nname = \"a\"\n").unwrap();
         let first = d.current().expect("a digest of a valid file");
-        assert!(first.contains("\"a\""));
+        assert!(first.whole.contains("\"a\""));
         assert!(
             Arc::ptr_eq(&first, &d.current().unwrap()),
             "unchanged file, same digest"
         );
         // Same length, rewritten in place.
         std::fs::write(&file, "[[resources]]\nname = \"b\"\n").unwrap();
-        assert!(d.current().unwrap().contains("\"b\""));
+        assert!(d.current().unwrap().whole.contains("\"b\""));
         // Replaced by a rename.
         let other = dir.path().join("new.toml");
         std::fs::write(&other, "[[resources]]\nname = \"c\"\n").unwrap();
         std::fs::rename(&other, &file).unwrap();
-        assert!(d.current().unwrap().contains("\"c\""));
+        assert!(d.current().unwrap().whole.contains("\"c\""));
         std::fs::write(&file, "[[resources]\n").unwrap();
         assert_eq!(d.current(), None, "an invalid file has no digest");
         // Fixed again, then the file deleted.
         std::fs::write(&file, "[[resources]]\nname = \"d\"\n").unwrap();
-        assert!(d.current().unwrap().contains("\"d\""));
+        assert!(d.current().unwrap().whole.contains("\"d\""));
         std::fs::remove_file(&file).unwrap();
         assert_eq!(d.current(), None, "a deleted file has no digest");
         assert!(d.watched());
@@ -247,10 +248,10 @@ mod tests {
         let link = dir.path().join("link.toml");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         std::fs::rename(&link, &file).unwrap();
-        assert!(d.current().unwrap().contains("\"e\""));
+        assert!(d.current().unwrap().whole.contains("\"e\""));
         assert!(!d.watched(), "a symlinked file is not left to the watch");
         std::fs::write(&target, "[[resources]]\nname = \"f\"\n").unwrap();
-        assert!(d.current().unwrap().contains("\"f\""));
+        assert!(d.current().unwrap().whole.contains("\"f\""));
     }
 
     #[test]
@@ -262,9 +263,9 @@ mod tests {
         std::os::unix::fs::symlink(&target, dir.path().join("facility.toml")).unwrap();
         let d = FacilityDigest::new(dir.path());
         assert!(!d.watched());
-        assert!(d.current().unwrap().contains("\"a\""));
+        assert!(d.current().unwrap().whole.contains("\"a\""));
         std::fs::write(&target, "[[resources]]\nname = \"b\"\n").unwrap();
-        assert!(d.current().unwrap().contains("\"b\""));
+        assert!(d.current().unwrap().whole.contains("\"b\""));
 
         // The watched directory moved away, another put in its place.
         let parent = tempfile::tempdir().unwrap();
@@ -277,7 +278,7 @@ mod tests {
         .unwrap();
         let d = FacilityDigest::new(&config);
         assert!(d.watched());
-        assert!(d.current().unwrap().contains("\"c\""));
+        assert!(d.current().unwrap().whole.contains("\"c\""));
         std::fs::rename(&config, parent.path().join("old")).unwrap();
         std::fs::create_dir(&config).unwrap();
         std::fs::write(
@@ -285,13 +286,13 @@ mod tests {
             "[[resources]]\nname = \"dd\"\n",
         )
         .unwrap();
-        assert!(d.current().unwrap().contains("\"dd\""));
+        assert!(d.current().unwrap().whole.contains("\"dd\""));
         assert!(!d.watched(), "a watch of the old directory is dropped");
         std::fs::write(
             config.join("facility.toml"),
             "[[resources]]\nname = \"e\"\n",
         )
         .unwrap();
-        assert!(d.current().unwrap().contains("\"e\""));
+        assert!(d.current().unwrap().whole.contains("\"e\""));
     }
 }

@@ -10,7 +10,7 @@
 use crate::ApiError;
 pub use s3m_wire::facility::{
     DowntimeConfig, Facility, FacilityConfig, FacilityError, FacilityInfo, FacilitySummary,
-    ResourceConfig, ResourceSummary, DIGEST_ENV,
+    ResourceConfig, ResourceSummary, DIGEST_ENV, SUMMARY_DIGEST_ENV,
 };
 
 /// Where components find facility.toml.
@@ -19,21 +19,28 @@ pub const CONFIG_FILE: &str = "/config/facility.toml";
 /// The facility configuration, or the 503 that says what is wrong with it.
 ///
 /// Under `s3m up` the host hands over the file already parsed, as JSON in
-/// [`DIGEST_ENV`] (checked against the file's metadata on every request,
-/// so edits still show at once): reading that JSON costs a fraction of
-/// parsing the TOML. Other hosts set no such variable, and the file is read.
+/// [`DIGEST_ENV`] (kept current with the file, so edits still show at
+/// once): reading that JSON costs a fraction of parsing the TOML. Other
+/// hosts set no such variable, and the file is read.
 pub fn load() -> Result<FacilityConfig, ApiError> {
-    load_as()
+    load_as(DIGEST_ENV)
 }
 
 /// As [`load`], without the per-component sections: for a reader that
-/// needs none of them, and skips them as it reads.
+/// needs none of them. The host's [`SUMMARY_DIGEST_ENV`] leaves them out;
+/// the whole digest or the file are read past them.
 pub fn load_summary() -> Result<FacilitySummary, ApiError> {
-    load_as()
+    if let Some(f) = std::env::var(SUMMARY_DIGEST_ENV)
+        .ok()
+        .and_then(|json| Facility::from_digest(&json))
+    {
+        return Ok(f);
+    }
+    load_as(DIGEST_ENV)
 }
 
-fn load_as<S: serde::de::DeserializeOwned + Default>() -> Result<Facility<S>, ApiError> {
-    if let Some(f) = std::env::var(DIGEST_ENV)
+fn load_as<S: serde::de::DeserializeOwned + Default>(env: &str) -> Result<Facility<S>, ApiError> {
+    if let Some(f) = std::env::var(env)
         .ok()
         .and_then(|json| Facility::from_digest(&json))
     {

@@ -240,10 +240,64 @@ impl FacilityConfig {
     /// A TOML date-time becomes its RFC 3339 text: the fields that hold
     /// times are `toml::Value`s that their readers accept as either.
     pub fn digest(text: &str) -> Option<String> {
+        Self::digests(text).map(|d| d.whole)
+    }
+
+    /// Both digests of the text: the whole configuration, and the
+    /// [`FacilitySummary`] alone.
+    pub fn digests(text: &str) -> Option<Digests> {
         toml::from_str::<FacilityConfig>(text).ok()?;
         let table: toml::Table = toml::from_str(text).ok()?;
-        serde_json::to_string(&json_of_table(&table)?).ok()
+        let whole = json_of_table(&table)?;
+        let summary = summary_of(&whole);
+        Some(Digests {
+            whole: serde_json::to_string(&whole).ok()?,
+            summary: serde_json::to_string(&summary).ok()?,
+        })
     }
+}
+
+/// The two JSON forms of one facility.toml that the s3m host hands over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    /// [`FacilityConfig::digest`], in [`DIGEST_ENV`].
+    pub whole: String,
+    /// What a [`FacilitySummary`] reads, in [`SUMMARY_DIGEST_ENV`]: the
+    /// whole less the per-component sections, each resource's left as an
+    /// empty table (so that it still says whether it was there). The status
+    /// component reads this on every request; reading past the sections of
+    /// the whole cost it about a third of its JSON work (issue 13).
+    pub summary: String,
+}
+
+/// The summary of a whole digest's JSON: `[facility]`, `[[downtimes]]`, and
+/// `[[resources]]` with their `compute` and `environment` tables emptied.
+fn summary_of(whole: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    let mut out = serde_json::Map::new();
+    for key in ["facility", "downtimes"] {
+        if let Some(v) = whole.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(J::Array(resources)) = whole.get("resources") {
+        let resources = resources
+            .iter()
+            .map(|r| match r {
+                J::Object(r) => J::Object(
+                    r.iter()
+                        .map(|(k, v)| match k.as_str() {
+                            "compute" | "environment" => (k.clone(), J::Object(Default::default())),
+                            _ => (k.clone(), v.clone()),
+                        })
+                        .collect(),
+                ),
+                other => other.clone(),
+            })
+            .collect();
+        out.insert("resources".into(), J::Array(resources));
+    }
+    J::Object(out)
 }
 
 /// The environment variable in which the s3m host hands its components
@@ -251,6 +305,10 @@ impl FacilityConfig {
 /// with the file. Hosts that do not set it (stock Spin, `wasmtime serve`,
 /// jco) leave the components reading the file.
 pub const DIGEST_ENV: &str = "S3M_FACILITY_JSON";
+
+/// The environment variable in which the s3m host hands its components the
+/// [`Digests::summary`] of the same file, beside [`DIGEST_ENV`].
+pub const SUMMARY_DIGEST_ENV: &str = "S3M_FACILITY_SUMMARY_JSON";
 
 fn json_of_table(t: &toml::Table) -> Option<serde_json::Value> {
     let mut m = serde_json::Map::with_capacity(t.len());
@@ -293,9 +351,16 @@ mod tests {
         let path = Path::new("f");
         let whole = FacilityConfig::parse(SAMPLE, path).unwrap();
         let from_file = FacilitySummary::parse(SAMPLE, path).unwrap();
-        let digest = FacilityConfig::digest(SAMPLE).unwrap();
-        let from_digest = FacilitySummary::from_digest(&digest).unwrap();
+        let digests = FacilityConfig::digests(SAMPLE).unwrap();
+        let from_digest = FacilitySummary::from_digest(&digests.whole).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{from_digest:?}"));
+        let from_summary = FacilitySummary::from_digest(&digests.summary).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{from_summary:?}"));
+        assert!(
+            digests.summary.len() < digests.whole.len(),
+            "the summary leaves the sections out"
+        );
+        assert!(!digests.summary.contains("streaming"));
         assert_eq!(
             format!("{:?}", from_file.facility),
             format!("{:?}", whole.facility)
