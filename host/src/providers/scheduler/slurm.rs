@@ -225,7 +225,7 @@ impl SlurmScheduler {
         )
     }
 
-    async fn job_value(&self, caller: &Caller, job_id: u32) -> SchedulerResult<Value> {
+    async fn job_value(&self, caller: &Caller, job_id: u32) -> SchedulerResult<SlimJob> {
         let user = project_user(&caller.project);
         let answer: JobsAnswer = self
             .call_as(&user, reqwest::Method::GET, &format!("/job/{job_id}"), None)
@@ -234,7 +234,6 @@ impl SlurmScheduler {
             .jobs
             .unwrap_or_default()
             .into_iter()
-            .map(|j| j.0)
             .find(|j| u64_of(j, "job_id") == Some(job_id as u64));
         match job {
             Some(job) if same_project(&job, &caller.project) => Ok(job),
@@ -307,9 +306,12 @@ const JOB_FIELDS: &[&str] = &[
     "user_name",
 ];
 
-/// A Slurm job as a JSON object holding only [`JOB_FIELDS`]: the other
-/// fields are skipped as they are parsed, never built.
-struct SlimJob(Value);
+/// A Slurm job holding only [`JOB_FIELDS`], each at its index in the list:
+/// the other fields are skipped as they are parsed, never built, and no map
+/// is built per job (`GET /jobs` of 2008 jobs spent a quarter of its time
+/// building and searching those maps; reading a 2000-job answer and making
+/// its `JobInfo`s went from 11.2 to 6.3 ms, issue 13).
+struct SlimJob(Box<[Option<Value>; JOB_FIELDS.len()]>);
 
 impl<'de> Deserialize<'de> for SlimJob {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -323,26 +325,31 @@ impl<'de> Deserialize<'de> for SlimJob {
                 self,
                 mut map: A,
             ) -> Result<SlimJob, A::Error> {
-                let mut job = Map::new();
+                let mut job = SlimJob(Box::default());
                 while let Some(key) = map.next_key::<FieldName>()? {
                     match key.0 {
-                        Some(name) => {
-                            job.insert(name.to_string(), map.next_value::<Value>()?);
-                        }
+                        Some(i) => job.0[i] = Some(map.next_value::<Value>()?),
                         None => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(SlimJob(Value::Object(job)))
+                Ok(job)
             }
         }
         d.deserialize_map(Fields)
     }
 }
 
-/// A job's key: which of [`JOB_FIELDS`] it is, if any (read without copying).
-struct FieldName(Option<&'static str>);
+/// Where `key` is in [`JOB_FIELDS`]. (A linear search: `==` on strings
+/// compares lengths first, so most keys are refused at once; a binary
+/// search, comparing bytes, was slower.)
+fn field_index(key: &str) -> Option<usize> {
+    JOB_FIELDS.iter().position(|f| *f == key)
+}
+
+/// A job's key: its index in [`JOB_FIELDS`], if listed (read without copying).
+struct FieldName(Option<usize>);
 
 impl<'de> Deserialize<'de> for FieldName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -353,10 +360,28 @@ impl<'de> Deserialize<'de> for FieldName {
                 f.write_str("a field name")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FieldName, E> {
-                Ok(FieldName(JOB_FIELDS.iter().copied().find(|f| *f == v)))
+                Ok(FieldName(field_index(v)))
             }
         }
         d.deserialize_str(Name)
+    }
+}
+
+/// A Slurm job's fields by name: a whole job as slurmrestd wrote it, or a
+/// [`SlimJob`].
+trait JobFields {
+    fn field(&self, key: &str) -> Option<&Value>;
+}
+
+impl JobFields for Value {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+}
+
+impl JobFields for SlimJob {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.0[field_index(key)?].as_ref()
     }
 }
 
@@ -382,36 +407,39 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn same_project(job: &Value, project: &str) -> bool {
+fn same_project(job: &(impl JobFields + ?Sized), project: &str) -> bool {
     str_of(job, "account").eq_ignore_ascii_case(project)
 }
 
-fn str_of(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+fn str_of(v: &(impl JobFields + ?Sized), key: &str) -> String {
+    v.field(key)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
-fn u64_of(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(|x| {
+fn u64_of(v: &(impl JobFields + ?Sized), key: &str) -> Option<u64> {
+    v.field(key).and_then(|x| {
         x.as_u64()
             .or_else(|| x.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
     })
 }
 
-fn i64_of(v: &Value, key: &str) -> i64 {
-    v.get(key)
+fn i64_of(v: &(impl JobFields + ?Sized), key: &str) -> i64 {
+    v.field(key)
         .and_then(|x| x.as_i64().or_else(|| x.as_f64().map(|f| f as i64)))
         .unwrap_or(0)
 }
 
-fn u32_of(v: &Value, key: &str) -> u32 {
+fn u32_of(v: &(impl JobFields + ?Sized), key: &str) -> u32 {
     u64_of(v, key)
         .map(|n| n.min(u32::MAX as u64) as u32)
         .unwrap_or(0)
 }
 
 /// Slurm writes "no limit" as null, a negative number or NO_VAL/INFINITE (0xfffffffe/0xffffffff).
-fn limit_of(v: &Value, key: &str) -> Option<u32> {
-    let n = v.get(key)?.as_i64()?;
+fn limit_of(v: &(impl JobFields + ?Sized), key: &str) -> Option<u32> {
+    let n = v.field(key)?.as_i64()?;
     if !(0..0xffff_fffe).contains(&n) {
         None
     } else {
@@ -419,8 +447,8 @@ fn limit_of(v: &Value, key: &str) -> Option<u32> {
     }
 }
 
-fn strings_of(v: &Value, key: &str) -> Vec<String> {
-    match v.get(key) {
+fn strings_of(v: &(impl JobFields + ?Sized), key: &str) -> Vec<String> {
+    match v.field(key) {
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(|i| i.as_str().map(str::to_string))
@@ -437,7 +465,7 @@ fn is_ended(state: JobState) -> bool {
     )
 }
 
-fn job_info(j: &Value) -> JobInfo {
+fn job_info(j: &(impl JobFields + ?Sized)) -> JobInfo {
     let state_text = str_of(j, "job_state");
     let state = parse_job_state(&state_text);
     let job_id = u32_of(j, "job_id");
@@ -694,8 +722,7 @@ impl SchedulerProvider for SlurmScheduler {
             .jobs
             .iter()
             .flatten()
-            .map(|j| &j.0)
-            .filter(|j| same_project(j, &caller.project))
+            .filter(|j| same_project(*j, &caller.project))
             .map(job_info)
             .collect();
         let now = std::time::SystemTime::now()
@@ -930,14 +957,15 @@ mod tests {
         let slim: SlimJob = serde_json::from_str(FULL_JOB).unwrap();
         assert_eq!(
             format!("{:?}", job_info(&whole)),
-            format!("{:?}", job_info(&slim.0))
+            format!("{:?}", job_info(&slim))
         );
-        // Only the listed fields were kept.
-        let kept = slim.0.as_object().unwrap();
-        assert!(kept.len() <= JOB_FIELDS.len());
-        assert!(kept.keys().all(|k| JOB_FIELDS.contains(&k.as_str())));
-        assert!(!kept.contains_key("job_resources"));
-        let info = job_info(&slim.0);
+        // Each listed field holds what the whole job holds there.
+        for (i, name) in JOB_FIELDS.iter().enumerate() {
+            assert_eq!(slim.0[i].as_ref(), whole.get(*name), "{name}");
+        }
+        assert!(slim.field("job_resources").is_none());
+        assert!(whole.get("job_resources").is_some());
+        let info = job_info(&slim);
         assert_eq!(info.name, "sim été");
         assert_eq!(info.exit_code, Some(1));
         assert_eq!(info.standard_output, "/home/ben001/run/out-42-sim été.txt");
