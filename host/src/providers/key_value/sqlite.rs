@@ -32,6 +32,8 @@
 use crate::capabilities::key_value::{KeyValueError, KvResult, Store};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,6 +54,11 @@ pub struct SqliteDb {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// `None` where the wal-index cannot be read (see [`ReadCache`]).
+    cache: Option<ReadCache>,
+    /// Reads that reached SQLite (for tests).
+    #[cfg(test)]
+    sqlite_reads: std::sync::atomic::AtomicUsize,
 }
 
 /// A connection with this host's settings (the journal mode, WAL, is the
@@ -97,11 +104,46 @@ impl SqliteDb {
         create_and_migrate(&mut conn).map_err(|e| {
             anyhow::anyhow!("cannot prepare key-value database {}: {e}", path.display())
         })?;
+        let wal = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0))
+            .is_ok_and(|mode| mode.eq_ignore_ascii_case("wal"));
+        let cache = if wal { ReadCache::open(path) } else { None };
+        if cache.is_none() {
+            tracing::debug!(
+                "key-value database {}: its wal-index cannot be read; every read goes to SQLite",
+                path.display()
+            );
+        }
         Ok(Arc::new(Self {
             path: path.to_path_buf(),
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
+            cache,
+            #[cfg(test)]
+            sqlite_reads: Default::default(),
         }))
+    }
+
+    /// The value of `key` in store `label`: from memory when the database
+    /// has not changed since it was read, else from SQLite.
+    fn get(&self, label: &str, key: &str) -> KvResult<Option<Vec<u8>>> {
+        let Some(cache) = &self.cache else {
+            return self.read(|c| get(c, label, key));
+        };
+        // Read before the value: the value is then of this version of the
+        // database or a later one, and kept only for this version, so a
+        // commit in between is never hidden.
+        let header = cache.header();
+        if let Some(header) = &header {
+            if let Some(value) = cache.lookup(header, label, key) {
+                return Ok(value);
+            }
+        }
+        let value = self.read(|c| get(c, label, key))?;
+        if let Some(header) = &header {
+            cache.keep(header, label, key, &value);
+        }
+        Ok(value)
     }
 
     /// Runs `f` on the writer connection (every write, every transaction).
@@ -115,6 +157,9 @@ impl SqliteDb {
 
     /// Runs `f`, which only reads, on a reader connection of its own.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> KvResult<T> {
+        #[cfg(test)]
+        self.sqlite_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let idle = self.readers.lock().ok().and_then(|mut r| r.pop());
         let conn = match idle {
             Some(c) => c,
@@ -127,6 +172,116 @@ impl SqliteDb {
             }
         }
         out
+    }
+}
+
+/// Single-key reads answered from memory while the database is unchanged,
+/// so that a token check does not take SQLite's WAL read lock (two `fcntl`
+/// calls and a mutex) and run a query: about 11 µs of each authenticated
+/// request (issue 13).
+///
+/// How "unchanged" is known, exactly and across processes (the token CLI,
+/// another s3m, stock Spin): in WAL mode SQLite keeps the wal-index header
+/// at the start of the database's `-shm` file, two copies of 48 bytes that
+/// every commit rewrites before it returns, second copy first (its
+/// `iChange` counts transactions; <https://www.sqlite.org/walformat.html>).
+/// A read takes the header with one `pread`, no lock, and uses it only when
+/// both copies agree, as SQLite's own readers do. A value is kept for the
+/// header read before it was fetched and answered only while the header is
+/// still that one, so a commit, by anyone, empties the cache at the next
+/// read. A database not in WAL mode, or a header of an unknown version,
+/// is never cached.
+///
+/// The one writer this cannot see is a connection that keeps the wal-index
+/// in its own heap memory instead (`PRAGMA locking_mode=EXCLUSIVE` before
+/// it first reads the file); such a connection also locks every other one
+/// out of the file, s3m's uncached reads included, so do not open the
+/// key-value file that way while s3m serves it.
+struct ReadCache {
+    shm: std::fs::File,
+    state: Mutex<CacheState>,
+}
+
+/// The wal-index header's size (one copy).
+const WAL_HEADER: usize = 48;
+/// Its `iVersion`.
+const WAL_INDEX_VERSION: u32 = 3_007_000;
+/// Bounds of what is kept: values larger than this are not.
+const CACHE_MAX_VALUE: usize = 16 << 10;
+const CACHE_MAX_BYTES: usize = 8 << 20;
+const CACHE_MAX_ENTRIES: usize = 4096;
+
+#[derive(Default)]
+struct CacheState {
+    /// The header the entries were read at.
+    header: Option<[u8; WAL_HEADER]>,
+    /// Store label -> key -> value (None: no such key).
+    entries: HashMap<String, HashMap<String, Option<Vec<u8>>>>,
+    count: usize,
+    bytes: usize,
+}
+
+impl ReadCache {
+    fn open(db: &Path) -> Option<Self> {
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        let shm = std::fs::File::open(shm).ok()?;
+        let cache = Self {
+            shm,
+            state: Mutex::new(CacheState::default()),
+        };
+        cache.header()?;
+        Some(cache)
+    }
+
+    /// The header as it is now, or `None` while a commit writes it (the
+    /// copies differ) or when it is not one this code knows.
+    fn header(&self) -> Option<[u8; WAL_HEADER]> {
+        let mut both = [0u8; 2 * WAL_HEADER];
+        self.shm.read_exact_at(&mut both, 0).ok()?;
+        let (first, second) = both.split_at(WAL_HEADER);
+        let version = u32::from_ne_bytes(first[..4].try_into().ok()?);
+        // isInit, the 13th byte: the header has been written.
+        if first != second || version != WAL_INDEX_VERSION || first[12] != 1 {
+            return None;
+        }
+        first.try_into().ok()
+    }
+
+    fn lookup(&self, header: &[u8; WAL_HEADER], label: &str, key: &str) -> Option<Option<Vec<u8>>> {
+        let state = self.state.lock().ok()?;
+        if state.header.as_ref() != Some(header) {
+            return None;
+        }
+        state.entries.get(label)?.get(key).cloned()
+    }
+
+    fn keep(&self, header: &[u8; WAL_HEADER], label: &str, key: &str, value: &Option<Vec<u8>>) {
+        let size = key.len() + value.as_ref().map_or(0, Vec::len);
+        if size > CACHE_MAX_VALUE {
+            return;
+        }
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if state.header.as_ref() != Some(header)
+            || state.count >= CACHE_MAX_ENTRIES
+            || state.bytes + size > CACHE_MAX_BYTES
+        {
+            *state = CacheState {
+                header: Some(*header),
+                ..Default::default()
+            };
+        }
+        let old = state
+            .entries
+            .entry(label.to_string())
+            .or_default()
+            .insert(key.to_string(), value.clone());
+        if old.is_none() {
+            state.count += 1;
+            state.bytes += size;
+        }
     }
 }
 
@@ -200,7 +355,7 @@ fn set(conn: &Connection, store: &str, key: &str, value: &[u8]) -> rusqlite::Res
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
-        self.db.read(|c| get(c, &self.label, key))
+        self.db.get(&self.label, key)
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
@@ -391,6 +546,126 @@ mod tests {
         store.delete("k").await.unwrap();
         assert_eq!(store.get("k").await.unwrap(), None);
         assert!(store.keys().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cached_read_sees_every_commit_of_any_connection_at_once() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempdir();
+        let path = dir.join("kv.db");
+        let db = SqliteDb::open(&path).unwrap();
+        assert!(db.cache.is_some(), "a WAL database's reads are cached");
+        let store = SqliteStore::new(db.clone(), "s");
+        let other_label = SqliteStore::new(db.clone(), "t");
+        store.set("k", b"a").await.unwrap();
+        other_label.set("k", b"other").await.unwrap();
+        let reads = || db.sqlite_reads.load(Relaxed);
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
+        let before = reads();
+        for _ in 0..5 {
+            assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
+            assert!(store.exists("k").await.unwrap());
+        }
+        assert_eq!(reads(), before, "an unchanged database is read from memory");
+        // Labels are apart, and an absent key is cached as absent.
+        assert_eq!(
+            other_label.get("k").await.unwrap().as_deref(),
+            Some(&b"other"[..])
+        );
+        assert_eq!(store.get("none").await.unwrap(), None);
+        assert_eq!(store.get("none").await.unwrap(), None);
+
+        // Another connection (as the token CLI or another host would) commits:
+        // the next read sees it, whatever this one had kept.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute(
+                "UPDATE spin_key_value SET value = ?1 WHERE store = 's' AND key = 'k'",
+                params![&b"b"[..]],
+            )
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"b"[..]));
+        other
+            .execute(
+                "INSERT INTO spin_key_value (store, key, value) VALUES ('s', 'none', x'01')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(
+            store.get("none").await.unwrap().as_deref(),
+            Some(&[1u8][..])
+        );
+        other
+            .execute(
+                "DELETE FROM spin_key_value WHERE store = 's' AND key = 'k'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), None);
+        // A write in progress is not seen until it commits, then at once.
+        let mut other = other;
+        let tx = other
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        tx.execute(
+            "INSERT INTO spin_key_value (store, key, value) VALUES ('s', 'k', x'02')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), None);
+        tx.commit().unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&[2u8][..]));
+        // This host's own writes, and a checkpoint that resets the WAL.
+        store.set("k", b"c").await.unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"c"[..]));
+        other
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"c"[..]));
+        other
+            .execute(
+                "UPDATE spin_key_value SET value = x'03' WHERE store = 's' AND key = 'k'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&[3u8][..]));
+    }
+
+    #[tokio::test]
+    async fn the_wal_index_header_is_used_only_when_whole_and_known() {
+        let dir = tempdir();
+        let path = dir.join("kv.db");
+        let db = SqliteDb::open(&path).unwrap();
+        let store = SqliteStore::new(db.clone(), "s");
+        store.set("k", b"a").await.unwrap();
+        // Entries answer only for the header they were kept at.
+        let mut cache = ReadCache::open(&path).unwrap();
+        let header = cache.header().unwrap();
+        cache.keep(&header, "s", "k", &Some(b"a".to_vec()));
+        assert_eq!(cache.lookup(&header, "s", "k"), Some(Some(b"a".to_vec())));
+        let mut changed = header;
+        changed[8] ^= 1; // iChange
+        assert_eq!(cache.lookup(&changed, "s", "k"), None);
+        // An unknown version or an unwritten header is not used.
+        let shm = dir.join("fake-shm");
+        let mut bytes = [0u8; 2 * WAL_HEADER];
+        bytes[..4].copy_from_slice(&WAL_INDEX_VERSION.to_ne_bytes());
+        bytes[WAL_HEADER..WAL_HEADER + 4].copy_from_slice(&WAL_INDEX_VERSION.to_ne_bytes());
+        std::fs::write(&shm, bytes).unwrap();
+        cache.shm = std::fs::File::open(&shm).unwrap();
+        assert_eq!(cache.header(), None, "isInit is 0");
+        bytes[12] = 1;
+        bytes[WAL_HEADER + 12] = 1;
+        bytes[20] = 7; // the copies differ: a commit is writing it
+        std::fs::write(&shm, bytes).unwrap();
+        assert_eq!(cache.header(), None);
+        bytes[WAL_HEADER + 20] = 7;
+        std::fs::write(&shm, bytes).unwrap();
+        assert!(cache.header().is_some());
+        bytes[0] ^= 1;
+        bytes[WAL_HEADER] ^= 1;
+        std::fs::write(&shm, bytes).unwrap();
+        assert_eq!(cache.header(), None, "an unknown version");
     }
 
     #[tokio::test]
