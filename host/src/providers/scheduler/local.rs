@@ -492,16 +492,23 @@ enum Outcome {
 /// A project's directory: owned by its user, mode 0700.
 fn ensure_project_dir(dir: &Path, user: &JobUser) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() && m.uid() == user.uid => return Ok(()),
-        Ok(m) if !m.is_dir() => {
-            return Err(std::io::Error::other(format!(
-                "{} exists and is not a directory",
-                dir.display()
-            )))
-        }
-        Ok(_) => {}
-        Err(_) => std::fs::DirBuilder::new().mode(0o700).create(dir)?,
+    // Two first submits of a project at once both find no directory: the
+    // one that does not make it must not fail for that.
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    // Checked without following a link, before chown (which would).
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} exists and is not a directory",
+            dir.display()
+        )));
+    }
+    if m.uid() == user.uid {
+        return Ok(());
     }
     std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -1141,5 +1148,43 @@ impl SchedulerProvider for LocalScheduler {
 
     async fn reservations(&self) -> SchedulerResult<Vec<ReservationInfo>> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_projects_first_submits_at_once_all_find_its_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let me = JobUser {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        };
+        for round in 0..20 {
+            let dir = parent.path().join(format!("stf{round:03}"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (dir, start, me) = (dir.clone(), start.clone(), me.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        ensure_project_dir(&dir, &me)
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
+            assert!(dir.is_dir());
+        }
+        // What is there and is no directory is refused, a link included.
+        let file = parent.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(ensure_project_dir(&file, &me).is_err());
+        let link = parent.path().join("link");
+        std::os::unix::fs::symlink(parent.path(), &link).unwrap();
+        assert!(ensure_project_dir(&link, &me).is_err());
     }
 }
