@@ -31,10 +31,13 @@ pub fn init() {
         JSON.store(true, Ordering::Relaxed);
         tracing_subscriber::fmt()
             .fmt_fields(format::JsonFields::new())
+            // The request's id is the one "span" (the host makes no tracing
+            // spans): the formatter adds it, and tracing's would be a second
+            // "span" key.
             .event_format(WithRequestId::json(
                 formatter()
                     .json()
-                    .with_current_span(true)
+                    .with_current_span(false)
                     .with_span_list(false),
             ))
             .with_writer(std::io::stderr)
