@@ -179,11 +179,17 @@ async fn main() -> Result<()> {
     let rounds = args.rounds.max(1);
     let per_round = (args.jobs / rounds).max(1);
     let (mut s3m_secs, mut s3m_failed, mut direct_secs, mut direct_failed) = (0.0, 0, 0.0, 0);
+    // The s3m process's CPU time over its submit turns (clock ticks): what
+    // s3m adds per job, whatever Slurm's own pace in this run.
+    let mut s3m_submit_ticks = 0u64;
     for round in 0..rounds {
         for s3m_turn in [round % 2 == 0, round % 2 != 0] {
             let make = if s3m_turn { &through_s3m } else { &direct };
+            let (user0, sys0, _) = load::proc_stat(app.pid())?;
             let (secs, failed, _) = submit_many(per_round, args.concurrency, make.clone()).await?;
             if s3m_turn {
+                let (user1, sys1, _) = load::proc_stat(app.pid())?;
+                s3m_submit_ticks += (user1 + sys1) - (user0 + sys0);
                 (s3m_secs, s3m_failed) = (s3m_secs + secs, s3m_failed + failed);
             } else {
                 (direct_secs, direct_failed) = (direct_secs + secs, direct_failed + failed);
@@ -198,6 +204,10 @@ async fn main() -> Result<()> {
     println!(
         "ratio s3m / direct              {:>8.2}  (goal >= 0.9)",
         s3m_rate / direct_rate
+    );
+    println!(
+        "submit s3m CPU per job           {:>8.2} ms  (the s3m process, user + system, over {jobs} jobs; Slurm's pace moves the ratio above, not this)",
+        s3m_submit_ticks as f64 * 1000.0 / load::clock_ticks_per_second() / jobs as f64
     );
 
     let listed: Value = client
