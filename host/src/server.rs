@@ -255,10 +255,12 @@ impl Server {
         let took = started.elapsed();
         crate::metrics::get().request(labels.0, labels.1, response.status(), took);
         // Never the headers or the query: they may hold a token.
-        crate::logging::with_request(
-            &id,
-            || tracing::debug!(%method, %path, status = response.status().as_u16(), micros = took.as_micros() as u64, "request"),
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            crate::logging::with_request(
+                &id,
+                || tracing::debug!(%method, %path, status = response.status().as_u16(), micros = took.as_micros() as u64, "request"),
+            );
+        }
         response
     }
 

@@ -22,7 +22,7 @@
 //! brokers capability's.
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ pub type ResourceSummary = Resource<Skipped>;
 
 /// The configuration's shape, its per-component sections read as `S`: a
 /// [`toml::Table`] ([`FacilityConfig`]) or [`Skipped`] ([`FacilitySummary`]).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, bound(deserialize = "S: Deserialize<'de> + Default"))]
 pub struct Facility<S> {
     /// `[facility]`.
@@ -59,9 +59,17 @@ pub struct Facility<S> {
     pub streaming: S,
 }
 
-/// A section read past and not kept: it may hold anything.
+/// A section read past and not kept: it may hold anything. Written, it is
+/// an empty table (so a summary still says that the section was there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Skipped;
+
+impl Serialize for Skipped {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        use serde::ser::SerializeMap;
+        s.serialize_map(Some(0))?.end()
+    }
+}
 
 impl<'de> Deserialize<'de> for Skipped {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -71,7 +79,7 @@ impl<'de> Deserialize<'de> for Skipped {
 }
 
 /// `[facility]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct FacilityInfo {
     pub name: String,
@@ -91,30 +99,30 @@ impl Default for FacilityInfo {
 }
 
 /// One `[[resources]]` entry, its sections read as `S`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(bound(deserialize = "S: Deserialize<'de>"))]
 pub struct Resource<S> {
     pub name: String,
     #[serde(default)]
     pub description: String,
     /// The resource's organization when not the facility's.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
     /// `OPERATIONAL`, `UNAVAILABLE` or `UNSPECIFIED` (checked by status).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_schedule_available: Option<bool>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     /// `[resources.compute]`: the resource runs jobs; its keys are the
     /// scheduler provider's.
-    #[serde(default = "none")]
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
     pub compute: Option<S>,
     /// `[resources.environment]`: read by the host's software providers
     /// (`modulepath`, `modules`, ...) and the environment component
     /// (`container_runtimes`, `filesystems`, `variables`).
-    #[serde(default = "none")]
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
     pub environment: Option<S>,
 }
 
@@ -124,18 +132,18 @@ fn none<S>() -> Option<S> {
 
 /// One `[[downtimes]]` entry. Times are kept as written (a TOML string or
 /// datetime); the status component checks them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct DowntimeConfig {
     pub resource: String,
     pub start: toml::Value,
     pub end: toml::Value,
     #[serde(default)]
     pub description: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<toml::Value>,
 }
 
@@ -249,7 +257,9 @@ impl FacilityConfig {
         toml::from_str::<FacilityConfig>(text).ok()?;
         let table: toml::Table = toml::from_str(text).ok()?;
         let whole = json_of_table(&table)?;
-        let summary = summary_of(&whole);
+        // The summary is what a FacilitySummary reads, written back: the
+        // type that reads it decides what it holds.
+        let summary = FacilitySummary::deserialize(&whole).ok()?;
         Some(Digests {
             whole: serde_json::to_string(&whole).ok()?,
             summary: serde_json::to_string(&summary).ok()?,
@@ -263,41 +273,12 @@ pub struct Digests {
     /// [`FacilityConfig::digest`], in [`DIGEST_ENV`].
     pub whole: String,
     /// What a [`FacilitySummary`] reads, in [`SUMMARY_DIGEST_ENV`]: the
-    /// whole less the per-component sections, each resource's left as an
-    /// empty table (so that it still says whether it was there). The status
+    /// summary itself, written as JSON, so the per-component sections are
+    /// left out, each resource's as an empty table (so that it still says
+    /// whether it was there). The status
     /// component reads this on every request; reading past the sections of
     /// the whole cost it about a third of its JSON work (issue 13).
     pub summary: String,
-}
-
-/// The summary of a whole digest's JSON: `[facility]`, `[[downtimes]]`, and
-/// `[[resources]]` with their `compute` and `environment` tables emptied.
-fn summary_of(whole: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    let mut out = serde_json::Map::new();
-    for key in ["facility", "downtimes"] {
-        if let Some(v) = whole.get(key) {
-            out.insert(key.into(), v.clone());
-        }
-    }
-    if let Some(J::Array(resources)) = whole.get("resources") {
-        let resources = resources
-            .iter()
-            .map(|r| match r {
-                J::Object(r) => J::Object(
-                    r.iter()
-                        .map(|(k, v)| match k.as_str() {
-                            "compute" | "environment" => (k.clone(), J::Object(Default::default())),
-                            _ => (k.clone(), v.clone()),
-                        })
-                        .collect(),
-                ),
-                other => other.clone(),
-            })
-            .collect();
-        out.insert("resources".into(), J::Array(resources));
-    }
-    J::Object(out)
 }
 
 /// The environment variable in which the s3m host hands its components
@@ -360,7 +341,11 @@ mod tests {
             digests.summary.len() < digests.whole.len(),
             "the summary leaves the sections out"
         );
-        assert!(!digests.summary.contains("streaming"));
+        // [streaming] is there as an empty table, none of its keys.
+        let summary: serde_json::Value = serde_json::from_str(&digests.summary).unwrap();
+        assert_eq!(summary["streaming"], serde_json::json!({}));
+        assert!(!digests.summary.contains("rabbitmq_server"));
+        assert!(!digests.summary.contains("modulepath"));
         assert_eq!(
             format!("{:?}", from_file.facility),
             format!("{:?}", whole.facility)
