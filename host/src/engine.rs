@@ -159,6 +159,18 @@ pub struct App {
 pub fn new_engine(limits: &Limits) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // `S3M_PROFILER=perfmap` names the guests' compiled functions for
+    // `perf` (in /tmp/perf-<pid>.map), so that a profile of the host shows
+    // which guest code a request's time goes to (README, Performance).
+    match std::env::var("S3M_PROFILER").as_deref() {
+        Err(_) | Ok("") | Ok("none") => {}
+        Ok("perfmap") => {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        Ok(other) => anyhow::bail!(
+            "S3M_PROFILER={other:?} is not a profiler this host knows: use perfmap (or none)"
+        ),
+    }
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(limits.max_instances);
     pool.total_core_instances(limits.max_instances * 4);

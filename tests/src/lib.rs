@@ -537,10 +537,13 @@ fn push_globals(
     }
 }
 
-/// Keeps the caller's S3M_* settings from leaking into a test app.
+/// Keeps the caller's S3M_* settings from leaking into a test app, except
+/// the binary to run and the profiler (which changes no behaviour, and lets
+/// `perf` name guest code under a benchmark's load).
 fn scrub_env(cmd: &mut Command, env: &[(String, String)]) {
     for (k, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
-        if (k.starts_with("S3M_") && k != "S3M_BIN") || k.starts_with("SPIN_VARIABLE_") {
+        let kept = k == "S3M_BIN" || k == "S3M_PROFILER";
+        if (k.starts_with("S3M_") && !kept) || k.starts_with("SPIN_VARIABLE_") {
             cmd.env_remove(&k);
         }
     }

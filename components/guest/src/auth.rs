@@ -42,6 +42,8 @@ pub struct Principal {
     pub username: String,
     pub project: String,
     pub permissions: Vec<String>,
+    /// The record's `plannedExpiration`, as read when the token was checked.
+    pub expires: DateTime<Utc>,
     pub record: TokenRecord,
 }
 
@@ -187,6 +189,32 @@ fn b64url() -> GeneralPurpose {
     )
 }
 
+/// A JSON object whose members are read past, not kept: the JWT header only has to be one.
+struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AnyObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AnyObject, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(AnyObject)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Decodes the claims of `token` without verifying its signature.
 fn decode_claims(token: &str) -> Result<Claims, ApiError> {
     if token.len() > MAX_TOKEN_LEN {
@@ -200,8 +228,7 @@ fn decode_claims(token: &str) -> Result<Claims, ApiError> {
     };
     let engine = b64url();
     let header = engine.decode(header).map_err(|_| malformed())?;
-    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&header)
-        .map_err(|_| malformed())?;
+    serde_json::from_slice::<AnyObject>(&header).map_err(|_| malformed())?;
     let payload = engine.decode(payload).map_err(|_| malformed())?;
     serde_json::from_slice::<Claims>(&payload).map_err(|_| malformed())
 }
@@ -264,6 +291,14 @@ fn consume_once(jti: &str) -> Result<bool, ApiError> {
     Ok(count == 1)
 }
 
+/// Whether `token` is the one whose SHA-256 the record holds (hex, either case), compared
+/// as bytes in constant time; a recorded hash that is not 64 hex digits matches no token.
+fn hash_matches(token: &str, recorded_hex: &str) -> bool {
+    let mut expected = [0u8; 32];
+    hex::decode_to_slice(recorded_hex.as_bytes(), &mut expected).is_ok()
+        && bool::from(Sha256::digest(token.as_bytes()).as_slice().ct_eq(&expected))
+}
+
 /// Authenticates the request: the token in `Authorization`, checked against its record.
 /// 401 for every way a token can be missing or invalid, 503 when key-value fails.
 pub fn authenticate(req: &Request) -> Result<Principal, ApiError> {
@@ -301,9 +336,7 @@ pub fn authenticate(req: &Request) -> Result<Principal, ApiError> {
     let store = open_store()?;
     let record = load_record(&store, &jti)?.ok_or_else(unknown)?;
 
-    let presented = hex::encode(Sha256::digest(token.as_bytes()));
-    let expected = record.token_sha256.to_ascii_lowercase();
-    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+    if !hash_matches(&token, &record.token_sha256) {
         return Err(unknown());
     }
     if record.revoked {
@@ -329,10 +362,11 @@ pub fn authenticate(req: &Request) -> Result<Principal, ApiError> {
     }
     Ok(Principal {
         jti,
-        token: token.clone(),
+        token,
         username: record.username.clone(),
         project: record.project.clone(),
         permissions: record.permissions.clone(),
+        expires,
         record,
     })
 }
@@ -377,6 +411,12 @@ mod tests {
             &good[..good.len() / 2],
             &format!("{good}.x"),
             &jwt("not json", r#"{"type":"opat"}"#),
+            &jwt("[]", r#"{"type":"opat","aud":"s3m","jti":"x"}"#),
+            &jwt(r#""EdDSA""#, r#"{"type":"opat","aud":"s3m","jti":"x"}"#),
+            &jwt(
+                r#"{"alg":"EdDSA""#,
+                r#"{"type":"opat","aud":"s3m","jti":"x"}"#,
+            ),
             &jwt("{}", "[1,2]"),
             &jwt("{}", r#"{"aud":5}"#),
             "\u{0}.\u{0}.\u{0}",
@@ -385,6 +425,31 @@ mod tests {
             assert_eq!((e.status, e.code), (401, 16));
             assert!(bad.len() < 4 || !e.message.contains(bad));
         }
+    }
+
+    #[test]
+    fn any_header_object_is_read_past() {
+        let t = jwt(
+            r#"{"alg":"EdDSA","typ":"JWT","x":{"y":[1,null,"z"]}}"#,
+            r#"{"type":"opat","aud":"s3m","jti":"x"}"#,
+        );
+        assert_eq!(decode_claims(&t).unwrap().jti.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn the_token_must_hash_to_the_recorded_digest() {
+        let token = "a.b.c";
+        let digest = hex::encode(Sha256::digest(token.as_bytes()));
+        assert!(hash_matches(token, &digest));
+        assert!(hash_matches(token, &digest.to_ascii_uppercase()));
+        assert!(!hash_matches("a.b.d", &digest));
+        assert!(!hash_matches(token, &digest[..62]));
+        assert!(!hash_matches(token, &format!("{digest}00")));
+        assert!(!hash_matches(
+            token,
+            &digest.replace(|c: char| c.is_ascii_digit(), "g")
+        ));
+        assert!(!hash_matches(token, ""));
     }
 
     #[test]

@@ -124,7 +124,7 @@ fn token_info(principal: Principal) -> TokenInfo {
         username: r.username,
         project: r.project,
         permissions: r.permissions,
-        planned_expiration: wire_time(&r.planned_expiration),
+        planned_expiration: rfc3339_micros(&principal.expires),
         security_enclave: r.security_enclave,
         description: r.description,
         one_time_token: r.one_time_token,
