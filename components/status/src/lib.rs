@@ -53,11 +53,12 @@ fn route(req: &Request) -> Result<Response, ApiError> {
     }
     let facility = Facility::load()?;
     let now = now();
+    let retrieved_at = rfc3339_micros(&now);
     Ok(match endpoint {
         Endpoint::Resources => json(&ResourcesAnswer {
-            resources: facility.resources(now),
+            resources: facility.resources(now, &retrieved_at),
         }),
-        Endpoint::Resource(name) => json(&facility.resource(name, now)?),
+        Endpoint::Resource(name) => json(&facility.resource(name, now, &retrieved_at)?),
         Endpoint::CurrentDowntimes => json(&DowntimesAnswer {
             downtimes: facility.current_downtimes(now),
         }),
@@ -76,44 +77,48 @@ enum Endpoint<'a> {
 
 // ---- wire shapes ----
 
+// They borrow their text from the loaded configuration: an answer is written once and
+// dropped, so nothing is copied for it.
+
 #[derive(Serialize)]
-struct ResourcesAnswer {
-    resources: Vec<Resource>,
+struct ResourcesAnswer<'a> {
+    resources: Vec<Resource<'a>>,
 }
 
 #[derive(Serialize)]
-struct DowntimesAnswer {
-    downtimes: Vec<Downtime>,
+struct DowntimesAnswer<'a> {
+    downtimes: Vec<Downtime<'a>>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Resource {
-    name: String,
-    description: String,
+struct Resource<'a> {
+    name: &'a str,
+    description: &'a str,
     system_type: &'static str,
-    security_enclave: String,
-    organization: String,
-    status: String,
-    annotations: BTreeMap<String, String>,
+    security_enclave: &'a str,
+    organization: &'a str,
+    status: &'a str,
+    annotations: &'a BTreeMap<String, String>,
     downtime_schedule_available: bool,
-    upcoming_downtimes: Vec<Downtime>,
-    retrieved_at: String,
+    upcoming_downtimes: Vec<Downtime<'a>>,
+    /// One time for the whole answer, written once.
+    retrieved_at: &'a str,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Downtime {
-    resource_name: String,
+struct Downtime<'a> {
+    resource_name: &'a str,
     status: &'static str,
     start: String,
     end: String,
-    description: String,
+    description: &'a str,
     attributes: DowntimeAttributes,
     updated_at: String,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize)]
 struct DowntimeAttributes {
     scheduled: bool,
     reboot: bool,
@@ -236,7 +241,7 @@ impl Facility {
         })
     }
 
-    fn current_downtimes(&self, now: DateTime<Utc>) -> Vec<Downtime> {
+    fn current_downtimes(&self, now: DateTime<Utc>) -> Vec<Downtime<'_>> {
         self.downtimes
             .iter()
             .filter(|d| d.start <= now && now < d.end)
@@ -245,7 +250,7 @@ impl Facility {
     }
 
     /// Downtimes starting within the next [`UPCOMING_DAYS`], of one resource or all.
-    fn upcoming_downtimes(&self, now: DateTime<Utc>, resource: Option<&str>) -> Vec<Downtime> {
+    fn upcoming_downtimes(&self, now: DateTime<Utc>, resource: Option<&str>) -> Vec<Downtime<'_>> {
         let horizon = now + Duration::days(UPCOMING_DAYS);
         self.downtimes
             .iter()
@@ -255,61 +260,66 @@ impl Facility {
             .collect()
     }
 
-    fn resources(&self, now: DateTime<Utc>) -> Vec<Resource> {
+    fn resources<'a>(&'a self, now: DateTime<Utc>, retrieved_at: &'a str) -> Vec<Resource<'a>> {
         self.resources
             .iter()
-            .map(|r| self.describe(r, now))
+            .map(|r| self.describe(r, now, retrieved_at))
             .collect()
     }
 
-    fn resource(&self, name: &str, now: DateTime<Utc>) -> Result<Resource, ApiError> {
+    fn resource<'a>(
+        &'a self,
+        name: &str,
+        now: DateTime<Utc>,
+        retrieved_at: &'a str,
+    ) -> Result<Resource<'a>, ApiError> {
         self.resources
             .iter()
             .find(|r| r.name == name)
-            .map(|r| self.describe(r, now))
+            .map(|r| self.describe(r, now, retrieved_at))
             .ok_or_else(|| {
                 ApiError::not_found(format!("no resource named {name:?}; GET {BASE} lists them"))
             })
     }
 
-    fn describe(&self, r: &ResourceSummary, now: DateTime<Utc>) -> Resource {
+    fn describe<'a>(
+        &'a self,
+        r: &'a ResourceSummary,
+        now: DateTime<Utc>,
+        retrieved_at: &'a str,
+    ) -> Resource<'a> {
         let down = self
             .downtimes
             .iter()
             .any(|d| d.resource == r.name && d.start <= now && now < d.end);
         let status = if down {
-            "UNAVAILABLE".to_string()
+            "UNAVAILABLE"
         } else {
-            r.status
-                .clone()
-                .unwrap_or_else(|| "OPERATIONAL".to_string())
+            r.status.as_deref().unwrap_or("OPERATIONAL")
         };
         Resource {
-            name: r.name.clone(),
-            description: r.description.clone(),
+            name: &r.name,
+            description: &r.description,
             system_type: "resource",
-            security_enclave: self.security_enclave.clone(),
-            organization: r
-                .organization
-                .clone()
-                .unwrap_or_else(|| self.organization.clone()),
+            security_enclave: &self.security_enclave,
+            organization: r.organization.as_deref().unwrap_or(&self.organization),
             status,
-            annotations: r.annotations.clone(),
+            annotations: &r.annotations,
             downtime_schedule_available: r.downtime_schedule_available.unwrap_or(true),
             upcoming_downtimes: self.upcoming_downtimes(now, Some(&r.name)),
-            retrieved_at: rfc3339_micros(&now),
+            retrieved_at,
         }
     }
 }
 
-impl From<&ScheduledDowntime> for Downtime {
-    fn from(d: &ScheduledDowntime) -> Self {
+impl<'a> From<&'a ScheduledDowntime> for Downtime<'a> {
+    fn from(d: &'a ScheduledDowntime) -> Self {
         Downtime {
-            resource_name: d.resource.clone(),
+            resource_name: &d.resource,
             status: "UNAVAILABLE",
             start: rfc3339(&d.start),
             end: rfc3339(&d.end),
-            description: d.description.clone(),
+            description: &d.description,
             attributes: DowntimeAttributes {
                 scheduled: d.scheduled,
                 reboot: d.reboot,
@@ -337,7 +347,7 @@ mod tests {
         let now = t("2026-11-22T00:00:00Z");
         assert!(f.current_downtimes(now).is_empty());
         assert!(f
-            .resources(now)
+            .resources(now, "")
             .iter()
             .all(|r| r.status == "OPERATIONAL" && r.organization == "CRCF"));
     }
@@ -371,7 +381,7 @@ mod tests {
         )
         .unwrap();
         let during = t("2026-01-01T01:00:00Z");
-        assert_eq!(f.resource("a", during).unwrap().status, "UNAVAILABLE");
+        assert_eq!(f.resource("a", during, "").unwrap().status, "UNAVAILABLE");
         assert_eq!(f.current_downtimes(during).len(), 1);
         let up = f.upcoming_downtimes(during, None);
         assert_eq!(up.len(), 1);
@@ -379,8 +389,8 @@ mod tests {
         assert_eq!(up[0].updated_at, "2025-12-01T00:00:00Z");
         // The end is exclusive.
         let after = t("2026-01-01T08:00:00Z");
-        assert_eq!(f.resource("a", after).unwrap().status, "UNSPECIFIED");
-        assert!(f.resource("b", after).is_err_and(|e| e.status == 404));
+        assert_eq!(f.resource("a", after, "").unwrap().status, "UNSPECIFIED");
+        assert!(f.resource("b", after, "").is_err_and(|e| e.status == 404));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub(crate) fn render(f: &Facility, now: DateTime<Utc>) -> Response {
     let unavailable = f
         .resources
         .iter()
-        .filter(|r| f.describe(r, now).status == "UNAVAILABLE")
+        .filter(|r| f.describe(r, now, "").status == "UNAVAILABLE")
         .count();
     body.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
     body.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
@@ -76,7 +76,7 @@ pub(crate) fn render(f: &Facility, now: DateTime<Utc>) -> Response {
         }
     ));
     for r in &f.resources {
-        let d = f.describe(r, now);
+        let d = f.describe(r, now, "");
         let current: Vec<&&ScheduledDowntime> =
             down_now.iter().filter(|x| x.resource == r.name).collect();
         let upcoming: Vec<&ScheduledDowntime> = f
@@ -84,7 +84,7 @@ pub(crate) fn render(f: &Facility, now: DateTime<Utc>) -> Response {
             .iter()
             .filter(|x| x.resource == r.name && x.start > now)
             .collect();
-        let label = match (d.status.as_str(), current.is_empty()) {
+        let label = match (d.status, current.is_empty()) {
             ("UNAVAILABLE", false) => "In downtime",
             ("UNAVAILABLE", true) => "Unavailable",
             ("OPERATIONAL", _) => "Operational",
