@@ -99,7 +99,7 @@ pub(crate) fn render(f: &Facility, now: DateTime<Utc>) -> Response {
             "<section class=\"{class}\" id=\"{}\"><h2>{} <span class=\"state {}\">{label}</span></h2>",
             esc(&r.name),
             esc(&r.name),
-            esc(&d.status)
+            esc(d.status)
         ));
         if !r.description.is_empty() {
             body.push_str(&format!("<p>{}</p>", esc(&r.description)));
