@@ -5,14 +5,15 @@
 //! This room reads only `[facility]`, `[[resources]]` and `[[downtimes]]`; every other key
 //! (such as `[resources.compute]`) belongs to other components and is ignored here.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use chrono::{DateTime, Duration, Utc};
-use s3m_guest::facility::{self, FacilitySummary, ResourceSummary};
+use s3m_guest::facility::{self, DowntimeConfig, FacilitySummary, SUMMARY_DIGEST_ENV};
 use s3m_guest::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use s3m_guest::time::{now, parse_rfc3339, rfc3339, rfc3339_micros};
 use s3m_guest::{json, route_path, ApiError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use spin_sdk::http_component;
 
 const BASE: &str = "/olcf/v1alpha/status";
@@ -30,32 +31,45 @@ fn handle(req: IncomingRequest, out: ResponseOutparam) {
 
 fn route(req: &Request) -> Result<Response, ApiError> {
     let path = route_path(req);
-    if path == "/" || path == "/status" {
-        if *req.method() != Method::Get {
-            return Err(ApiError::wrong_method(req.method(), &path, &["GET"]));
+    let endpoint = if path == "/" || path == "/status" {
+        Endpoint::Page
+    } else {
+        let Some(rest) = path.strip_prefix(BASE) else {
+            return Err(ApiError::no_route(&path));
+        };
+        match rest {
+            "" => Endpoint::Resources,
+            // `downtimes` wins over a resource of that name.
+            "/downtimes" => Endpoint::CurrentDowntimes,
+            "/downtimes/upcoming" => Endpoint::UpcomingDowntimes,
+            name if name.starts_with('/') && !name[1..].contains('/') => {
+                Endpoint::Resource(&name[1..])
+            }
+            _ => return Err(ApiError::no_route(&path)),
         }
-        let facility = Facility::load()?;
-        return Ok(page::render(&facility, now()));
-    }
-    let Some(rest) = path.strip_prefix(BASE) else {
-        return Err(ApiError::no_route(&path));
-    };
-    let endpoint = match rest {
-        "" => Endpoint::Resources,
-        // `downtimes` wins over a resource of that name.
-        "/downtimes" => Endpoint::CurrentDowntimes,
-        "/downtimes/upcoming" => Endpoint::UpcomingDowntimes,
-        name if name.starts_with('/') && !name[1..].contains('/') => Endpoint::Resource(&name[1..]),
-        _ => return Err(ApiError::no_route(&path)),
     };
     if *req.method() != Method::Get {
         return Err(ApiError::wrong_method(req.method(), &path, &["GET"]));
     }
-    let facility = Facility::load()?;
+    // The summary's JSON, which the loaded facility borrows its text from.
+    let host_summary = std::env::var(SUMMARY_DIGEST_ENV).ok();
+    let written_back;
+    let summary = match host_summary.as_deref().and_then(Summary::read) {
+        Some(summary) => summary,
+        None => {
+            written_back = Summary::write(&facility::load_summary()?)?;
+            Summary::read(&written_back)
+                .ok_or_else(|| ApiError::internal("the facility summary could not be read back"))?
+        }
+    };
+    let facility = Facility::checked(summary)?;
     let now = now();
+    if let Endpoint::Page = endpoint {
+        return Ok(page::render(&facility, now));
+    }
     let retrieved_at = rfc3339_micros(&now);
     Ok(match endpoint {
-        Endpoint::Resources => json(&ResourcesAnswer {
+        Endpoint::Page | Endpoint::Resources => json(&ResourcesAnswer {
             resources: facility.resources(now, &retrieved_at),
         }),
         Endpoint::Resource(name) => json(&facility.resource(name, now, &retrieved_at)?),
@@ -69,6 +83,8 @@ fn route(req: &Request) -> Result<Response, ApiError> {
 }
 
 enum Endpoint<'a> {
+    /// The HTML page of `GET /` and `GET /status`.
+    Page,
     Resources,
     Resource(&'a str),
     CurrentDowntimes,
@@ -78,7 +94,10 @@ enum Endpoint<'a> {
 // ---- wire shapes ----
 
 // They borrow their text from the loaded configuration: an answer is written once and
-// dropped, so nothing is copied for it.
+// dropped, so nothing is copied for it. What the configuration's JSON holds as a string or
+// a table that the answer only repeats (descriptions, annotations, ...) is written as the
+// JSON text it was read from ([`RawValue`]): neither unescaped on reading nor escaped
+// again on writing.
 
 #[derive(Serialize)]
 struct ResourcesAnswer<'a> {
@@ -94,12 +113,12 @@ struct DowntimesAnswer<'a> {
 #[serde(rename_all = "camelCase")]
 struct Resource<'a> {
     name: &'a str,
-    description: &'a str,
+    description: &'a RawValue,
     system_type: &'static str,
-    security_enclave: &'a str,
-    organization: &'a str,
+    security_enclave: &'a RawValue,
+    organization: &'a RawValue,
     status: &'a str,
-    annotations: &'a BTreeMap<String, String>,
+    annotations: &'a RawValue,
     downtime_schedule_available: bool,
     upcoming_downtimes: Vec<Downtime<'a>>,
     /// One time for the whole answer, written once.
@@ -128,12 +147,73 @@ struct DowntimeAttributes {
 
 const STATUSES: [&str; 3] = ["OPERATIONAL", "UNAVAILABLE", "UNSPECIFIED"];
 
+/// The summary of the facility configuration ([`FacilitySummary`]) as this component reads
+/// it: from its JSON, borrowing the text. The host hands it over in that form
+/// ([`SUMMARY_DIGEST_ENV`]); read from the file, it is written in the same form first
+/// ([`Summary::write`]), so that both give the same answer byte for byte.
+#[derive(Deserialize)]
+struct Summary<'a> {
+    #[serde(borrow)]
+    facility: InfoView<'a>,
+    #[serde(borrow)]
+    resources: Vec<ResourceView<'a>>,
+    downtimes: Vec<DowntimeConfig>,
+}
+
+/// `[facility]`, its strings as their JSON.
+#[derive(Deserialize)]
+struct InfoView<'a> {
+    #[serde(borrow)]
+    name: &'a RawValue,
+    #[serde(borrow)]
+    organization: &'a RawValue,
+    #[serde(borrow)]
+    security_enclave: &'a RawValue,
+}
+
+/// One `[[resources]]` entry: what routes compare as text, the rest as its JSON.
+#[derive(Deserialize)]
+struct ResourceView<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    description: &'a RawValue,
+    #[serde(borrow, default)]
+    organization: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(default)]
+    downtime_schedule_available: Option<bool>,
+    #[serde(borrow)]
+    annotations: &'a RawValue,
+}
+
+impl<'a> Summary<'a> {
+    /// `None` when `json` is not a summary as [`Summary::write`] writes it.
+    fn read(json: &'a str) -> Option<Self> {
+        serde_json::from_str(json).ok()
+    }
+
+    /// The summary in the host's form: every field written (an absent
+    /// description as `""`, annotations as `{}`), so that [`Summary::read`]
+    /// finds them all.
+    fn write(summary: &FacilitySummary) -> Result<String, ApiError> {
+        serde_json::to_string(summary)
+            .map_err(|e| ApiError::internal(format!("could not write the facility summary: {e}")))
+    }
+}
+
+/// The text of a JSON string (the page shows it, HTML-escaped).
+fn text(json: &RawValue) -> Cow<'_, str> {
+    serde_json::from_str(json.get()).unwrap_or_default()
+}
+
 /// The configuration, checked: times parsed, statuses known, downtimes on known resources.
-struct Facility {
-    name: String,
-    organization: String,
-    security_enclave: String,
-    resources: Vec<ResourceSummary>,
+struct Facility<'a> {
+    name: &'a RawValue,
+    organization: &'a RawValue,
+    security_enclave: &'a RawValue,
+    resources: Vec<ResourceView<'a>>,
     downtimes: Vec<ScheduledDowntime>,
 }
 
@@ -172,25 +252,23 @@ fn config_time(value: &toml::Value, what: impl Fn() -> String) -> Result<DateTim
     })
 }
 
-impl Facility {
-    /// Only the summary: the sections that other components read are
-    /// skipped, not built, on every request.
-    fn load() -> Result<Self, ApiError> {
-        Self::checked(facility::load_summary()?)
-    }
-
+impl<'a> Facility<'a> {
+    /// The facility of a facility.toml's text, as status reads it from the file (tests:
+    /// the text outlives the test).
     #[cfg(test)]
-    fn parse(text: &str) -> Result<Self, ApiError> {
+    fn parse(text: &str) -> Result<Facility<'static>, ApiError> {
         let path = std::path::Path::new(facility::CONFIG_FILE);
-        Self::checked(FacilitySummary::parse(text, path).map_err(facility::error)?)
+        let summary = FacilitySummary::parse(text, path).map_err(facility::error)?;
+        let json: &'static str = Box::leak(Summary::write(&summary)?.into_boxed_str());
+        Facility::checked(Summary::read(json).expect("a summary reads back"))
     }
 
     /// Checks what the shape leaves to this room: statuses, and downtimes'
     /// resources and times.
-    fn checked(file: FacilitySummary) -> Result<Self, ApiError> {
+    fn checked(file: Summary<'a>) -> Result<Self, ApiError> {
         for r in &file.resources {
             if let Some(status) = &r.status {
-                if !STATUSES.contains(&status.as_str()) {
+                if !STATUSES.contains(&status.as_ref()) {
                     return Err(config_error(format!(
                         "resource {:?} has status {status:?}; use one of {}",
                         r.name,
@@ -200,7 +278,7 @@ impl Facility {
             }
         }
         let mut downtimes = Vec::with_capacity(file.downtimes.len());
-        for (i, d) in file.downtimes.iter().enumerate() {
+        for (i, d) in file.downtimes.into_iter().enumerate() {
             let what = |field: &str| format!("downtimes[{i}].{field}");
             if !file.resources.iter().any(|r| r.name == d.resource) {
                 return Err(config_error(format!(
@@ -222,10 +300,10 @@ impl Facility {
                 None => start,
             };
             downtimes.push(ScheduledDowntime {
-                resource: d.resource.clone(),
+                resource: d.resource,
                 start,
                 end,
-                description: d.description.clone(),
+                description: d.description,
                 scheduled: d.scheduled.unwrap_or(true),
                 reboot: d.reboot.unwrap_or(false),
                 updated_at,
@@ -260,19 +338,19 @@ impl Facility {
             .collect()
     }
 
-    fn resources<'a>(&'a self, now: DateTime<Utc>, retrieved_at: &'a str) -> Vec<Resource<'a>> {
+    fn resources<'b>(&'b self, now: DateTime<Utc>, retrieved_at: &'b str) -> Vec<Resource<'b>> {
         self.resources
             .iter()
             .map(|r| self.describe(r, now, retrieved_at))
             .collect()
     }
 
-    fn resource<'a>(
-        &'a self,
+    fn resource<'b>(
+        &'b self,
         name: &str,
         now: DateTime<Utc>,
-        retrieved_at: &'a str,
-    ) -> Result<Resource<'a>, ApiError> {
+        retrieved_at: &'b str,
+    ) -> Result<Resource<'b>, ApiError> {
         self.resources
             .iter()
             .find(|r| r.name == name)
@@ -282,12 +360,12 @@ impl Facility {
             })
     }
 
-    fn describe<'a>(
-        &'a self,
-        r: &'a ResourceSummary,
+    fn describe<'b>(
+        &'b self,
+        r: &'b ResourceView<'a>,
         now: DateTime<Utc>,
-        retrieved_at: &'a str,
-    ) -> Resource<'a> {
+        retrieved_at: &'b str,
+    ) -> Resource<'b> {
         let down = self
             .downtimes
             .iter()
@@ -299,12 +377,12 @@ impl Facility {
         };
         Resource {
             name: &r.name,
-            description: &r.description,
+            description: r.description,
             system_type: "resource",
-            security_enclave: &self.security_enclave,
-            organization: r.organization.as_deref().unwrap_or(&self.organization),
+            security_enclave: self.security_enclave,
+            organization: r.organization.unwrap_or(self.organization),
             status,
-            annotations: &r.annotations,
+            annotations: r.annotations,
             downtime_schedule_available: r.downtime_schedule_available.unwrap_or(true),
             upcoming_downtimes: self.upcoming_downtimes(now, Some(&r.name)),
             retrieved_at,
@@ -342,14 +420,14 @@ mod tests {
     #[test]
     fn the_sample_parses_and_ignores_other_components_keys() {
         let f = Facility::parse(SAMPLE).unwrap();
-        let names: Vec<_> = f.resources.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<_> = f.resources.iter().map(|r| r.name.as_ref()).collect();
         assert_eq!(names, ["basalt", "granite", "quartz-dtn", "shale-archive"]);
         let now = t("2026-11-22T00:00:00Z");
         assert!(f.current_downtimes(now).is_empty());
         assert!(f
             .resources(now, "")
             .iter()
-            .all(|r| r.status == "OPERATIONAL" && r.organization == "CRCF"));
+            .all(|r| r.status == "OPERATIONAL" && r.organization.get() == r#""CRCF""#));
     }
 
     #[test]
@@ -391,6 +469,48 @@ mod tests {
         let after = t("2026-01-01T08:00:00Z");
         assert_eq!(f.resource("a", after, "").unwrap().status, "UNSPECIFIED");
         assert!(f.resource("b", after, "").is_err_and(|e| e.status == 404));
+    }
+
+    /// Strings that JSON escapes (quotes, backslashes, control characters, non-ASCII) come
+    /// out of the answer as they were written in the file, and the host's summary gives the
+    /// same answer, byte for byte, as the file read here.
+    #[test]
+    fn text_is_written_back_as_the_file_holds_it_from_either_reading() {
+        let toml_text = r#"
+            [facility]
+            name = "Quote \" and \\ backslash"
+            organization = "Org é ✓"
+            [[resources]]
+            name = "r\"1"
+            description = "tab\there, newline\nthere, <b>bold</b> & \u0001"
+            annotations = { "z key" = "last", "a\"key" = "first" }
+            organization = "Own org"
+        "#;
+        let from_file = Facility::parse(toml_text).unwrap();
+        let now = t("2026-11-22T00:00:00Z");
+        let answer = serde_json::to_string(&from_file.resources(now, "T")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        let r = &value[0];
+        assert_eq!(r["name"], "r\"1");
+        assert_eq!(
+            r["description"],
+            "tab\there, newline\nthere, <b>bold</b> & \u{1}"
+        );
+        assert_eq!(r["organization"], "Own org");
+        assert_eq!(r["securityEnclave"], "open");
+        assert_eq!(
+            r["annotations"],
+            serde_json::json!({"a\"key": "first", "z key": "last"})
+        );
+
+        let digests = s3m_guest::facility::FacilityConfig::digests(toml_text).unwrap();
+        let from_host = Facility::checked(Summary::read(&digests.summary).unwrap()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&from_host.resources(now, "T")).unwrap(),
+            answer
+        );
+        assert_eq!(text(from_host.name), "Quote \" and \\ backslash");
+        assert_eq!(text(from_host.organization), "Org é ✓");
     }
 
     #[test]

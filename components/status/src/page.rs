@@ -4,7 +4,7 @@
 //! external resource (the Content-Security-Policy forbids both), readable
 //! on a phone. Every value from the configuration is escaped.
 
-use super::{Facility, ScheduledDowntime};
+use super::{text, Facility, ScheduledDowntime};
 use chrono::{DateTime, Utc};
 use s3m_guest::http::Response;
 
@@ -59,13 +59,13 @@ pub(crate) fn render(f: &Facility, now: DateTime<Utc>) -> Response {
     body.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
     body.push_str(&format!(
         "<title>{} status</title><style>{STYLE}</style></head><body>",
-        esc(&f.name)
+        esc(&text(f.name))
     ));
     body.push_str(&format!(
         "<header><h1>{} status</h1><p>{} · {} enclave</p></header><main>",
-        esc(&f.name),
-        esc(&f.organization),
-        esc(&f.security_enclave)
+        esc(&text(f.name)),
+        esc(&text(f.organization)),
+        esc(&text(f.security_enclave))
     ));
     body.push_str(&format!(
         "<p class=\"summary\">{}</p>",
@@ -101,8 +101,9 @@ pub(crate) fn render(f: &Facility, now: DateTime<Utc>) -> Response {
             esc(&r.name),
             esc(d.status)
         ));
-        if !r.description.is_empty() {
-            body.push_str(&format!("<p>{}</p>", esc(&r.description)));
+        let description = text(r.description);
+        if !description.is_empty() {
+            body.push_str(&format!("<p>{}</p>", esc(&description)));
         }
         for c in &current {
             body.push_str(&format!(
