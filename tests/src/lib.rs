@@ -112,7 +112,11 @@ pub fn component_wasm(name: &str) -> PathBuf {
 /// The test-looper fixture (tests/components/looper), routed under
 /// /looper/, as more spin.toml for `AppOptions::extra_manifest`.
 pub fn looper_manifest(allowed_outbound: &[String]) -> String {
-    let wasm = component_wasm("test_looper");
+    looper_manifest_of(&component_wasm("test_looper"), allowed_outbound)
+}
+
+/// As [`looper_manifest`], with the fixture's wasm at `wasm` (a benchmark's baseline build).
+pub fn looper_manifest_of(wasm: &Path, allowed_outbound: &[String]) -> String {
     assert!(
         wasm.is_file(),
         "{} is missing: build it with `cargo build --target wasm32-wasip2 --release -p test-looper` (scripts/test does)",
@@ -142,6 +146,11 @@ pub struct AppOptions {
     /// More spin.toml (e.g. a test fixture's `[[trigger.http]]` and `[component.x]`), merged
     /// into the copied manifest after the filtering above.
     pub extra_manifest: Option<String>,
+    /// The `s3m` binary to run instead of [`s3m_bin`]'s (a benchmark's baseline build).
+    pub bin: Option<PathBuf>,
+    /// A directory of component wasm files (`status.wasm`, ...) that replace the built ones
+    /// of the same name (a benchmark's baseline build); components it lacks are the built ones.
+    pub wasm_dir: Option<PathBuf>,
 }
 
 impl AppOptions {
@@ -197,10 +206,17 @@ impl TestApp {
     /// Prepares an app directory and runs `s3m up --listen 127.0.0.1:0` on it, waiting for its
     /// `Serving http://127.0.0.1:PORT` line.
     pub fn start(opts: AppOptions) -> Result<TestApp> {
-        let bin = s3m_bin()?;
+        let bin = match &opts.bin {
+            Some(bin) => existing_bin(bin.clone())?,
+            None => s3m_bin()?,
+        };
         let dir = tempfile::Builder::new().prefix("s3m-test-").tempdir()?;
-        let manifest =
-            write_manifest(dir.path(), &opts.components, opts.extra_manifest.as_deref())?;
+        let manifest = write_manifest(
+            dir.path(),
+            &opts.components,
+            opts.extra_manifest.as_deref(),
+            opts.wasm_dir.as_deref(),
+        )?;
         write_config(dir.path(), opts.facility_toml.as_deref())?;
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir)?;
@@ -564,7 +580,12 @@ pub fn serving_url(line: &str) -> Option<String> {
 /// The repo's spin.toml with every `source = "target/..."` made absolute, keeping only the
 /// components in `only` (all when empty) and their routes; fails when a kept component's wasm
 /// does not exist, naming the command that builds it.
-fn write_manifest(app_dir: &Path, only: &[String], extra: Option<&str>) -> Result<PathBuf> {
+fn write_manifest(
+    app_dir: &Path,
+    only: &[String],
+    extra: Option<&str>,
+    wasm_dir: Option<&Path>,
+) -> Result<PathBuf> {
     let root = repo_root();
     let text =
         std::fs::read_to_string(root.join("spin.toml")).context("reading the repo's spin.toml")?;
@@ -589,7 +610,12 @@ fn write_manifest(app_dir: &Path, only: &[String], extra: Option<&str>) -> Resul
             else {
                 continue;
             };
-            let abs = root.join("target").join(&rel);
+            let built = root.join("target").join(&rel);
+            let abs = wasm_dir
+                .zip(built.file_name())
+                .map(|(dir, file)| dir.join(file))
+                .filter(|p| p.is_file())
+                .unwrap_or(built);
             if !abs.is_file() {
                 let krate = abs
                     .file_stem()

@@ -14,10 +14,20 @@
 //! Run (after `scripts/test`, or `cargo build --release -p s3m && target/release/s3m build
 //! && cargo build --target wasm32-wasip2 --release -p test-looper`):
 //! `cargo run --release -p s3m-tests --bin bench_compare -- [--connections 64] [--seconds 6] [--rounds 3]`
+//!
+//! A change's before and after in one run: `--baseline DIR`, where DIR holds the build
+//! before the change (an `s3m` binary and/or `status.wasm`, `tokens.wasm`,
+//! `test_looper.wasm`; what it lacks is the current build's). A second `s3m up` serves
+//! that build; each of its cases runs right beside the current build's in every round,
+//! the two swapping places every round, and the summary gives each pair's CPU per request
+//! round by round, their medians and how often the change was the cheaper one.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use s3m_tests::{component_wasm, free_port, load, looper_manifest, repo_root, AppOptions, TestApp};
+use s3m_tests::{
+    component_wasm, free_port, load, looper_manifest, looper_manifest_of, repo_root, AppOptions,
+    TestApp,
+};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +52,11 @@ struct Args {
     /// Only the cases whose name contains one of these (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// A directory with the build before a change: an `s3m` binary and/or component wasm
+    /// files (status.wasm, tokens.wasm, test_looper.wasm). A second `s3m up` serves it, and
+    /// its no-op, status and introspect run beside the current build's in every round.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Internal: serve the native baseline on this address and nothing else.
     #[arg(long, hide = true)]
     serve_native: Option<String>,
@@ -176,6 +191,78 @@ fn main() -> Result<()> {
         released.url("/looper/ok"),
         None,
     ));
+    // The build before a change, beside the current one.
+    let baseline = match &args.baseline {
+        Some(dir) => {
+            let bin = dir.join("s3m");
+            let looper = dir.join("test_looper.wasm");
+            let looper = if looper.is_file() {
+                looper
+            } else {
+                component_wasm("test_looper")
+            };
+            let wasm: Vec<String> = ["status", "tokens", "test_looper"]
+                .iter()
+                .map(|c| format!("{c}.wasm"))
+                .filter(|f| dir.join(f).is_file())
+                .collect();
+            if !bin.is_file() && wasm.is_empty() {
+                bail!(
+                    "--baseline {}: holds neither an s3m binary nor status.wasm, tokens.wasm or test_looper.wasm; copy the build before the change there",
+                    dir.display()
+                );
+            }
+            println!(
+                "baseline: {} ({}{})",
+                dir.display(),
+                if bin.is_file() {
+                    "s3m"
+                } else {
+                    "the current s3m"
+                },
+                if wasm.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", wasm.join(", "))
+                }
+            );
+            let before = TestApp::start(AppOptions {
+                components: vec!["tokens".into(), "status".into()],
+                extra_manifest: Some(looper_manifest_of(&looper, &[])),
+                bin: bin.is_file().then_some(bin),
+                wasm_dir: Some(dir.clone()),
+                ..Default::default()
+            })?;
+            let token = before.token(&["compute-ace"], "BEN001")?;
+            servers.push(Server::app("s3m up, baseline", before.pid()));
+            let server = servers.len() - 1;
+            for (name, path, header) in [
+                ("s3m no-op", "/looper/ok", None),
+                ("s3m status", "/olcf/v1alpha/status", None),
+                (
+                    "s3m introspect",
+                    "/olcf/v1/token/ctls/introspect",
+                    Some(format!("Authorization: {token}")),
+                ),
+            ] {
+                // Right after its counterpart, so that the two run side by side.
+                let at = cases
+                    .iter()
+                    .position(|c| c.name == name)
+                    .map_or(cases.len(), |i| i + 1);
+                let mut case = Case::new(
+                    &format!("{name}, baseline"),
+                    server,
+                    before.url(path),
+                    header,
+                );
+                case.pair_of = Some(name.to_string());
+                cases.insert(at, case);
+            }
+            Some(before)
+        }
+        None => None,
+    };
     if !args.only.is_empty() {
         cases.retain(|c| args.only.iter().any(|o| c.name.contains(o.as_str())));
     }
@@ -200,7 +287,17 @@ fn main() -> Result<()> {
     );
     for round in 1..=args.rounds {
         println!("round {round}");
-        for case in cases.iter_mut() {
+        // A baseline case runs beside its counterpart, first in every other round.
+        let mut order: Vec<usize> = (0..cases.len()).collect();
+        if round % 2 == 0 {
+            for i in 1..order.len() {
+                if cases[order[i]].pair_of.is_some() && cases[order[i - 1]].pair_of.is_none() {
+                    order.swap(i - 1, i);
+                }
+            }
+        }
+        for i in order {
+            let case = &mut cases[i];
             // Warm the connections and the server's pools first.
             wrk_run(&wrk, &args, case, 1, None)?;
             let pid = servers[case.server].pid;
@@ -297,9 +394,48 @@ fn main() -> Result<()> {
             println!("{:<38} {p:.2} ms  (goal <= 10 ms)", format!("{name} p99"));
         }
     }
+    // Each change's before and after, round by round.
+    let pairs: Vec<(&Case, &Case)> = cases
+        .iter()
+        .filter_map(|b| {
+            let name = b.pair_of.as_deref()?;
+            Some((cases.iter().find(|c| c.name == name)?, b))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        println!("\nthis build against the baseline, CPU µs per request (this / baseline), round by round:");
+    }
+    for (now, before) in pairs {
+        let cpu = |m: &Measure| m.user_us + m.sys_us;
+        let rounds: Vec<String> = now
+            .rounds
+            .iter()
+            .zip(&before.rounds)
+            .map(|(a, b)| format!("{:.0}/{:.0}", cpu(a), cpu(b)))
+            .collect();
+        let cheaper = now
+            .rounds
+            .iter()
+            .zip(&before.rounds)
+            .filter(|(a, b)| cpu(a) < cpu(b))
+            .count();
+        let (a, b) = (now.median(), before.median());
+        println!(
+            "{:<16} {}  medians {:.0}/{:.0} ({:+.1}%), req/s {:.0}/{:.0}; cheaper in {cheaper} of {} rounds",
+            now.name,
+            rounds.join(" "),
+            cpu(&a),
+            cpu(&b),
+            100.0 * (cpu(&a) / cpu(&b) - 1.0),
+            a.rps,
+            b.rps,
+            now.rounds.len()
+        );
+    }
     drop(servers);
     drop(app);
     drop(released);
+    drop(baseline);
     Ok(())
 }
 
@@ -340,6 +476,8 @@ struct Case {
     server: usize,
     url: String,
     header: Option<String>,
+    /// For a baseline case, the name of the current build's case it is compared with.
+    pair_of: Option<String>,
     rounds: Vec<Measure>,
 }
 
@@ -350,6 +488,7 @@ impl Case {
             server,
             url,
             header,
+            pair_of: None,
             rounds: Vec::new(),
         }
     }
