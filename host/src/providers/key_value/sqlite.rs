@@ -33,7 +33,6 @@ use crate::capabilities::key_value::{KeyValueError, KvResult, Store};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -185,8 +184,9 @@ impl SqliteDb {
 /// at the start of the database's `-shm` file, two copies of 48 bytes that
 /// every commit rewrites before it returns, second copy first (its
 /// `iChange` counts transactions; <https://www.sqlite.org/walformat.html>).
-/// A read takes the header with one `pread`, no lock, and uses it only when
-/// both copies agree, as SQLite's own readers do. A value is kept for the
+/// A read takes the header from the file's first page, mapped into memory
+/// (no system call, no lock), and uses it only when both copies agree, read
+/// first copy first, as SQLite's own readers do. A value is kept for the
 /// header read before it was fetched and answered only while the header is
 /// still that one, so a commit, by anyone, empties the cache at the next
 /// read. A database not in WAL mode, or a header of an unknown version,
@@ -197,8 +197,15 @@ impl SqliteDb {
 /// it first reads the file); such a connection also locks every other one
 /// out of the file, s3m's uncached reads included, so do not open the
 /// key-value file that way while s3m serves it.
+///
+/// The mapping: SQLite's own connections in this process map the same
+/// file's pages to read the wal-index, so a `-shm` file truncated under a
+/// running s3m (which SQLite itself never does while a connection is open)
+/// would fault SQLite's reads as it faults this one; the map adds no way to
+/// fail. It replaced a `pread` per read: about 5% of the CPU of a token
+/// check (`bench_compare --baseline`, README, Performance).
 struct ReadCache {
-    shm: std::fs::File,
+    shm: memmap2::Mmap,
     state: Mutex<CacheState>,
 }
 
@@ -225,7 +232,7 @@ impl ReadCache {
     fn open(db: &Path) -> Option<Self> {
         let mut shm = db.as_os_str().to_owned();
         shm.push("-shm");
-        let shm = std::fs::File::open(shm).ok()?;
+        let shm = Self::map(Path::new(&shm))?;
         let cache = Self {
             shm,
             state: Mutex::new(CacheState::default()),
@@ -234,18 +241,44 @@ impl ReadCache {
         Some(cache)
     }
 
+    /// The first 2 * [`WAL_HEADER`] bytes of the `-shm` file at `path`,
+    /// mapped; `None` when the file is shorter (SQLite's wal-index is at
+    /// least one 32 KiB region once a connection has read in WAL mode).
+    fn map(path: &Path) -> Option<memmap2::Mmap> {
+        let file = std::fs::File::open(path).ok()?;
+        if file.metadata().ok()?.len() < 2 * WAL_HEADER as u64 {
+            return None;
+        }
+        // SAFETY: the map is read only through `header`, with volatile
+        // reads of plain bytes that other processes may be writing (as
+        // SQLite's readers read it); see the type's note on truncation.
+        unsafe {
+            memmap2::MmapOptions::new()
+                .len(2 * WAL_HEADER)
+                .map(&file)
+                .ok()
+        }
+    }
+
     /// The header as it is now, or `None` while a commit writes it (the
     /// copies differ) or when it is not one this code knows.
     fn header(&self) -> Option<[u8; WAL_HEADER]> {
-        let mut both = [0u8; 2 * WAL_HEADER];
-        self.shm.read_exact_at(&mut both, 0).ok()?;
-        let (first, second) = both.split_at(WAL_HEADER);
+        let base = self.shm.as_ptr().cast::<[u8; WAL_HEADER]>();
+        // SAFETY: the map is 2 * WAL_HEADER bytes long, and any bytes are a
+        // valid [u8; N]. Commits write the second copy, then the first;
+        // reading the first, then the second, sees them equal only when
+        // no commit was under way between the two reads.
+        let (first, second) = unsafe {
+            let first = std::ptr::read_volatile(base);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            (first, std::ptr::read_volatile(base.add(1)))
+        };
         let version = u32::from_ne_bytes(first[..4].try_into().ok()?);
         // isInit, the 13th byte: the header has been written.
         if first != second || version != WAL_INDEX_VERSION || first[12] != 1 {
             return None;
         }
-        first.try_into().ok()
+        Some(first)
     }
 
     fn lookup(&self, header: &[u8; WAL_HEADER], label: &str, key: &str) -> Option<Option<Vec<u8>>> {
@@ -652,7 +685,7 @@ mod tests {
         bytes[..4].copy_from_slice(&WAL_INDEX_VERSION.to_ne_bytes());
         bytes[WAL_HEADER..WAL_HEADER + 4].copy_from_slice(&WAL_INDEX_VERSION.to_ne_bytes());
         std::fs::write(&shm, bytes).unwrap();
-        cache.shm = std::fs::File::open(&shm).unwrap();
+        cache.shm = ReadCache::map(&shm).unwrap();
         assert_eq!(cache.header(), None, "isInit is 0");
         bytes[12] = 1;
         bytes[WAL_HEADER + 12] = 1;
