@@ -26,17 +26,24 @@ pub fn load() -> Result<FacilityConfig, ApiError> {
     load_as(DIGEST_ENV)
 }
 
-/// As [`load`], without the per-component sections: for a reader that
-/// needs none of them. The host's [`SUMMARY_DIGEST_ENV`] leaves them out;
-/// the whole digest or the file are read past them.
-pub fn load_summary() -> Result<FacilitySummary, ApiError> {
-    if let Some(f) = std::env::var(SUMMARY_DIGEST_ENV)
-        .ok()
-        .and_then(|json| Facility::from_digest(&json))
-    {
-        return Ok(f);
+/// As [`load`], without the per-component sections, as JSON in the form of
+/// the host's [`SUMMARY_DIGEST_ENV`], for a reader that reads it borrowed
+/// (status): the host's text as it is, else [`written_summary`].
+pub fn summary_json() -> Result<String, ApiError> {
+    match std::env::var(SUMMARY_DIGEST_ENV) {
+        Ok(json) => Ok(json),
+        Err(_) => written_summary(),
     }
-    load_as(DIGEST_ENV)
+}
+
+/// The whole digest or the file, read past the per-component sections and
+/// written as the host writes [`SUMMARY_DIGEST_ENV`] (every field, an absent
+/// description as `""`, annotations as `{}`): for hosts that set no summary,
+/// and for a reader that cannot read the one set.
+pub fn written_summary() -> Result<String, ApiError> {
+    let summary: FacilitySummary = load_as(DIGEST_ENV)?;
+    serde_json::to_string(&summary)
+        .map_err(|e| ApiError::internal(format!("could not write the facility summary: {e}")))
 }
 
 fn load_as<S: serde::de::DeserializeOwned + Default>(env: &str) -> Result<Facility<S>, ApiError> {

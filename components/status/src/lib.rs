@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Duration, Utc};
-use s3m_guest::facility::{self, DowntimeConfig, FacilitySummary, SUMMARY_DIGEST_ENV};
+use s3m_guest::facility::{self, DowntimeConfig};
 use s3m_guest::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use s3m_guest::time::{now, parse_rfc3339, rfc3339, rfc3339_micros};
 use s3m_guest::{json, route_path, ApiError};
@@ -52,24 +52,22 @@ fn route(req: &Request) -> Result<Response, ApiError> {
         return Err(ApiError::wrong_method(req.method(), &path, &["GET"]));
     }
     // The summary's JSON, which the loaded facility borrows its text from.
-    let host_summary = std::env::var(SUMMARY_DIGEST_ENV).ok();
-    let written_back;
-    let summary = match host_summary.as_deref().and_then(Summary::read) {
+    let json_text = facility::summary_json()?;
+    let written;
+    let summary = match Summary::read(&json_text) {
         Some(summary) => summary,
         None => {
-            written_back = Summary::write(&facility::load_summary()?)?;
-            Summary::read(&written_back)
+            written = facility::written_summary()?;
+            Summary::read(&written)
                 .ok_or_else(|| ApiError::internal("the facility summary could not be read back"))?
         }
     };
     let facility = Facility::checked(summary)?;
     let now = now();
-    if let Endpoint::Page = endpoint {
-        return Ok(page::render(&facility, now));
-    }
     let retrieved_at = rfc3339_micros(&now);
     Ok(match endpoint {
-        Endpoint::Page | Endpoint::Resources => json(&ResourcesAnswer {
+        Endpoint::Page => page::render(&facility, now),
+        Endpoint::Resources => json(&ResourcesAnswer {
             resources: facility.resources(now, &retrieved_at),
         }),
         Endpoint::Resource(name) => json(&facility.resource(name, now, &retrieved_at)?),
@@ -147,10 +145,10 @@ struct DowntimeAttributes {
 
 const STATUSES: [&str; 3] = ["OPERATIONAL", "UNAVAILABLE", "UNSPECIFIED"];
 
-/// The summary of the facility configuration ([`FacilitySummary`]) as this component reads
-/// it: from its JSON, borrowing the text. The host hands it over in that form
-/// ([`SUMMARY_DIGEST_ENV`]); read from the file, it is written in the same form first
-/// ([`Summary::write`]), so that both give the same answer byte for byte.
+/// The summary of the facility configuration as this component reads it: from its JSON,
+/// borrowing the text. The host hands it over in that form
+/// ([`facility::SUMMARY_DIGEST_ENV`]); read from the file, it is written in the same form
+/// first ([`facility::written_summary`]), so that both give the same answer byte for byte.
 #[derive(Deserialize)]
 struct Summary<'a> {
     #[serde(borrow)]
@@ -189,17 +187,9 @@ struct ResourceView<'a> {
 }
 
 impl<'a> Summary<'a> {
-    /// `None` when `json` is not a summary as [`Summary::write`] writes it.
+    /// `None` when `json` is not a summary in the host's form.
     fn read(json: &'a str) -> Option<Self> {
         serde_json::from_str(json).ok()
-    }
-
-    /// The summary in the host's form: every field written (an absent
-    /// description as `""`, annotations as `{}`), so that [`Summary::read`]
-    /// finds them all.
-    fn write(summary: &FacilitySummary) -> Result<String, ApiError> {
-        serde_json::to_string(summary)
-            .map_err(|e| ApiError::internal(format!("could not write the facility summary: {e}")))
     }
 }
 
@@ -258,8 +248,9 @@ impl<'a> Facility<'a> {
     #[cfg(test)]
     fn parse(text: &str) -> Result<Facility<'static>, ApiError> {
         let path = std::path::Path::new(facility::CONFIG_FILE);
-        let summary = FacilitySummary::parse(text, path).map_err(facility::error)?;
-        let json: &'static str = Box::leak(Summary::write(&summary)?.into_boxed_str());
+        let summary = facility::FacilitySummary::parse(text, path).map_err(facility::error)?;
+        let json = serde_json::to_string(&summary).expect("a summary writes");
+        let json: &'static str = Box::leak(json.into_boxed_str());
         Facility::checked(Summary::read(json).expect("a summary reads back"))
     }
 
