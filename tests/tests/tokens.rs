@@ -441,3 +441,105 @@ async fn unknown_paths_and_wrong_methods() -> Result<()> {
     assert_eq!(introspect(&app, &token).await?.status(), 200);
     Ok(())
 }
+
+/// Who holds a lock on the `-shm` file's DMS byte, as `(l_type, l_pid)`:
+/// SQLite's unix VFS keeps a read lock there for as long as a process has
+/// the wal-index open, and a connection that finds no lock on it takes
+/// itself for the file's first user and resets the wal-index (truncating
+/// the file to 3 bytes, then rebuilding it). Asked from this process, so
+/// the answer is about other processes' locks.
+fn wal_index_lock(shm: &std::path::Path) -> Result<(i32, i32)> {
+    use std::os::fd::AsRawFd;
+    /// SQLite's UNIX_SHM_DMS: UNIX_SHM_BASE ((22 + 8) * 4) + SQLITE_SHM_NLOCK (8).
+    const DMS: i64 = 128;
+    let file = std::fs::File::open(shm)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", shm.display()))?;
+    // SAFETY: a plain C struct, all zeroes is valid; fcntl fills it in.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as _;
+    lock.l_whence = libc::SEEK_SET as _;
+    lock.l_start = DMS as _;
+    lock.l_len = 1;
+    // SAFETY: F_GETLK with a valid descriptor and a flock to fill in.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut lock) };
+    anyhow::ensure!(
+        rc == 0,
+        "fcntl(F_GETLK) on {}: {}",
+        shm.display(),
+        std::io::Error::last_os_error()
+    );
+    Ok((lock.l_type as i32, lock.l_pid))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minting_while_serving_under_load_keeps_the_host_and_its_sqlite_locks() -> Result<()> {
+    let app = TestApp::start_only(&["tokens"])?;
+    let shm = app.state_dir.join("key-value.db-shm");
+    let token = app.token(&["compute-ace"], "STF041")?;
+    assert_eq!(introspect(&app, &token).await?.status(), 200);
+    let held = |when: &str| -> Result<()> {
+        let (kind, pid) = wal_index_lock(&shm)?;
+        anyhow::ensure!(
+            kind == libc::F_RDLCK as i32 && pid == app.pid() as i32,
+            "{when}: the serving host (pid {}) must hold SQLite's read lock on {}'s DMS byte; \
+             found lock type {kind} held by pid {pid} (F_UNLCK is {}): without it the token CLI \
+             resets the wal-index under the host",
+            app.pid(),
+            shm.display(),
+            libc::F_UNLCK
+        );
+        Ok(())
+    };
+    held("after the first request")?;
+
+    // Token checks run all through the mints, each a separate CLI process
+    // that opens, writes and closes the same file.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, url, token, stop) = (
+            app.client().clone(),
+            app.url(INTROSPECT),
+            token.clone(),
+            stop.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut answers = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = client
+                    .get(&url)
+                    .header("Authorization", &token)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 200 => answers += 1,
+                    Ok(r) => anyhow::bail!("introspect during the mints: HTTP {}", r.status()),
+                    Err(e) => anyhow::bail!("introspect during the mints: {e}"),
+                }
+            }
+            Ok(answers)
+        }));
+    }
+    let mut minted = Vec::new();
+    for i in 0..8 {
+        let app = &app;
+        minted.push(tokio::task::block_in_place(|| {
+            app.mint(
+                "STF041",
+                &["compute-ace"],
+                &["--description", &format!("live {i}")],
+            )
+        })?);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers = 0;
+    for task in load {
+        answers += task.await??;
+    }
+    assert!(answers > 0, "no token check ran during the mints");
+    for t in &minted {
+        assert_eq!(introspect(&app, t).await?.status(), 200);
+    }
+    held("after eight mints")?;
+    Ok(())
+}

@@ -76,16 +76,23 @@ impl SqliteDb {
         }
         // Token records live here: only the host's user reads them. SQLite
         // gives its -wal and -shm files the database's mode.
+        //
+        // Only a file that is not there yet is opened here, never one this
+        // process may already hold through SQLite: closing any descriptor of
+        // a file drops every POSIX lock the process holds on it, SQLite's
+        // included (see [`ReadCache::map`]).
         {
             use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(path)
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot create key-value database {}: {e}", path.display())
-                })?;
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => anyhow::bail!("cannot create key-value database {}: {e}", path.display()),
+            }
             for p in [
                 path.to_path_buf(),
                 path.with_extension("db-wal"),
@@ -200,9 +207,10 @@ impl SqliteDb {
 ///
 /// The mapping: SQLite's own connections in this process map the same
 /// file's pages to read the wal-index, so a `-shm` file truncated under a
-/// running s3m (which SQLite itself never does while a connection is open)
-/// would fault SQLite's reads as it faults this one; the map adds no way to
-/// fail. It replaced a `pread` per read: about 5% of the CPU of a token
+/// running s3m (which SQLite itself never does while a connection of this
+/// process holds its lock, which is why [`ReadCache::map`] never closes the
+/// descriptor it maps) would fault SQLite's reads as it faults this one;
+/// the map adds no way to fail. It replaced a `pread` per read: about 5% of the CPU of a token
 /// check (`bench_compare --baseline`, README, Performance).
 struct ReadCache {
     shm: memmap2::Mmap,
@@ -244,8 +252,33 @@ impl ReadCache {
     /// The first 2 * [`WAL_HEADER`] bytes of the `-shm` file at `path`,
     /// mapped; `None` when the file is shorter (SQLite's wal-index is at
     /// least one 32 KiB region once a connection has read in WAL mode).
+    ///
+    /// The descriptor the map is made from is never closed: closing any
+    /// descriptor of a file drops every POSIX lock the process holds on it,
+    /// and SQLite's connections in this process hold a read lock on the
+    /// `-shm` file's DMS byte for as long as they are open. Without that
+    /// lock, the next connection of another process (the token CLI) takes
+    /// itself for the file's first user and resets the wal-index: it
+    /// truncates the file under every map of it (a read in that moment is
+    /// a SIGBUS) and rebuilds it while this process's readers use it. So
+    /// the process keeps one descriptor per `-shm` file it maps, found
+    /// again by device and inode, until it exits.
     fn map(path: &Path) -> Option<memmap2::Mmap> {
-        let file = std::fs::File::open(path).ok()?;
+        use std::os::unix::fs::MetadataExt;
+        static KEPT: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+        let mut kept = KEPT.lock().ok()?;
+        let meta = std::fs::metadata(path).ok()?;
+        let at = match kept.iter().position(|f| {
+            f.metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+        }) {
+            Some(at) => at,
+            None => {
+                kept.push(std::fs::File::open(path).ok()?);
+                kept.len() - 1
+            }
+        };
+        let file = &kept[at];
         if file.metadata().ok()?.len() < 2 * WAL_HEADER as u64 {
             return None;
         }
@@ -255,7 +288,7 @@ impl ReadCache {
         unsafe {
             memmap2::MmapOptions::new()
                 .len(2 * WAL_HEADER)
-                .map(&file)
+                .map(file)
                 .ok()
         }
     }
