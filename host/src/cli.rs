@@ -377,10 +377,8 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
     progress.enable_steady_tick(Duration::from_millis(120));
     let manifest = ctx.manifest.clone();
     let app = tokio::task::spawn_blocking(move || {
-        App::load(&manifest, &variables, services, limits, &progress).map(|app| {
-            progress.finish_and_clear();
-            app
-        })
+        App::load(&manifest, &variables, services, limits, &progress)
+            .inspect(|_| progress.finish_and_clear())
     })
     .await??;
 

@@ -92,7 +92,7 @@ impl Router {
             out.push(route);
         }
         // Most specific first, so the first match wins.
-        out.sort_by(|a, b| specificity(b).cmp(&specificity(a)));
+        out.sort_by_key(|r| std::cmp::Reverse(specificity(r)));
         Ok(Self { routes: out })
     }
 
@@ -173,7 +173,13 @@ mod tests {
     ];
 
     /// (request path, component, path-info, params)
-    const CASES: &[(&str, &str, &str, &[(&str, &str)])] = &[
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+    );
+    const CASES: &[Case] = &[
         ("/", "fallback", "", &[]),
         ("/anything/else", "fallback", "/anything/else", &[]),
         ("/olcf/v1alpha/status", "status", "", &[]),

@@ -365,7 +365,7 @@ pub fn kill_host(state_dir: &Path) -> Result<()> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| a == "up") && args.iter().any(|a| *a == needle) && alive(pid) {
+        if args.iter().any(|a| a == "up") && args.contains(&needle) && alive(pid) {
             // SAFETY: a plain kill of the test's own host process.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);

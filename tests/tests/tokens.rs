@@ -480,7 +480,7 @@ async fn minting_while_serving_under_load_keeps_the_host_and_its_sqlite_locks() 
     let held = |when: &str| -> Result<()> {
         let (kind, pid) = wal_index_lock(&shm)?;
         anyhow::ensure!(
-            kind == libc::F_RDLCK as i32 && pid == app.pid() as i32,
+            kind == libc::F_RDLCK && pid == app.pid() as i32,
             "{when}: the serving host (pid {}) must hold SQLite's read lock on {}'s DMS byte; \
              found lock type {kind} held by pid {pid} (F_UNLCK is {}): without it the token CLI \
              resets the wal-index under the host",

@@ -47,7 +47,9 @@ async fn main() -> Result<()> {
 
     let token = app.token(&["compute-ace"], "BEN001")?;
     let duration = Duration::from_secs(args.seconds);
-    let cases: [(&str, &str, Vec<(&str, &str)>); 2] = [
+    // (name, path, headers)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let cases: [Case; 2] = [
         ("GET status", "/olcf/v1alpha/status", vec![]),
         (
             "GET token introspect",

@@ -398,7 +398,7 @@ impl Brokers {
             .into_iter()
             .filter(|r| r.project == project && r.engine == engine)
             .collect();
-        list.sort_by(|a, b| a.provisioned_at.cmp(&b.provisioned_at));
+        list.sort_by_key(|r| r.provisioned_at);
         Ok(list)
     }
 

@@ -192,6 +192,9 @@ pub fn valid_cluster_name(name: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// A cluster's complete settings and flags, by name.
+pub type Spec = (BTreeMap<String, u32>, BTreeMap<String, bool>);
+
 /// Checks a request against the backends offered, and fills in defaults.
 /// Returns the complete settings and flags.
 pub fn check_spec(
@@ -201,7 +204,7 @@ pub fn check_spec(
     name: &str,
     settings: &[(String, u32)],
     flags: &[(String, bool)],
-) -> Result<(BTreeMap<String, u32>, BTreeMap<String, bool>), BrokerError> {
+) -> Result<Spec, BrokerError> {
     let offered: Vec<&Backend> = backends.iter().filter(|b| b.engine == engine).collect();
     let Some(backend) = offered.iter().find(|b| b.kind == kind) else {
         let kinds: Vec<&str> = offered.iter().map(|b| b.kind.as_str()).collect();
