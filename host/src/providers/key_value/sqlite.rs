@@ -209,9 +209,9 @@ impl SqliteDb {
 /// file's pages to read the wal-index, so a `-shm` file truncated under a
 /// running s3m (which SQLite itself never does while a connection of this
 /// process holds its lock, which is why [`ReadCache::map`] never closes the
-/// descriptor it maps) would fault SQLite's reads as it faults this one;
-/// the map adds no way to fail. It replaced a `pread` per read: about 5% of the CPU of a token
-/// check (`bench_compare --baseline`, README, Performance).
+/// descriptor it maps) would fault SQLite's reads as it faults this one.
+/// It replaced a `pread` per read: about 5% of the CPU of a token check
+/// (`bench_compare --baseline`, README, Performance).
 struct ReadCache {
     shm: memmap2::Mmap,
     state: Mutex<CacheState>,
