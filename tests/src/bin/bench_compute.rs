@@ -52,13 +52,25 @@ fn merge(total: &mut Option<load::LoadReport>, round: load::LoadReport) -> Resul
     Ok(())
 }
 
+/// "p50 … ms  p99 … ms" of latencies in microseconds.
+fn percentiles(latencies: &mut [u64]) -> String {
+    if latencies.is_empty() {
+        return "no successful submit".into();
+    }
+    latencies.sort_unstable();
+    let at =
+        |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    format!("p50 {:.2} ms  p99 {:.2} ms", at(0.5), at(0.99))
+}
+
 const PROJECT: &str = "BEN001";
 
 fn facility(compute: &str) -> String {
     format!("[[resources]]\nname = \"cedar\"\n[resources.compute]\n{compute}\n")
 }
 
-/// Sends `n` POSTs with `concurrency` in flight; returns (seconds, failures).
+/// Sends `n` POSTs with `concurrency` in flight; returns (seconds,
+/// failures, each submit's latency in microseconds).
 async fn submit_many(
     n: usize,
     concurrency: usize,
@@ -71,17 +83,18 @@ async fn submit_many(
         let (next, make) = (next.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
             let mut failed = 0;
-            let mut ids = Vec::new();
+            let mut latencies = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let sent = Instant::now();
                 match make().send().await {
                     Ok(res) => {
                         let ok = res.status().is_success();
                         let body: Value = res.json().await.unwrap_or(Value::Null);
                         match body["job_id"].as_u64() {
-                            Some(id)
+                            Some(_)
                                 if ok && body["errors"].as_array().is_none_or(|e| e.is_empty()) =>
                             {
-                                ids.push(id)
+                                latencies.push(sent.elapsed().as_micros() as u64)
                             }
                             _ => {
                                 if failed == 0 {
@@ -97,16 +110,16 @@ async fn submit_many(
                     }
                 }
             }
-            (failed, ids)
+            (failed, latencies)
         }));
     }
-    let (mut failed, mut ids) = (0, Vec::new());
+    let (mut failed, mut latencies) = (0, Vec::new());
     for t in tasks {
-        let (f, i) = t.await?;
+        let (f, l) = t.await?;
         failed += f;
-        ids.extend(i);
+        latencies.extend(l);
     }
-    Ok((start.elapsed().as_secs_f64(), failed, ids))
+    Ok((start.elapsed().as_secs_f64(), failed, latencies))
 }
 
 fn job_body() -> Value {
@@ -182,25 +195,29 @@ async fn main() -> Result<()> {
     // The s3m process's CPU time over its submit turns (clock ticks): what
     // s3m adds per job, whatever Slurm's own pace in this run.
     let mut s3m_submit_ticks = 0u64;
+    let (mut s3m_latencies, mut direct_latencies) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         for s3m_turn in [round % 2 == 0, round % 2 != 0] {
             let make = if s3m_turn { &through_s3m } else { &direct };
             let (user0, sys0, _) = load::proc_stat(app.pid())?;
-            let (secs, failed, _) = submit_many(per_round, args.concurrency, make.clone()).await?;
+            let (secs, failed, latencies) =
+                submit_many(per_round, args.concurrency, make.clone()).await?;
             if s3m_turn {
                 let (user1, sys1, _) = load::proc_stat(app.pid())?;
                 s3m_submit_ticks += (user1 + sys1) - (user0 + sys0);
                 (s3m_secs, s3m_failed) = (s3m_secs + secs, s3m_failed + failed);
+                s3m_latencies.extend(latencies);
             } else {
                 (direct_secs, direct_failed) = (direct_secs + secs, direct_failed + failed);
+                direct_latencies.extend(latencies);
             }
         }
     }
     let jobs = per_round * rounds;
     let s3m_rate = jobs as f64 / s3m_secs;
     let direct_rate = jobs as f64 / direct_secs;
-    println!("slurm submit through s3m        {s3m_rate:>8.1} jobs/s  ({jobs} jobs in {s3m_secs:.2} s, {s3m_failed} failed; {rounds} rounds alternating with direct)");
-    println!("slurm submit direct slurmrestd  {direct_rate:>8.1} jobs/s  ({jobs} jobs in {direct_secs:.2} s, {direct_failed} failed)");
+    println!("slurm submit through s3m        {s3m_rate:>8.1} jobs/s  ({jobs} jobs in {s3m_secs:.2} s, {s3m_failed} failed; {rounds} rounds alternating with direct)  {}", percentiles(&mut s3m_latencies));
+    println!("slurm submit direct slurmrestd  {direct_rate:>8.1} jobs/s  ({jobs} jobs in {direct_secs:.2} s, {direct_failed} failed)  {}", percentiles(&mut direct_latencies));
     println!(
         "ratio s3m / direct              {:>8.2}  (goal >= 0.9)",
         s3m_rate / direct_rate
@@ -299,11 +316,12 @@ async fn main() -> Result<()> {
         Arc::new(move || c.post(&u).header("Authorization", &t).json(&job_body()))
     };
     submit_many(args.concurrency, args.concurrency, make.clone()).await?;
-    let (secs, failed, _) = submit_many(args.jobs, args.concurrency, make).await?;
+    let (secs, failed, mut latencies) = submit_many(args.jobs, args.concurrency, make).await?;
     println!(
-        "local submit through s3m        {:>8.1} jobs/s  ({} jobs in {secs:.2} s, {failed} failed)",
+        "local submit through s3m        {:>8.1} jobs/s  ({} jobs in {secs:.2} s, {failed} failed)  {}",
         args.jobs as f64 / secs,
-        args.jobs
+        args.jobs,
+        percentiles(&mut latencies)
     );
     let report = load::run(
         &app.base_url,

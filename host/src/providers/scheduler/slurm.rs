@@ -56,6 +56,10 @@ impl Default for SlurmConfig {
 pub struct SlurmScheduler {
     resource: String,
     base: String,
+    /// `base` parsed once: each call sets only its path (and query) on a
+    /// copy. Parsing the whole URL per call (host, IDNA and all) was 3% of
+    /// the host's samples in `perf` under submit load (issue 13).
+    base_url: reqwest::Url,
     key: HS256Key,
     service_user: String,
     default_cwd: String,
@@ -97,9 +101,14 @@ impl SlurmScheduler {
             .timeout(std::time::Duration::from_secs(config.timeout_secs))
             .pool_max_idle_per_host(64)
             .build()?;
+        let base = format!("{}/slurm/{}", url.trim_end_matches('/'), config.openapi);
+        let base_url = reqwest::Url::parse(&base).map_err(|e| {
+            anyhow::anyhow!("resource `{resource}`: compute.slurmrestd `{url}` is not a URL: {e}")
+        })?;
         Ok(Self {
             resource: resource.to_string(),
-            base: format!("{}/slurm/{}", url.trim_end_matches('/'), config.openapi),
+            base,
+            base_url,
             key: HS256Key::from_bytes(&key),
             service_user: config.service_user,
             default_cwd: config.default_working_directory,
@@ -118,6 +127,19 @@ impl SlurmScheduler {
         self.key
             .authenticate(claims)
             .map_err(|e| SchedulerError::Unavailable(format!("could not mint a Slurm token: {e}")))
+    }
+
+    /// The URL of `path` (which may end in a query) under slurmrestd's
+    /// base, without parsing the base again.
+    fn url(&self, path: &str) -> reqwest::Url {
+        let mut url = self.base_url.clone();
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        url.set_path(&format!("{}{path}", self.base_url.path()));
+        url.set_query(query);
+        url
     }
 
     /// One call to slurmrestd as `user`; the answer's JSON, or the Slurm
@@ -141,10 +163,9 @@ impl SlurmScheduler {
         path: &str,
         body: Option<Value>,
     ) -> SchedulerResult<T> {
-        let url = format!("{}{path}", self.base);
         let mut req = self
             .http
-            .request(method, &url)
+            .request(method, self.url(path))
             .header("X-SLURM-USER-NAME", user)
             .header("X-SLURM-USER-TOKEN", self.token(user)?);
         if let Some(body) = body {
@@ -1010,6 +1031,34 @@ mod tests {
         );
         let a: JobsAnswer = serde_json::from_str(r#"{"errors": null, "jobs": null}"#).unwrap();
         assert!(a.errors().is_empty() && a.jobs.is_none());
+    }
+
+    fn scheduler() -> SlurmScheduler {
+        let key = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(key.path(), [7u8; 32]).unwrap();
+        SlurmScheduler::new(
+            "cedar",
+            SlurmConfig {
+                slurmrestd: Some("http://127.0.0.1:6820/".into()),
+                jwt_key: Some(key.path().display().to_string()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn call_urls_are_built_on_the_parsed_base() {
+        let s = scheduler();
+        assert_eq!(
+            s.url("/job/submit").as_str(),
+            "http://127.0.0.1:6820/slurm/v0.0.38/job/submit"
+        );
+        assert_eq!(
+            s.url("/job/42?signal=10").as_str(),
+            "http://127.0.0.1:6820/slurm/v0.0.38/job/42?signal=10"
+        );
+        assert_eq!(s.url("/jobs").query(), None);
     }
 
     #[test]
