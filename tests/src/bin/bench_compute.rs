@@ -52,15 +52,19 @@ fn merge(total: &mut Option<load::LoadReport>, round: load::LoadReport) -> Resul
     Ok(())
 }
 
-/// "p50 … ms  p99 … ms" of latencies in microseconds.
-fn percentiles(latencies: &mut [u64]) -> String {
-    if latencies.is_empty() {
+/// "p50 … ms  p99 … ms" of latencies in microseconds, read from the same
+/// HDR histogram as the load generator's reports.
+fn percentiles(latencies: &[u64]) -> String {
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("valid histogram bounds");
+    for &us in latencies {
+        hist.saturating_record(us.max(1));
+    }
+    if hist.is_empty() {
         return "no successful submit".into();
     }
-    latencies.sort_unstable();
-    let at =
-        |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-    format!("p50 {:.2} ms  p99 {:.2} ms", at(0.5), at(0.99))
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    format!("p50 {:.2} ms  p99 {:.2} ms", ms(0.5), ms(0.99))
 }
 
 const PROJECT: &str = "BEN001";
@@ -216,8 +220,8 @@ async fn main() -> Result<()> {
     let jobs = per_round * rounds;
     let s3m_rate = jobs as f64 / s3m_secs;
     let direct_rate = jobs as f64 / direct_secs;
-    println!("slurm submit through s3m        {s3m_rate:>8.1} jobs/s  ({jobs} jobs in {s3m_secs:.2} s, {s3m_failed} failed; {rounds} rounds alternating with direct)  {}", percentiles(&mut s3m_latencies));
-    println!("slurm submit direct slurmrestd  {direct_rate:>8.1} jobs/s  ({jobs} jobs in {direct_secs:.2} s, {direct_failed} failed)  {}", percentiles(&mut direct_latencies));
+    println!("slurm submit through s3m        {s3m_rate:>8.1} jobs/s  ({jobs} jobs in {s3m_secs:.2} s, {s3m_failed} failed; {rounds} rounds alternating with direct)  {}", percentiles(&s3m_latencies));
+    println!("slurm submit direct slurmrestd  {direct_rate:>8.1} jobs/s  ({jobs} jobs in {direct_secs:.2} s, {direct_failed} failed)  {}", percentiles(&direct_latencies));
     println!(
         "ratio s3m / direct              {:>8.2}  (goal >= 0.9)",
         s3m_rate / direct_rate
@@ -316,12 +320,12 @@ async fn main() -> Result<()> {
         Arc::new(move || c.post(&u).header("Authorization", &t).json(&job_body()))
     };
     submit_many(args.concurrency, args.concurrency, make.clone()).await?;
-    let (secs, failed, mut latencies) = submit_many(args.jobs, args.concurrency, make).await?;
+    let (secs, failed, latencies) = submit_many(args.jobs, args.concurrency, make).await?;
     println!(
         "local submit through s3m        {:>8.1} jobs/s  ({} jobs in {secs:.2} s, {failed} failed)  {}",
         args.jobs as f64 / secs,
         args.jobs,
-        percentiles(&mut latencies)
+        percentiles(&latencies)
     );
     let report = load::run(
         &app.base_url,
