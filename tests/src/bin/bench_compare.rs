@@ -346,16 +346,13 @@ fn main() -> Result<()> {
         let (Some(a), Some(b)) = (case(a), case(b)) else {
             return;
         };
-        let rounds: Vec<f64> = a
+        let (lo, hi) = a
             .rounds
             .iter()
             .zip(&b.rounds)
             .map(|(a, b)| a.rps / b.rps)
-            .collect();
-        let (lo, hi) = rounds
-            .iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
-                (lo.min(*r), hi.max(*r))
+                (lo.min(r), hi.max(r))
             });
         println!(
             "{label:<38} {:.3}  (goal {goal}; round by round {lo:.3}-{hi:.3})",
