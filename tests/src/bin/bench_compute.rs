@@ -141,8 +141,8 @@ async fn submit_many(
     Ok((start.elapsed().as_secs_f64(), failed, latencies))
 }
 
-/// Waits until Slurm has run every job the bench submitted (none pending,
-/// running or completing), so that the next turn does not share the 2 cores
+/// Waits until Slurm has run every job the bench submitted (`squeue` shows
+/// none pending, running or completing on the bench's cluster), so that the next turn does not share the 2 cores
 /// with slurmd starting the last turn's jobs: that work landed on whichever
 /// way went next, and moved `GET /jobs` ratios from 1.06 to 1.53 between
 /// runs. Returns the seconds waited.
@@ -192,6 +192,8 @@ async fn wait_for_local_idle(client: &reqwest::Client, url: &str, token: &str) -
             .header("Authorization", token)
             .send()
             .await?
+            .error_for_status()
+            .context("GET /jobs of the local scheduler, waiting for its jobs to run")?
             .json()
             .await?;
         let left = listed["jobs"]
