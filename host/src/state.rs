@@ -66,6 +66,8 @@ pub struct HostState {
     /// The id of the request (or gateway call) this Store serves: in its
     /// log lines, its `x-request-id`, and what concealed errors name.
     pub request_id: Option<String>,
+    /// Keeps the epoch thread ticking while this Store is alive.
+    pub _live: crate::engine::LiveStore,
 }
 
 impl WasiView for HostState {
