@@ -141,14 +141,34 @@ async fn submit_many(
     Ok((start.elapsed().as_secs_f64(), failed, latencies))
 }
 
-/// Waits until Slurm has run every job the bench submitted (`squeue` shows
-/// none pending, running or completing on the bench's cluster), so that the next turn does not share the 2 cores
-/// with slurmd starting the last turn's jobs: that work landed on whichever
-/// way went next, and moved `GET /jobs` ratios from 1.06 to 1.53 between
-/// runs. Returns the seconds waited.
-async fn wait_for_idle(cluster: &slurm::SlurmCluster) -> Result<f64> {
+/// Asks `left` every 250 ms how many of the bench's jobs are still queued or
+/// running, until none is; fails after 10 minutes, naming `scheduler`.
+/// Returns the seconds waited.
+async fn wait_until_run<F, Fut>(scheduler: &str, mut left: F) -> Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize>>,
+{
     let start = Instant::now();
     loop {
+        let left = left().await?;
+        if left == 0 {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("{scheduler} still has {left} of the bench's jobs queued or running after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until Slurm has run every job the bench submitted (`squeue` shows
+/// none pending, running or completing on the bench's cluster), so that the
+/// next turn does not share the 2 cores with slurmd starting the last turn's
+/// jobs: that work landed on whichever way went next, and moved `GET /jobs`
+/// ratios from 1.06 to 1.53 between runs. Returns the seconds waited.
+async fn wait_for_idle(cluster: &slurm::SlurmCluster) -> Result<f64> {
+    wait_until_run("Slurm (is slurmd up? scontrol show node)", || async {
         let out = cluster
             .command("squeue")
             .args([
@@ -166,27 +186,20 @@ async fn wait_for_idle(cluster: &slurm::SlurmCluster) -> Result<f64> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let left = out
+        Ok(out
             .stdout
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
-            .count();
-        if left == 0 {
-            return Ok(start.elapsed().as_secs_f64());
-        }
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("Slurm still has {left} of the bench's jobs queued or running after 10 minutes; is slurmd up (scontrol show node)?");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            .count())
+    })
+    .await
 }
 
 /// Waits until the local scheduler has run every job the bench submitted
 /// (as [`wait_for_idle`] does for Slurm: its sandboxed jobs otherwise share
 /// the cores with the list load). Returns the seconds waited.
 async fn wait_for_local_idle(client: &reqwest::Client, url: &str, token: &str) -> Result<f64> {
-    let start = Instant::now();
-    loop {
+    wait_until_run("the local scheduler", || async {
         let listed: Value = client
             .get(url)
             .header("Authorization", token)
@@ -196,7 +209,7 @@ async fn wait_for_local_idle(client: &reqwest::Client, url: &str, token: &str) -
             .context("GET /jobs of the local scheduler, waiting for its jobs to run")?
             .json()
             .await?;
-        let left = listed["jobs"]
+        Ok(listed["jobs"]
             .as_array()
             .context("GET /jobs answered no jobs array")?
             .iter()
@@ -210,15 +223,9 @@ async fn wait_for_local_idle(client: &reqwest::Client, url: &str, token: &str) -
                     })
                 })
             })
-            .count();
-        if left == 0 {
-            return Ok(start.elapsed().as_secs_f64());
-        }
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("the local scheduler still has {left} of the bench's jobs queued or running after 10 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            .count())
+    })
+    .await
 }
 
 fn job_body() -> Value {
