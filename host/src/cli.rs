@@ -409,6 +409,7 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
             .map_err(|e| {
                 anyhow::anyhow!("key-value store {:?}: {e}", s3m_workflow::store::LABEL)
             })?;
+        let written = app.services.key_value.written(s3m_workflow::store::LABEL)?;
         let tokens = app
             .services
             .key_value
@@ -421,6 +422,7 @@ async fn up(ctx: Context_, args: UpArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         crate::workflows::Engine::start(
             store,
+            written,
             tokens,
             app.services.clone(),
             component.outbound.clone(),

@@ -30,6 +30,14 @@ use tokio::sync::Notify;
 const LEASE_MS: i64 = 15_000;
 /// How often running jobs and brokers are looked at without an event.
 const POLL_MS: i64 = 1_000;
+/// How often the engine reads the store's event counter when no guest of
+/// this host has written to the store: what this catches are the writes of
+/// another host sharing the store (a user's delete or retry sent to the
+/// host that does not hold the workflow's lease). This host's own guests'
+/// writes wake it at once ([`KeyValueStores::written`]).
+///
+/// [`KeyValueStores::written`]: crate::capabilities::key_value::KeyValueStores::written
+const OTHER_HOSTS_POLL: Duration = Duration::from_millis(250);
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -65,10 +73,14 @@ enum Next {
 
 impl Engine {
     /// Starts the engine: resumes every unfinished workflow in the store
-    /// and watches for new ones. `outbound` is the workflows component's
+    /// and watches for new ones, woken by `written` (the store's
+    /// [`KeyValueStores::written`]). `outbound` is the workflows component's
     /// `allowed_outbound_hosts` (the `http` built-in's reach).
+    ///
+    /// [`KeyValueStores::written`]: crate::capabilities::key_value::KeyValueStores::written
     pub fn start(
         store: Arc<dyn Store>,
+        written: Arc<Notify>,
         tokens: Arc<dyn Store>,
         services: Arc<Services>,
         outbound: OutboundHooks,
@@ -124,13 +136,15 @@ impl Engine {
             }
         }
         let e = engine.clone();
-        tokio::spawn(async move { e.discover().await });
+        tokio::spawn(async move { e.discover(written).await });
         engine
     }
 
     /// Finds workflows to drive: at start and every few seconds all of
-    /// them; at once those the component marked (its event counter moves).
-    async fn discover(self: Arc<Self>) {
+    /// them; those the component marked (its event counter moves) as soon
+    /// as one of this host's guests writes to the store, or within
+    /// [`OTHER_HOSTS_POLL`] when another host's did.
+    async fn discover(self: Arc<Self>, written: Arc<Notify>) {
         let mut last_events: Option<Vec<u8>> = None;
         let mut last_full = std::time::Instant::now() - Duration::from_secs(3600);
         loop {
@@ -158,7 +172,9 @@ impl Engine {
                     last_full = std::time::Instant::now();
                 }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // A write made while this pass ran left a permit: the next
+            // wait returns at once, so it is never missed.
+            let _ = tokio::time::timeout(OTHER_HOSTS_POLL, written.notified()).await;
         }
     }
 

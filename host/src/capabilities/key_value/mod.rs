@@ -10,6 +10,7 @@ use crate::state::HostState;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::Notify;
 use wasmtime::component::Linker;
 
 /// Why a key-value operation failed, in the terms both WIT interfaces share.
@@ -54,11 +55,32 @@ pub trait Store: Send + Sync {
 #[derive(Clone, Default)]
 pub struct KeyValueStores {
     stores: HashMap<String, Arc<dyn Store>>,
+    /// Per label, what a guest's write through this host signals once it
+    /// has returned: the workflow engine waits on its store's instead of
+    /// reading the store every few milliseconds.
+    written: HashMap<String, Arc<Notify>>,
 }
 
 impl KeyValueStores {
     pub fn new(stores: HashMap<String, Arc<dyn Store>>) -> Self {
-        Self { stores }
+        let written = stores
+            .keys()
+            .map(|label| (label.clone(), Arc::new(Notify::new())))
+            .collect();
+        Self { stores, written }
+    }
+
+    /// Signalled after each write that a guest of this host makes to the
+    /// store behind `label` (set, delete, increment, swap, the batch
+    /// calls), successful or not. Writes are not told apart, and signals
+    /// arriving while nobody waits become one: a waiter then reads the
+    /// store to see what changed. Other processes' writes to a shared
+    /// store, and the host's own, are not signalled.
+    pub fn written(&self, label: &str) -> KvResult<Arc<Notify>> {
+        self.written
+            .get(label)
+            .cloned()
+            .ok_or(KeyValueError::NoSuchStore)
     }
 
     /// The store behind a label, for host-side users (the token CLI).
@@ -79,6 +101,7 @@ impl HostState {
         }
         Ok(OpenStore {
             store: self.services.key_value.get(label)?,
+            written: self.services.key_value.written(label)?,
         })
     }
 }
@@ -86,11 +109,32 @@ impl HostState {
 /// A store handle held in the guest's resource table.
 pub struct OpenStore {
     pub(crate) store: Arc<dyn Store>,
+    written: Arc<Notify>,
+}
+
+impl OpenStore {
+    /// The store, for a write: the returned guard signals
+    /// [`KeyValueStores::written`] when dropped, so keep it until the
+    /// write has returned (a waiter woken earlier could read the store
+    /// before the write lands, and then wait past it).
+    fn for_write(&self) -> (Arc<dyn Store>, Wrote) {
+        (self.store.clone(), Wrote(self.written.clone()))
+    }
+}
+
+/// Signals a store's [`KeyValueStores::written`] when dropped.
+struct Wrote(Arc<Notify>);
+
+impl Drop for Wrote {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
 }
 
 /// A compare-and-swap handle: the key and the value it held when read.
 pub struct CasHandle {
     store: Arc<dyn Store>,
+    written: Arc<Notify>,
     key: String,
     current: Option<Vec<u8>>,
 }
@@ -99,4 +143,71 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     spin_binding::add_to_linker(linker)?;
     wasi_binding::add_to_linker(linker)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::key_value::sqlite::{SqliteDb, SqliteStore};
+    use std::time::Duration;
+
+    /// Whether `n` holds a signal now, without waiting for one.
+    async fn signalled(n: &Notify) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), n.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_guest_write_signals_its_store_once_it_has_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(&dir.path().join("kv.db")).unwrap();
+        let stores = KeyValueStores::new(HashMap::from([
+            (
+                "a".to_string(),
+                Arc::new(SqliteStore::new(db.clone(), "a")) as Arc<dyn Store>,
+            ),
+            (
+                "b".to_string(),
+                Arc::new(SqliteStore::new(db, "b")) as Arc<dyn Store>,
+            ),
+        ]));
+        let (a, b) = (stores.written("a").unwrap(), stores.written("b").unwrap());
+        assert!(matches!(
+            stores.written("c"),
+            Err(KeyValueError::NoSuchStore)
+        ));
+        let open = OpenStore {
+            store: stores.get("a").unwrap(),
+            written: a.clone(),
+        };
+        assert!(!signalled(&a).await, "nothing written yet");
+
+        // A read signals nothing; a write signals only when its guard goes,
+        // after the value is in the store.
+        open.store.get("k").await.unwrap();
+        assert!(!signalled(&a).await, "a read is not a write");
+        let (store, wrote) = open.for_write();
+        store.set("k", b"v").await.unwrap();
+        assert!(!signalled(&a).await, "signalled before the write returned");
+        drop(wrote);
+        assert!(signalled(&a).await, "the write was not signalled");
+        assert!(!signalled(&b).await, "another store was signalled");
+
+        // Writes nobody waited for become one signal: the waiter reads the
+        // store once and sees all of them.
+        for v in [b"1", b"2", b"3"] {
+            let (store, _wrote) = open.for_write();
+            store.set("k", v).await.unwrap();
+        }
+        assert!(signalled(&a).await);
+        assert!(
+            !signalled(&a).await,
+            "three writes left more than one signal"
+        );
+        assert_eq!(
+            open.store.get("k").await.unwrap().as_deref(),
+            Some(&b"3"[..])
+        );
+    }
 }

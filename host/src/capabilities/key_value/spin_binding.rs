@@ -41,12 +41,12 @@ impl kv::HostStore for HostState {
     }
 
     async fn set(&mut self, s: Resource<OpenStore>, key: String, value: Vec<u8>) -> R<()> {
-        let store = self.table.get(&s)?.store.clone();
+        let (store, _wrote) = self.table.get(&s)?.for_write();
         Ok(store.set(&key, &value).await.map_err(Into::into))
     }
 
     async fn delete(&mut self, s: Resource<OpenStore>, key: String) -> R<()> {
-        let store = self.table.get(&s)?.store.clone();
+        let (store, _wrote) = self.table.get(&s)?.for_write();
         Ok(store.delete(&key).await.map_err(Into::into))
     }
 

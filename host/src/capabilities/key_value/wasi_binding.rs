@@ -44,12 +44,12 @@ impl store::HostBucket for HostState {
     }
 
     async fn set(&mut self, b: Resource<OpenStore>, key: String, value: Vec<u8>) -> R<()> {
-        let store = self.table.get(&b)?.store.clone();
+        let (store, _wrote) = self.table.get(&b)?.for_write();
         Ok(store.set(&key, &value).await.map_err(Into::into))
     }
 
     async fn delete(&mut self, b: Resource<OpenStore>, key: String) -> R<()> {
-        let store = self.table.get(&b)?.store.clone();
+        let (store, _wrote) = self.table.get(&b)?.for_write();
         Ok(store.delete(&key).await.map_err(Into::into))
     }
 
@@ -81,7 +81,7 @@ impl store::HostBucket for HostState {
 
 impl atomics::Host for HostState {
     async fn increment(&mut self, b: Resource<OpenStore>, key: String, delta: i64) -> R<i64> {
-        let store = self.table.get(&b)?.store.clone();
+        let (store, _wrote) = self.table.get(&b)?.for_write();
         Ok(store.increment(&key, delta).await.map_err(Into::into))
     }
 
@@ -96,6 +96,7 @@ impl atomics::Host for HostState {
             handle.key.clone(),
             handle.current.clone(),
         );
+        let _wrote = super::Wrote(handle.written.clone());
         match store
             .compare_and_swap(&key, current.as_deref(), &value)
             .await
@@ -116,13 +117,15 @@ impl atomics::Host for HostState {
 
 impl atomics::HostCas for HostState {
     async fn new(&mut self, b: Resource<OpenStore>, key: String) -> R<Resource<CasHandle>> {
-        let store = self.table.get(&b)?.store.clone();
+        let open = self.table.get(&b)?;
+        let (store, written) = (open.store.clone(), open.written.clone());
         let current = match store.get(&key).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e.into())),
         };
         Ok(Ok(self.table.push(CasHandle {
             store,
+            written,
             key,
             current,
         })?))
@@ -156,7 +159,7 @@ impl batch::Host for HostState {
     }
 
     async fn set_many(&mut self, b: Resource<OpenStore>, kvs: Vec<(String, Vec<u8>)>) -> R<()> {
-        let store = self.table.get(&b)?.store.clone();
+        let (store, _wrote) = self.table.get(&b)?.for_write();
         for (key, value) in kvs {
             if let Err(e) = store.set(&key, &value).await {
                 return Ok(Err(e.into()));
@@ -166,7 +169,7 @@ impl batch::Host for HostState {
     }
 
     async fn delete_many(&mut self, b: Resource<OpenStore>, keys: Vec<String>) -> R<()> {
-        let store = self.table.get(&b)?.store.clone();
+        let (store, _wrote) = self.table.get(&b)?.for_write();
         for key in keys {
             if let Err(e) = store.delete(&key).await {
                 return Ok(Err(e.into()));
