@@ -204,6 +204,21 @@ impl Env {
         }
     }
 
+    /// Polls the job until its state carries no flag (COMPLETING).
+    async fn wait_flags_gone(&self, token: &str, id: u64) -> Result<Value> {
+        let start = Instant::now();
+        loop {
+            let job = self.job(token, id).await?;
+            if job["job_state"].as_array().is_some_and(|s| s.len() == 1) {
+                return Ok(job);
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("job {id} still completing after 60 s: {job}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn job_ids(&self, token: &str, version: &str) -> Result<Vec<u64>> {
         let body = ok_json(self.get(token, version, "jobs").await?).await?;
         for key in [
@@ -258,6 +273,7 @@ macro_rules! per_provider {
 per_provider!(
     job_runs_to_completion_with_its_output,
     sleeping_job_is_cancelled,
+    a_cancelled_job_reads_cancelled_at_once,
     projects_see_only_their_own_jobs,
     readonly_token_reads_but_cannot_submit_or_cancel,
     unknown_resource_is_404,
@@ -581,6 +597,135 @@ async fn job_over_its_time_limit_times_out(provider: Provider) -> Result<()> {
     Ok(())
 }
 
+/// Whoever cancels a job reads it as cancelled from the cancel's answer on,
+/// as Slurm shows it (CANCELLED, with the COMPLETING flag while its
+/// processes end), even when the job ignores SIGTERM and so lives on until
+/// the SIGKILL that follows. A workflow's terminate relies on this: it
+/// reports its job cancelled as soon as it has asked.
+async fn a_cancelled_job_reads_cancelled_at_once(provider: Provider) -> Result<()> {
+    let env = start(provider, &["STF040"])?;
+    let token = env.app.token(&["compute-ace"], "STF040")?;
+    // A name of its own for the job's sleep, to look for it among processes.
+    let marker = unique("stubborn");
+    let out = env.out_dir.join(format!("{marker}.out"));
+    let script = format!("#!/bin/bash\ntrap '' TERM\necho ready\nexec -a {marker} sleep 300\n");
+    let id = env
+        .submit(
+            &token,
+            json!({"name": "stubborn", "script": script,
+                   "current_working_directory": env.out_dir,
+                   "standard_output": out}),
+        )
+        .await?;
+    // Running, and past its trap (a SIGTERM before it would end it at once).
+    let start = Instant::now();
+    while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains("ready")) {
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "job {id} did not start within 60 s: {}",
+                env.job(&token, id).await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ok_json(env.delete(&token, &format!("job/{id}")).await?).await?;
+    let job = env.job(&token, id).await?;
+    if provider == Provider::Slurm {
+        // slurmrestd 22.05 names only the flag of a job that is ending
+        // (`job_state_string`), so its base state is not to be seen.
+        let state = job["job_state"].to_string();
+        assert!(
+            state.contains("CANCELLED") || state.contains("COMPLETING"),
+            "right after the cancel: {job}"
+        );
+    } else {
+        // SIGTERM is ignored, SIGKILL comes kill_wait (2 s) later.
+        assert_eq!(
+            job["job_state"],
+            json!(["CANCELLED", "COMPLETING"]),
+            "while the job's processes live on: {job}"
+        );
+    }
+    // Then its processes end, and with them the flag.
+    let job = env.wait_flags_gone(&token, id).await?;
+    assert_eq!(job["job_state"], json!(["CANCELLED"]), "{job}");
+    // Nothing of the job runs on, on this machine (Slurm's jobs and the
+    // local scheduler's run here).
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()?;
+    assert!(
+        left.stdout.is_empty(),
+        "job {id} is over but its processes run on: pgrep -f {marker} finds {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    Ok(())
+}
+
+/// A signal the job catches reaches the job and nothing else: the job runs
+/// on, still counted against its slot and its time limit. (A signal once
+/// ended the sandbox's monitor, booking the job as ended while it ran on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signal_the_job_catches_leaves_it_running_in_its_slot() -> Result<()> {
+    let env = start(Provider::Local, &["STF040"])?;
+    let token = env.app.token(&["compute-ace"], "STF040")?;
+    let marker = unique("catcher");
+    let out = env.out_dir.join(format!("{marker}.out"));
+    let script = "#!/bin/bash\nfor s in HUP INT QUIT USR1 USR2 ALRM TERM URG XCPU; do trap \"echo got-$s\" $s; done\necho ready\nwhile true; do sleep 0.1; done\n";
+    let id = env
+        .submit(
+            &token,
+            json!({"name": "catcher", "script": script,
+                   "current_working_directory": env.out_dir, "standard_output": out}),
+        )
+        .await?;
+    let read = || std::fs::read_to_string(&out).unwrap_or_default();
+    let start = Instant::now();
+    while !read().contains("ready") {
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "job {id} did not start within 60 s: {}",
+                env.job(&token, id).await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for sig in ["HUP", "INT", "QUIT", "USR1", "USR2", "ALRM", "URG", "XCPU"] {
+        ok_json(
+            env.delete(&token, &format!("job/{id}?signal=SIG{sig}"))
+                .await?,
+        )
+        .await?;
+        let start = Instant::now();
+        while !read().contains(&format!("got-{sig}")) {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!(
+                    "job {id} did not see SIG{sig} within 10 s; its output: {}",
+                    read()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let job = env.job(&token, id).await?;
+        assert_eq!(
+            job["job_state"],
+            json!(["RUNNING"]),
+            "after SIG{sig}: {job}"
+        );
+    }
+    // A cancel still ends it, trap and all: SIGTERM, which it catches and
+    // outlives, then SIGKILL.
+    ok_json(env.delete(&token, &format!("job/{id}")).await?).await?;
+    let job = env.wait_flags_gone(&token, id).await?;
+    assert_eq!(job["job_state"], json!(["CANCELLED"]), "{job}");
+    assert!(
+        read().contains("got-TERM"),
+        "the cancel's SIGTERM reached the job first: {}",
+        read()
+    );
+    Ok(())
+}
+
 async fn sleeping_job_is_cancelled(provider: Provider) -> Result<()> {
     let env = start(provider, &["STF040"])?;
     let token = env.app.token(&["compute-ace"], "STF040")?;
@@ -609,6 +754,8 @@ async fn sleeping_job_is_cancelled(provider: Provider) -> Result<()> {
         )
         .await?;
     assert_eq!(job["job_state"][0], "CANCELLED", "{job}");
+    // Its processes end too: the COMPLETING flag goes.
+    env.wait_flags_gone(&token, id).await?;
     if provider == Provider::Slurm {
         let state = slurm::shared().job_state(id)?;
         assert_eq!(

@@ -146,6 +146,11 @@ struct LocalJob {
     /// Set when a cancel arrives: the job ends CANCELLED whatever its exit.
     #[serde(default)]
     cancelled: bool,
+    /// Cancelled while its processes still run (between the cancel's
+    /// SIGTERM and their exit): shown as Slurm shows it, CANCELLED with the
+    /// COMPLETING flag. Not kept across a restart, which ends them.
+    #[serde(skip)]
+    completing: bool,
 }
 
 fn now() -> i64 {
@@ -169,7 +174,11 @@ impl LocalJob {
             user_name: self.user_name.clone(),
             partition: self.partition.clone(),
             state: state_of(&self.state),
-            state_flags: Vec::new(),
+            state_flags: if self.completing {
+                vec!["COMPLETING".to_string()]
+            } else {
+                Vec::new()
+            },
             state_reason: self.state_reason.clone(),
             exit_code: self.exit_code,
             exit_signal: self.exit_signal,
@@ -376,7 +385,11 @@ impl Shared {
             j.state_reason = reason;
             j.exit_code = code;
             j.exit_signal = signal;
-            j.end_time = Some(t);
+            // A cancelled job ended when it was cancelled, as in Slurm.
+            if !j.completing {
+                j.end_time = Some(t);
+            }
+            j.completing = false;
             match state {
                 "COMPLETED" => stats.completed += 1,
                 "CANCELLED" => stats.canceled += 1,
@@ -448,10 +461,14 @@ impl Shared {
             .kill_on_drop(false);
         // A session of its own: no controlling terminal to reach back
         // through, and one process group to signal.
+        let sandboxed = matches!(self.isolation, Isolation::Sandbox { .. });
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if sandboxed {
+                    sandbox::ignore_signals();
                 }
                 Ok(())
             });
@@ -461,9 +478,11 @@ impl Shared {
         {
             let mut table = self.jobs.lock().unwrap();
             table.running.insert(id, pgid);
-            // A cancel that came while the process was being started.
+            // A cancel that came while the process was being started: the
+            // job never ran, and a SIGTERM now would reach only the
+            // sandbox's monitor, which ignores it (sandbox::ignore_signals).
             if table.jobs.get(&id).is_some_and(|j| j.cancelled) {
-                signal_group(pgid, SIGTERM);
+                signal_group(pgid, SIGKILL);
             }
         }
         let limit = Duration::from_secs(job.time_limit as u64 * 60);
@@ -981,6 +1000,7 @@ impl SchedulerProvider for LocalScheduler {
             priority: job.priority.unwrap_or(1),
             tasks: job.tasks.unwrap_or(1),
             cancelled: false,
+            completing: false,
         };
         s.persist(&record);
         {
@@ -1032,15 +1052,28 @@ impl SchedulerProvider for LocalScheduler {
             }
             "RUNNING" => {
                 let cancels = signal == SIGTERM || signal == SIGKILL;
-                let pgid = {
-                    let mut table = s.jobs.lock().unwrap();
-                    if cancels {
-                        if let Some(j) = table.jobs.get_mut(&job_id) {
-                            j.cancelled = true;
+                if cancels {
+                    // As Slurm: CANCELLED at once, COMPLETING until the
+                    // job's processes are gone, so that whoever cancelled
+                    // reads the job as cancelled from then on.
+                    let t = now();
+                    s.update(job_id, |j, _| {
+                        if j.state == "RUNNING" {
+                            j.state = "CANCELLED".into();
+                            j.completing = true;
+                            j.end_time = Some(t);
                         }
-                    }
-                    table.running.get(&job_id).copied().unwrap_or(0)
-                };
+                        j.cancelled = true;
+                    });
+                }
+                let pgid = s
+                    .jobs
+                    .lock()
+                    .unwrap()
+                    .running
+                    .get(&job_id)
+                    .copied()
+                    .unwrap_or(0);
                 if cancels {
                     // As Slurm: SIGTERM, then SIGKILL after kill_wait.
                     signal_group(pgid, SIGTERM);

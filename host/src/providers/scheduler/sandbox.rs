@@ -149,6 +149,47 @@ fn setpriv_args(user: &JobUser, init_groups: bool) -> Vec<String> {
     args
 }
 
+/// In a sandboxed job's launch, between fork and exec: ignore every signal
+/// that a cancel, a time limit or `scancel --signal` can send, other than
+/// SIGKILL and SIGSTOP (which cannot be ignored), SIGCONT and SIGCHLD.
+///
+/// Signals go to the job's whole process group, and the process s3m
+/// waits on is bwrap's monitor in that group, not the job. Left to their
+/// defaults, a SIGTERM or a SIGUSR1 ended the monitor at once: the job was
+/// booked as ended and its slot freed while its processes, under the
+/// sandbox's init (which no signal but SIGKILL reaches from outside), ran
+/// on without a time limit. Ignored here, the dispositions pass through
+/// bwrap and setpriv to `env --default-signal`, which gives the job its
+/// defaults back; the monitor then lives until the job's processes end, or
+/// until SIGKILL ends the monitor and the sandbox's init with them.
+///
+/// Only `signal(2)` in a loop: safe to call in the forked child.
+pub fn ignore_signals() {
+    for sig in 1..=64 {
+        if matches!(
+            sig,
+            libc::SIGKILL
+                | libc::SIGSTOP
+                | libc::SIGCONT
+                | libc::SIGCHLD
+                // Faults, not sent by anyone here: ignoring them would hide
+                // a crash of the launch itself.
+                | libc::SIGSEGV
+                | libc::SIGBUS
+                | libc::SIGFPE
+                | libc::SIGILL
+                // The C library's own (thread cancellation, setxid), which
+                // `env --default-signal` cannot give back.
+                | 32
+                | 33
+        ) {
+            continue;
+        }
+        // Numbers the C library keeps for itself refuse; that is fine.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
 /// The sandbox's root: the system read-only, fresh /proc, /dev and /tmp;
 /// no capabilities but those `setpriv` needs to become the job's user.
 fn bwrap_base_args() -> Vec<OsString> {
@@ -244,7 +285,9 @@ pub fn command(isolation: &Isolation, launch: &Launch) -> tokio::process::Comman
                 .arg(SCRIPT_IN_SANDBOX)
                 .args(["--clearenv", "--setenv", "PATH", HELPER_PATH, "--", SETPRIV])
                 .args(setpriv_args(user, true))
-                .args([ENV, "-i", "--"]);
+                // The job gets back the signals the launch ignored
+                // (see [`ignore_signals`]).
+                .args([ENV, "--default-signal", "-i", "--"]);
             for (k, v) in &launch.env {
                 cmd.arg(format!("{k}={v}"));
             }
