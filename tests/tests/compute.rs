@@ -1264,6 +1264,72 @@ async fn local_jobs_survive_a_host_restart() -> Result<()> {
     Ok(())
 }
 
+/// A job that runs when its host stops ends with it: the restarted host
+/// reads it NODE_FAIL, and nothing of it runs on unaccounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_job_ends_with_its_host() -> Result<()> {
+    use anyhow::ensure;
+    use std::os::unix::fs::PermissionsExt;
+    slurm::ensure_project_user("STF040")?;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir)?;
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o1777))?;
+    let compute = format!(
+        "scheduler = \"local\"\nslots = 2\nstate_dir = \"{}\"\ndefault_working_directory = \"{}\"\nshared_directories = [\"{}\"]\n",
+        dir.path().join("scheduler").display(),
+        dir.path().join("projects").display(),
+        out_dir.display()
+    );
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let marker = unique("outlive");
+    let out = out_dir.join(format!("{marker}.out"));
+    let job = json!({"job": {"name": "outlive",
+        "script": format!("#!/bin/bash\necho ready\nexec -a {marker} sleep 300\n"),
+        "current_working_directory": out_dir, "standard_output": out}});
+    let res = app
+        .client()
+        .post(app.url(&format!("/slurm/open/v0.0.43/{RESOURCE}/job/submit")))
+        .header("Authorization", &token)
+        .json(&job)
+        .send()
+        .await?;
+    let id = ok_json(res).await?["job_id"].as_u64().context("job_id")?;
+    let start = Instant::now();
+    while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains("ready")) {
+        ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "job {id} did not start within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(app);
+
+    let start = Instant::now();
+    loop {
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()?;
+        if left.stdout.is_empty() {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "job {id} runs on 10 s after its host stopped: pgrep -f {marker} finds {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let app = TestApp::start(AppOptions::only(&["compute"]).with_facility(facility(&compute)))?;
+    let token = app.token(&["compute-ace"], "STF040")?;
+    let path = format!("/slurm/open/v0.0.43/{RESOURCE}/job/{id}");
+    let body = ok_json(app.get(&path, Some(&token)).await?).await?;
+    assert_eq!(body["jobs"][0]["job_state"][0], "NODE_FAIL", "{body}");
+    Ok(())
+}
+
 /// `isolation = "none"` with `run_as = "project-user"`: the local scheduler
 /// runs each job as the project's Unix user, as Slurm does, unsandboxed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,8 @@
 //! number of slots, Slurm's job states, exit codes, output files and time
 //! limits. Jobs are kept as one JSON file each under
 //! `<state dir>/scheduler/<resource>/jobs/`, so they survive a host restart;
-//! a job that was running when the host stopped reads NODE_FAIL afterwards.
+//! a job that was running when the host stopped reads NODE_FAIL afterwards
+//! (a sandboxed one was ended with the host: bwrap's `--die-with-parent`).
 //!
 //! `[resources.compute]` keys:
 //! - `scheduler = "local"` (the default)

@@ -195,6 +195,11 @@ pub fn ignore_signals() {
 fn bwrap_base_args() -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     for a in [
+        // The job ends with the host, as its record says (NODE_FAIL after
+        // a restart): SIGKILL to the sandbox when the thread that started
+        // it ends, a tokio worker, which lives as long as the host's
+        // runtime. Without it a job outlived its host, unaccounted.
+        "--die-with-parent",
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
