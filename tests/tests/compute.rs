@@ -671,7 +671,7 @@ async fn a_signal_the_job_catches_leaves_it_running_in_its_slot() -> Result<()> 
     let token = env.app.token(&["compute-ace"], "STF040")?;
     let marker = unique("catcher");
     let out = env.out_dir.join(format!("{marker}.out"));
-    let script = "#!/bin/bash\nfor s in HUP INT QUIT USR1 USR2 ALRM TERM URG XCPU; do trap \"echo got-$s\" $s; done\necho ready\nwhile true; do sleep 0.1; done\n";
+    let script = "#!/bin/bash\ngrep SigIgn /proc/self/status\nfor s in HUP INT QUIT USR1 USR2 ALRM TERM URG XCPU; do trap \"echo got-$s\" $s; done\necho ready\nwhile true; do sleep 0.1; done\n";
     let id = env
         .submit(
             &token,
@@ -689,6 +689,34 @@ async fn a_signal_the_job_catches_leaves_it_running_in_its_slot() -> Result<()> 
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The job's own processes start with none of the signals a user can
+    // send ignored, as under Slurm (the launch's ignoring stops before the
+    // job). Only those: a host inherits others from whatever started it.
+    let text = read();
+    let ignored = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .with_context(|| format!("no SigIgn line in the job's output: {text}"))?;
+    for (name, number) in [
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ABRT", 6),
+        ("USR1", 10),
+        ("USR2", 12),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("TSTP", 20),
+        ("URG", 23),
+        ("XCPU", 24),
+    ] {
+        assert_eq!(
+            ignored & (1 << (number - 1)),
+            0,
+            "the job started with SIG{name} ignored: {text}"
+        );
     }
     for sig in ["HUP", "INT", "QUIT", "USR1", "USR2", "ALRM", "URG", "XCPU"] {
         ok_json(
