@@ -200,7 +200,18 @@ fn parse_job_id(text: &str) -> Result<u32, ApiError> {
 
 /// 404 unless the facility configures `resource` as a compute resource.
 fn check_resource(resource: &str) -> Result<(), ApiError> {
-    let facility = s3m_guest::facility::load()?;
+    // Which resources have a `[resources.compute]` is all this needs: the
+    // host's summary says it without building the sections (issue 13).
+    match s3m_guest::facility::host_summary() {
+        Some(summary) => has_compute(&summary, resource),
+        None => has_compute(&s3m_guest::facility::load()?, resource),
+    }
+}
+
+fn has_compute<S>(
+    facility: &s3m_guest::facility::Facility<S>,
+    resource: &str,
+) -> Result<(), ApiError> {
     if facility
         .resources
         .iter()

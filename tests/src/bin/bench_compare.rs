@@ -1,8 +1,10 @@
 //! Request cost, side by side in one run: a native hyper "ok" server (the
 //! physical limit of this machine), `wasmtime serve` on the no-op component,
 //! stock `spin up` on it when a `spin` binary is on PATH, and `s3m up`
-//! answering the same no-op, the status endpoint and token introspection
-//! (the full auth path with a key-value read).
+//! answering the same no-op, the status endpoint, token introspection
+//! (the full auth path with a key-value read) and a job read (`GET job/{id}`
+//! of an ended job on the local scheduler: compute's whole read path without
+//! Slurm).
 //!
 //! Every server runs in its own process, all are up for the whole run, and
 //! one load generator (`wrk`, Debian's package) drives each in turn, round
@@ -18,7 +20,7 @@
 //!
 //! A change's before and after in one run: `--baseline DIR`, where DIR holds the build
 //! before the change (an `s3m` binary and/or `status.wasm`, `tokens.wasm`,
-//! `test_looper.wasm`; what it lacks is the current build's). A second `s3m up` serves
+//! `compute.wasm`, `test_looper.wasm`; what it lacks is the current build's). A second `s3m up` serves
 //! that build; each of its cases runs right beside the current build's in every round,
 //! the two swapping places every round, and the summary gives each pair's CPU per request
 //! round by round, their medians and how often the change was the cheaper one.
@@ -54,8 +56,9 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// A directory with the build before a change: an `s3m` binary and/or component wasm
-    /// files (status.wasm, tokens.wasm, test_looper.wasm). A second `s3m up` serves it, and
-    /// its no-op, status and introspect run beside the current build's in every round.
+    /// files (status.wasm, tokens.wasm, compute.wasm, test_looper.wasm). A second `s3m up`
+    /// serves it, and its no-op, status, introspect and job read run beside the current
+    /// build's in every round.
     #[arg(long)]
     baseline: Option<PathBuf>,
     /// Internal: serve the native baseline on this address and nothing else.
@@ -154,13 +157,15 @@ fn main() -> Result<()> {
         None => println!("spin up: no `spin` on PATH: not measured"),
     }
 
-    // s3m up: the no-op, status and introspect in one host.
+    // s3m up: the no-op, status, introspect and a job read in one host.
+    s3m_tests::slurm::ensure_project_user("BEN001")?;
     let app = TestApp::start(AppOptions {
-        components: vec!["tokens".into(), "status".into()],
+        components: vec!["tokens".into(), "status".into(), "compute".into()],
         extra_manifest: Some(looper_manifest(&[])),
         ..Default::default()
     })?;
     let token = app.token(&["compute-ace"], "BEN001")?;
+    let job = ended_job(&app, &token)?;
     let s3m = servers.len();
     servers.push(Server::app("s3m up", app.pid()));
     cases.push(Case::new("s3m no-op", s3m, app.url("/looper/ok"), None));
@@ -174,6 +179,12 @@ fn main() -> Result<()> {
         "s3m introspect",
         s3m,
         app.url("/olcf/v1/token/ctls/introspect"),
+        Some(format!("Authorization: {token}")),
+    ));
+    cases.push(Case::new(
+        "s3m job read",
+        s3m,
+        app.url(&job),
         Some(format!("Authorization: {token}")),
     ));
     // The same host with the pool's pages released after every instance
@@ -202,14 +213,14 @@ fn main() -> Result<()> {
             } else {
                 component_wasm("test_looper")
             };
-            let wasm: Vec<String> = ["status", "tokens", "test_looper"]
+            let wasm: Vec<String> = ["status", "tokens", "compute", "test_looper"]
                 .iter()
                 .map(|c| format!("{c}.wasm"))
                 .filter(|f| dir.join(f).is_file())
                 .collect();
             if !bin.is_file() && wasm.is_empty() {
                 bail!(
-                    "--baseline {}: holds neither an s3m binary nor status.wasm, tokens.wasm or test_looper.wasm; copy the build before the change there",
+                    "--baseline {}: holds neither an s3m binary nor status.wasm, tokens.wasm, compute.wasm or test_looper.wasm; copy the build before the change there",
                     dir.display()
                 );
             }
@@ -228,13 +239,14 @@ fn main() -> Result<()> {
                 }
             );
             let before = TestApp::start(AppOptions {
-                components: vec!["tokens".into(), "status".into()],
+                components: vec!["tokens".into(), "status".into(), "compute".into()],
                 extra_manifest: Some(looper_manifest_of(&looper, &[])),
                 bin: bin.is_file().then_some(bin),
                 wasm_dir: Some(dir.clone()),
                 ..Default::default()
             })?;
             let token = before.token(&["compute-ace"], "BEN001")?;
+            let job = ended_job(&before, &token)?;
             servers.push(Server::app("s3m up, baseline", before.pid()));
             let server = servers.len() - 1;
             for (name, path, header) in [
@@ -243,6 +255,11 @@ fn main() -> Result<()> {
                 (
                     "s3m introspect",
                     "/olcf/v1/token/ctls/introspect",
+                    Some(format!("Authorization: {token}")),
+                ),
+                (
+                    "s3m job read",
+                    &job,
                     Some(format!("Authorization: {token}")),
                 ),
             ] {
@@ -394,6 +411,12 @@ fn main() -> Result<()> {
         "s3m status",
         "s3m no-op",
         ">= 0.8",
+    );
+    ratio(
+        "s3m job read / s3m no-op",
+        "s3m job read",
+        "s3m no-op",
+        "none; for the record",
     );
     for name in ["s3m introspect", "s3m status"] {
         if let Some(p) = p99(name) {
@@ -710,6 +733,45 @@ fn serve_native(addr: &str) -> Result<()> {
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
             });
+        }
+    })
+}
+
+/// Submits a `true` job to the local scheduler of the sample facility's
+/// `basalt` and waits until it has ended: the path of its `GET`, the
+/// compute component's whole read path (the token check, the resource
+/// check, the scheduler capability, the answer) without Slurm.
+fn ended_job(app: &TestApp, token: &str) -> Result<String> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let client = reqwest::Client::new();
+        let res = client
+            .post(app.url("/slurm/open/v0.0.43/basalt/job/submit"))
+            .header("Authorization", token)
+            .json(&serde_json::json!({"job": {"name": "bench", "script": "#!/bin/bash\ntrue\n"}}))
+            .send()
+            .await?;
+        let status = res.status();
+        let body: serde_json::Value = res.json().await?;
+        let id = body["job_id"]
+            .as_u64()
+            .with_context(|| format!("submit answered {status}: {body}"))?;
+        let path = format!("/slurm/open/v0.0.43/basalt/job/{id}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job: serde_json::Value = client
+                .get(app.url(&path))
+                .header("Authorization", token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if job["jobs"][0]["job_state"] == serde_json::json!(["COMPLETED"]) {
+                return Ok(path);
+            }
+            if Instant::now() > deadline {
+                bail!("the bench's job {id} did not complete within 60 s: {job}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
 }
