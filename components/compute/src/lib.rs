@@ -200,30 +200,54 @@ fn parse_job_id(text: &str) -> Result<u32, ApiError> {
 
 /// 404 unless the facility configures `resource` as a compute resource.
 fn check_resource(resource: &str) -> Result<(), ApiError> {
-    // Which resources have a `[resources.compute]` is all this needs: the
-    // host's summary says it without building the sections (issue 13).
-    match s3m_guest::facility::host_summary() {
-        Some(summary) => has_compute(&summary, resource),
-        None => has_compute(&s3m_guest::facility::load()?, resource),
+    // Which resources have a `[resources.compute]` is all this needs: read
+    // from the host's summary, borrowed, past everything else (issue 13).
+    if let Some(json) = s3m_guest::facility::host_summary_json() {
+        if let Ok(summary) = serde_json::from_str::<ComputeResources>(&json) {
+            let resources = summary.resources.iter();
+            return has_compute(
+                resources.map(|r| (r.name.as_ref(), r.compute.is_some())),
+                resource,
+            );
+        }
     }
+    let facility = s3m_guest::facility::load()?;
+    let resources = facility.resources.iter();
+    has_compute(
+        resources.map(|r| (r.name.as_str(), r.compute.is_some())),
+        resource,
+    )
 }
 
-fn has_compute<S>(
-    facility: &s3m_guest::facility::Facility<S>,
+/// What [`check_resource`] reads of the host's facility summary.
+#[derive(serde::Deserialize)]
+struct ComputeResources<'a> {
+    #[serde(borrow, default)]
+    resources: Vec<ResourceEntry<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResourceEntry<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    compute: Option<serde::de::IgnoredAny>,
+}
+
+/// `resources`: each resource's name, and whether it has a compute section.
+fn has_compute<'a>(
+    resources: impl Iterator<Item = (&'a str, bool)> + Clone,
     resource: &str,
 ) -> Result<(), ApiError> {
-    if facility
-        .resources
-        .iter()
-        .any(|r| r.name == resource && r.compute.is_some())
+    if resources
+        .clone()
+        .any(|(name, compute)| compute && name == resource)
     {
         return Ok(());
     }
-    let names: Vec<&str> = facility
-        .resources
-        .iter()
-        .filter(|r| r.compute.is_some())
-        .map(|r| r.name.as_str())
+    let names: Vec<&str> = resources
+        .filter(|(_, compute)| *compute)
+        .map(|(name, _)| name)
         .collect();
     let shown: String = resource.chars().take(64).collect();
     Err(ApiError::not_found(format!(
@@ -544,4 +568,69 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3m_guest::facility::FacilityConfig;
+
+    #[test]
+    fn the_summary_read_borrowed_names_the_compute_resources_the_file_does() {
+        let toml = r#"
+[facility]
+name = "F"
+[[resources]]
+name = "basalt"
+[resources.compute]
+scheduler = "local"
+[[resources]]
+name = "gr\"an\\ite"
+description = "a name with escapes"
+[resources.compute]
+scheduler = "slurm"
+slurmrestd = "http://x"
+[[resources]]
+name = "quartz"
+[resources.environment]
+modules = ["gcc"]
+[[downtimes]]
+resource = "basalt"
+start = "2026-01-01T00:00:00Z"
+end = "2026-01-02T00:00:00Z"
+"#;
+        let whole = FacilityConfig::parse(toml, std::path::Path::new("f")).unwrap();
+        let from_file: Vec<(String, bool)> = whole
+            .resources
+            .iter()
+            .map(|r| (r.name.clone(), r.compute.is_some()))
+            .collect();
+        let summary = FacilityConfig::digests(toml).unwrap().summary;
+        let read: ComputeResources = serde_json::from_str(&summary).unwrap();
+        let from_summary: Vec<(String, bool)> = read
+            .resources
+            .iter()
+            .map(|r| (r.name.to_string(), r.compute.is_some()))
+            .collect();
+        assert_eq!(from_summary, from_file);
+        assert_eq!(
+            from_file,
+            [
+                ("basalt".to_string(), true),
+                ("gr\"an\\ite".to_string(), true),
+                ("quartz".to_string(), false)
+            ]
+        );
+        let names = || {
+            read.resources
+                .iter()
+                .map(|r| (r.name.as_ref(), r.compute.is_some()))
+        };
+        assert!(has_compute(names(), "gr\"an\\ite").is_ok());
+        let err = has_compute(names(), "quartz").unwrap_err();
+        assert!(
+            format!("{err:?}").contains("basalt, gr"),
+            "the 404 names the compute resources: {err:?}"
+        );
+    }
 }

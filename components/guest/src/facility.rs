@@ -26,16 +26,15 @@ pub fn load() -> Result<FacilityConfig, ApiError> {
     load_as(DIGEST_ENV)
 }
 
-/// The host's [`SUMMARY_DIGEST_ENV`] read: [`load`] without the
-/// per-component sections (each still says whether it was there), for a
-/// reader that needs only which resources exist and what they offer
-/// (compute's check of the resource a request names, on every request).
-/// `None` where no host handed one over, or where the host withheld it
-/// because the file is invalid: then [`load`] reads and checks the file.
-pub fn host_summary() -> Option<FacilitySummary> {
-    std::env::var(SUMMARY_DIGEST_ENV)
-        .ok()
-        .and_then(|json| Facility::from_digest(&json))
+/// The host's [`SUMMARY_DIGEST_ENV`] as it is: [`load`] without the
+/// per-component sections (each still says whether it was there), as JSON,
+/// for a reader that needs only which resources exist and what they offer
+/// and reads just that, borrowed (compute's check of the resource a
+/// request names, on every request). `None` where no host handed one over,
+/// or where the host withheld it because the file is invalid: then [`load`]
+/// reads and checks the file.
+pub fn host_summary_json() -> Option<String> {
+    std::env::var(SUMMARY_DIGEST_ENV).ok()
 }
 
 /// As [`load`], without the per-component sections, as JSON in the form of
