@@ -597,6 +597,36 @@ async fn job_over_its_time_limit_times_out(provider: Provider) -> Result<()> {
     Ok(())
 }
 
+/// Waits until the job's output file `out` holds `text` (a job says where
+/// it has got to), up to `timeout`; the file's contents.
+async fn wait_for_output(
+    out: &std::path::Path,
+    text: &str,
+    id: u64,
+    timeout: Duration,
+) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        let now = std::fs::read_to_string(out).unwrap_or_default();
+        if now.contains(text) {
+            return Ok(now);
+        }
+        if start.elapsed() > timeout {
+            bail!("job {id} did not write {text:?} within {timeout:?}; its output: {now:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The processes on this machine whose command line holds `marker` (a job
+/// names its own with `exec -a`), as `pgrep -f` lists them.
+fn processes_of(marker: &str) -> Result<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Whoever cancels a job reads it as cancelled from the cancel's answer on,
 /// as Slurm shows it (CANCELLED, with the COMPLETING flag while its
 /// processes end), even when the job ignores SIGTERM and so lives on until
@@ -618,16 +648,7 @@ async fn a_cancelled_job_reads_cancelled_at_once(provider: Provider) -> Result<(
         )
         .await?;
     // Running, and past its trap (a SIGTERM before it would end it at once).
-    let start = Instant::now();
-    while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains("ready")) {
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "job {id} did not start within 60 s: {}",
-                env.job(&token, id).await?
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_output(&out, "ready", id, Duration::from_secs(60)).await?;
     ok_json(env.delete(&token, &format!("job/{id}")).await?).await?;
     let job = env.job(&token, id).await?;
     if provider == Provider::Slurm {
@@ -651,13 +672,10 @@ async fn a_cancelled_job_reads_cancelled_at_once(provider: Provider) -> Result<(
     assert_eq!(job["job_state"], json!(["CANCELLED"]), "{job}");
     // Nothing of the job runs on, on this machine (Slurm's jobs and the
     // local scheduler's run here).
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", &marker])
-        .output()?;
+    let left = processes_of(&marker)?;
     assert!(
-        left.stdout.is_empty(),
-        "job {id} is over but its processes run on: pgrep -f {marker} finds {}",
-        String::from_utf8_lossy(&left.stdout)
+        left.is_empty(),
+        "job {id} is over but its processes run on: pgrep -f {marker} finds {left}"
     );
     Ok(())
 }
@@ -680,20 +698,10 @@ async fn a_signal_the_job_catches_leaves_it_running_in_its_slot() -> Result<()> 
         )
         .await?;
     let read = || std::fs::read_to_string(&out).unwrap_or_default();
-    let start = Instant::now();
-    while !read().contains("ready") {
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "job {id} did not start within 60 s: {}",
-                env.job(&token, id).await?
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // The job's own processes start with none of the signals a user can
     // send ignored, as under Slurm (the launch's ignoring stops before the
     // job). Only those: a host inherits others from whatever started it.
-    let text = read();
+    let text = wait_for_output(&out, "ready", id, Duration::from_secs(60)).await?;
     let ignored = text
         .lines()
         .find_map(|l| l.strip_prefix("SigIgn:"))
@@ -724,16 +732,8 @@ async fn a_signal_the_job_catches_leaves_it_running_in_its_slot() -> Result<()> 
                 .await?,
         )
         .await?;
-        let start = Instant::now();
-        while !read().contains(&format!("got-{sig}")) {
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!(
-                    "job {id} did not see SIG{sig} within 10 s; its output: {}",
-                    read()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The job writes got-SIG when its trap runs.
+        wait_for_output(&out, &format!("got-{sig}"), id, Duration::from_secs(10)).await?;
         let job = env.job(&token, id).await?;
         assert_eq!(
             job["job_state"],
@@ -1325,28 +1325,18 @@ async fn a_local_job_ends_with_its_host() -> Result<()> {
         .send()
         .await?;
     let id = ok_json(res).await?["job_id"].as_u64().context("job_id")?;
-    let start = Instant::now();
-    while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains("ready")) {
-        ensure!(
-            start.elapsed() < Duration::from_secs(60),
-            "job {id} did not start within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_output(&out, "ready", id, Duration::from_secs(60)).await?;
     drop(app);
 
     let start = Instant::now();
     loop {
-        let left = std::process::Command::new("pgrep")
-            .args(["-f", &marker])
-            .output()?;
-        if left.stdout.is_empty() {
+        let left = processes_of(&marker)?;
+        if left.is_empty() {
             break;
         }
         ensure!(
             start.elapsed() < Duration::from_secs(10),
-            "job {id} runs on 10 s after its host stopped: pgrep -f {marker} finds {}",
-            String::from_utf8_lossy(&left.stdout)
+            "job {id} runs on 10 s after its host stopped: pgrep -f {marker} finds {left}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -41,9 +41,9 @@ pub fn host_summary_json() -> Option<String> {
 /// the host's [`SUMMARY_DIGEST_ENV`], for a reader that reads it borrowed
 /// (status): the host's text as it is, else [`written_summary`].
 pub fn summary_json() -> Result<String, ApiError> {
-    match std::env::var(SUMMARY_DIGEST_ENV) {
-        Ok(json) => Ok(json),
-        Err(_) => written_summary(),
+    match host_summary_json() {
+        Some(json) => Ok(json),
+        None => written_summary(),
     }
 }
 

@@ -54,20 +54,32 @@ pub trait Store: Send + Sync {
 /// Every store the runtime configuration defines, by label.
 #[derive(Clone, Default)]
 pub struct KeyValueStores {
-    stores: HashMap<String, Arc<dyn Store>>,
-    /// Per label, what a guest's write through this host signals once it
-    /// has returned: the workflow engine waits on its store's instead of
-    /// reading the store every few milliseconds.
-    written: HashMap<String, Arc<Notify>>,
+    stores: HashMap<String, Entry>,
+}
+
+/// One label's store, and what a guest's write to it through this host
+/// signals once it has returned: the workflow engine waits on its store's
+/// instead of reading the store every few milliseconds.
+#[derive(Clone)]
+struct Entry {
+    store: Arc<dyn Store>,
+    written: Arc<Notify>,
 }
 
 impl KeyValueStores {
     pub fn new(stores: HashMap<String, Arc<dyn Store>>) -> Self {
-        let written = stores
-            .keys()
-            .map(|label| (label.clone(), Arc::new(Notify::new())))
+        let stores = stores
+            .into_iter()
+            .map(|(label, store)| {
+                let written = Arc::new(Notify::new());
+                (label, Entry { store, written })
+            })
             .collect();
-        Self { stores, written }
+        Self { stores }
+    }
+
+    fn entry(&self, label: &str) -> KvResult<&Entry> {
+        self.stores.get(label).ok_or(KeyValueError::NoSuchStore)
     }
 
     /// Signalled after each write that a guest of this host makes to the
@@ -77,18 +89,12 @@ impl KeyValueStores {
     /// store to see what changed. Other processes' writes to a shared
     /// store, and the host's own, are not signalled.
     pub fn written(&self, label: &str) -> KvResult<Arc<Notify>> {
-        self.written
-            .get(label)
-            .cloned()
-            .ok_or(KeyValueError::NoSuchStore)
+        Ok(self.entry(label)?.written.clone())
     }
 
     /// The store behind a label, for host-side users (the token CLI).
     pub fn get(&self, label: &str) -> KvResult<Arc<dyn Store>> {
-        self.stores
-            .get(label)
-            .cloned()
-            .ok_or(KeyValueError::NoSuchStore)
+        Ok(self.entry(label)?.store.clone())
     }
 }
 
@@ -99,9 +105,10 @@ impl HostState {
         if !self.grants.key_value_stores.contains(label) {
             return Err(KeyValueError::AccessDenied);
         }
+        let entry = self.services.key_value.entry(label)?;
         Ok(OpenStore {
-            store: self.services.key_value.get(label)?,
-            written: self.services.key_value.written(label)?,
+            store: entry.store.clone(),
+            written: entry.written.clone(),
         })
     }
 }
